@@ -1,0 +1,443 @@
+//! Configuration: TOML sections with serde defaults, environment and flag overrides, and
+//! [`Config::validate`].
+//!
+//! Precedence, lowest to highest: built-in defaults, the TOML file (`--config`),
+//! `PROMQL_FRONTEND_<SECTION>__<FIELD>` environment variables (e.g.
+//! `PROMQL_FRONTEND_DOWNSTREAM__CONNECT_TIMEOUT=2s`; the value is read as a TOML value
+//! when it parses as one, as a string otherwise), then the command-line flags
+//! `--listen` / `--downstream-url` (which also read `PROMQL_FRONTEND_LISTEN` /
+//! `PROMQL_FRONTEND_DOWNSTREAM_URL`). Unknown fields are errors everywhere, so a typo
+//! never silently falls back to a default. `config.example.toml` documents every field
+//! and is parsed by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Prefix of environment variables that override config fields.
+pub const ENV_PREFIX: &str = "PROMQL_FRONTEND_";
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9095";
+/// Default querier URL.
+pub const DEFAULT_DOWNSTREAM_URL: &str = "http://127.0.0.1:9090";
+/// Default request body limit: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Request headers forwarded to the querier unless configured otherwise.
+pub const DEFAULT_FORWARD_HEADERS: &[&str] = &[
+    "Accept",
+    "Accept-Encoding",
+    "Authorization",
+    "User-Agent",
+    "X-Scope-OrgID",
+    "X-Dashboard-Uid",
+    "X-Panel-Id",
+    "X-Grafana-Org-Id",
+    "X-Query-Group-Id",
+    "X-Request-Id",
+];
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML (after environment overrides) does not fit the schema.
+    #[error("parsing config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// An override environment variable does not name a config field.
+    #[error("environment variable {name}: {msg}")]
+    Env {
+        /// The variable's name.
+        name: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("invalid config field {field}: {msg}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `downstream.connect_timeout`.
+        field: &'static str,
+        /// What is wrong with it.
+        msg: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server clients talk to.
+    pub server: ServerConfig,
+    /// The querier the frontend forwards to.
+    pub downstream: DownstreamConfig,
+    /// Process logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listening side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (`host:port`).
+    pub listen: SocketAddr,
+    /// How long a shutdown (SIGTERM/SIGINT) waits for in-flight requests to finish.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers (slowloris guard).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Whether the frontend gzips the responses it builds itself (`query_range`) for
+    /// clients that accept gzip. Passthrough responses keep the querier's encoding.
+    pub gzip_responses: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 9095))),
+            grace_period: Duration::from_secs(30),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: Duration::from_secs(30),
+            gzip_responses: true,
+        }
+    }
+}
+
+/// `[downstream]`: the querier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamConfig {
+    /// Base URL of the querier: `http://` or `https://`, host, port and an optional path
+    /// prefix (`http://thanos-query:10902/prefix`). API paths are appended to it.
+    pub url: String,
+    /// Time allowed to open a TCP (and TLS) connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one request: until the response headers for passthrough
+    /// requests, until the whole body for range queries.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Most idle keep-alive connections kept per querier host.
+    pub pool_max_idle_per_host: usize,
+    /// Request headers forwarded to the querier (case-insensitive). `Content-Type` of a
+    /// request body is always forwarded; hop-by-hop headers never are.
+    pub forward_headers: Vec<String>,
+    /// `/-/ready` is ready while the querier has answered within this window; past it,
+    /// `/-/ready` probes the querier itself.
+    #[serde(with = "humantime_serde")]
+    pub ready_window: Duration,
+    /// Path (below the URL prefix) that `/-/ready` requests when it needs to probe.
+    /// Any HTTP answer counts as alive.
+    pub probe_path: String,
+}
+
+impl Default for DownstreamConfig {
+    fn default() -> Self {
+        DownstreamConfig {
+            url: DEFAULT_DOWNSTREAM_URL.to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(120),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            forward_headers: DEFAULT_FORWARD_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ready_window: Duration::from_secs(30),
+            probe_path: "/api/v1/status/buildinfo".to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: process logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter
+    /// directive). `RUST_LOG`, when set, wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text (no overrides applied) and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the file (if any), applies `PROMQL_FRONTEND_<SECTION>__<FIELD>` overrides
+    /// from `env`, and returns the config. Call [`Config::validate`] after applying flag
+    /// overrides.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text.parse()?;
+        apply_env_overrides(&mut table, env)?;
+        Ok(Config::deserialize(toml::Value::Table(table))?)
+    }
+
+    /// Rejects values that cannot work, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, msg: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                msg: msg.to_owned(),
+            })
+        };
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        if self.server.header_read_timeout.is_zero() {
+            return invalid("server.header_read_timeout", "must be greater than 0");
+        }
+        let d = &self.downstream;
+        if let Err(msg) = validate_downstream_url(&d.url) {
+            return Err(ConfigError::Invalid {
+                field: "downstream.url",
+                msg,
+            });
+        }
+        for (field, value) in [
+            ("downstream.connect_timeout", d.connect_timeout),
+            ("downstream.request_timeout", d.request_timeout),
+            ("downstream.pool_idle_timeout", d.pool_idle_timeout),
+            ("downstream.ready_window", d.ready_window),
+        ] {
+            if value.is_zero() {
+                return invalid(field, "must be greater than 0");
+            }
+        }
+        for name in &d.forward_headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::Invalid {
+                    field: "downstream.forward_headers",
+                    msg: format!("{name:?} is not a valid header name"),
+                });
+            }
+        }
+        if !d.probe_path.starts_with('/') {
+            return invalid("downstream.probe_path", "must start with '/'");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                field: "log.level",
+                msg: format!(
+                    "{:?} is not a log level or filter directive",
+                    self.log.level
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a querier base URL: http or https, a host, no query string or fragment.
+fn validate_downstream_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("{url:?} must not have a query string or fragment"));
+    }
+    Ok(())
+}
+
+/// Applies `PROMQL_FRONTEND_<SECTION>__<FIELD>=value` overrides to a TOML table.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            // PROMQL_FRONTEND_LISTEN and friends belong to the flags.
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                name,
+                msg: "empty path segment".into(),
+            });
+        }
+        let value = toml_value(&raw);
+        let mut cursor = &mut *table;
+        let (last, parents) = path.split_last().ok_or_else(|| ConfigError::Env {
+            name: name.clone(),
+            msg: "empty path".into(),
+        })?;
+        for seg in parents {
+            let entry = cursor
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name,
+                        msg: format!("{seg} is not a section"),
+                    });
+                }
+            };
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+/// Reads an environment value as a TOML value (`true`, `3`, `["a","b"]`) when it is one,
+/// and as a string otherwise (`2s`, `http://q:9090`).
+fn toml_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::from_toml_str(text).expect("config.example.toml is valid");
+        let defaults = Config::default();
+        // The example documents the defaults; a drift between the two is a doc bug.
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::from_toml_str("[downstream]\nurll = \"http://x\"\n")
+            .expect_err("typo must fail");
+        assert!(err.to_string().contains("urll"), "{err}");
+        assert!(Config::from_toml_str("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let cases = [
+            (
+                "[downstream]\nconnect_timeout = \"0s\"",
+                "downstream.connect_timeout",
+            ),
+            (
+                "[downstream]\nrequest_timeout = \"0s\"",
+                "downstream.request_timeout",
+            ),
+            ("[downstream]\nurl = \"ftp://x\"", "downstream.url"),
+            ("[downstream]\nurl = \"not a url\"", "downstream.url"),
+            (
+                "[downstream]\nurl = \"http://q:9090/?a=1\"",
+                "downstream.url",
+            ),
+            (
+                "[downstream]\nforward_headers = [\"bad header\"]",
+                "downstream.forward_headers",
+            ),
+            ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
+            ("[log]\nlevel = \"lots=of=noise\"", "log.level"),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_toml_str(text).expect_err(text);
+            assert!(err.to_string().contains(field), "{text}: {err}");
+        }
+        assert!(
+            Config::from_toml_str("[downstream]\nconnect_timeout = \"soon\"").is_err(),
+            "bad duration"
+        );
+    }
+
+    #[test]
+    fn env_overrides_apply_over_file() {
+        let dir = std::env::temp_dir().join(format!("pf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[downstream]\nurl = \"http://file:9090\"\nconnect_timeout = \"9s\"\n",
+        )
+        .expect("write config");
+        let env = [
+            ("PROMQL_FRONTEND_DOWNSTREAM__CONNECT_TIMEOUT", "2s"),
+            ("PROMQL_FRONTEND_SERVER__GZIP_RESPONSES", "false"),
+            (
+                "PROMQL_FRONTEND_DOWNSTREAM__FORWARD_HEADERS",
+                "[\"Authorization\"]",
+            ),
+            ("PROMQL_FRONTEND_LISTEN", "ignored by the generic path"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(Some(&file), env).expect("loads");
+        assert_eq!(config.downstream.url, "http://file:9090");
+        assert_eq!(config.downstream.connect_timeout, Duration::from_secs(2));
+        assert!(!config.server.gzip_responses);
+        assert_eq!(config.downstream.forward_headers, vec!["Authorization"]);
+        let bad = Config::load(
+            None,
+            [("PROMQL_FRONTEND_DOWNSTREAM__NOPE".into(), "1".into())],
+        );
+        assert!(bad.expect_err("unknown field").to_string().contains("nope"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

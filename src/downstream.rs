@@ -1,0 +1,313 @@
+//! The client side: a pooled keep-alive hyper client to the querier.
+//!
+//! [`Downstream`] is both the innermost tower service of the range-query stack
+//! (`Service<RangeQuery>`) and the forwarder for every passthrough request. It owns the
+//! timeouts: `connect_timeout` bounds opening a connection, `request_timeout` bounds a
+//! passthrough request until its response headers and a range query until its whole
+//! body. A connection failure becomes `Error::Unavailable`, an expired timeout
+//! `Error::Timeout`, a non-2xx answer `Error::Downstream` with the querier's body.
+//! It also remembers when the querier last answered, for `/-/ready`.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::Error;
+use crate::model::{QueryResponse, RangeQuery};
+use crate::{BoxFuture, headers};
+
+/// Connection and timeout settings for [`Downstream`].
+#[derive(Debug, Clone)]
+pub struct DownstreamOptions {
+    /// Querier base URL, with optional path prefix.
+    pub url: String,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed per request (see the module docs).
+    pub request_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Most idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A handle to the querier; cheap to clone.
+#[derive(Clone)]
+pub struct Downstream {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: HttpClient,
+    /// `scheme://authority`, used to build request URIs and in error messages.
+    origin: String,
+    /// Path prefix without a trailing slash (`""` or `/prefix`).
+    prefix: String,
+    request_timeout: Duration,
+    /// When this handle was created; `last_answer_ms` counts from here.
+    epoch: Instant,
+    /// Milliseconds after `epoch` (plus one) of the last HTTP answer; 0 = never.
+    last_answer_ms: AtomicU64,
+}
+
+impl Downstream {
+    /// Builds the client. Fails only for a URL that does not parse (config validation
+    /// catches that first).
+    pub fn new(opts: &DownstreamOptions) -> Result<Self, Error> {
+        let uri: Uri = opts
+            .url
+            .parse()
+            .map_err(|e| Error::Internal(format!("downstream url {:?}: {e}", opts.url)))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(Error::Internal(format!(
+                "downstream url {:?} needs a scheme and a host",
+                opts.url
+            )));
+        };
+        let origin = format!("{scheme}://{authority}");
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no system CA certificates found; https querier URLs will fail to verify");
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+            })
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(opts.pool_idle_timeout)
+            .pool_max_idle_per_host(opts.pool_max_idle_per_host)
+            .build(tls);
+        Ok(Downstream {
+            shared: Arc::new(Shared {
+                client,
+                origin,
+                prefix,
+                request_timeout: opts.request_timeout,
+                epoch: Instant::now(),
+                last_answer_ms: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The querier's `scheme://host:port`, for logs and errors.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// Whether the querier answered any request within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let last = self.shared.last_answer_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = self.shared.epoch.elapsed().as_millis() as u64 + 1;
+        now.saturating_sub(last) <= window.as_millis() as u64
+    }
+
+    /// Sends `GET <prefix><path>` and reports whether any HTTP answer came back.
+    pub async fn probe(&self, path: &str) -> bool {
+        self.forward(Method::GET, path, HeaderMap::new(), Bytes::new())
+            .await
+            .is_ok()
+    }
+
+    /// Forwards a request unchanged (method, path and query, headers, body) and returns
+    /// the querier's response with its body still streaming. `request_timeout` bounds the
+    /// wait for the response headers.
+    pub async fn forward(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Error> {
+        let req = self.build_request(method, path_and_query, headers, body)?;
+        let started = Instant::now();
+        let resp =
+            tokio::time::timeout(self.shared.request_timeout, self.shared.client.request(req))
+                .await
+                .map_err(|_| self.timeout_error())?
+                .map_err(|e| self.transport_error(e.into()))?;
+        self.mark_answered();
+        tracing::trace!(status = %resp.status(), elapsed = ?started.elapsed(), "downstream answered");
+        Ok(resp)
+    }
+
+    /// Runs a range query: `POST <prefix>/api/v1/query_range` with a form body, reads and
+    /// decodes the whole answer within `request_timeout`.
+    pub async fn query_range(&self, query: RangeQuery) -> Result<QueryResponse, Error> {
+        let mut headers = query.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        // The frontend reads this body, so it asks for gzip itself and decodes it; the
+        // client's own Accept-Encoding applies to the frontend's response instead.
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let req = self.build_request(
+            Method::POST,
+            "/api/v1/query_range",
+            headers,
+            Bytes::from(query.to_form()),
+        )?;
+        let shared = &self.shared;
+        let exchange = async {
+            let resp = shared
+                .client
+                .request(req)
+                .await
+                .map_err(|e| self.transport_error(e.into()))?;
+            self.mark_answered();
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| self.transport_error(e.into()))?
+                .to_bytes();
+            Ok::<_, Error>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(shared.request_timeout, exchange)
+            .await
+            .map_err(|_| self.timeout_error())??;
+        let body = decode_content_encoding(&parts.headers, body)?;
+        if !parts.status.is_success() {
+            return Err(Error::Downstream {
+                status: parts.status,
+                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+                body,
+            });
+        }
+        QueryResponse::from_slice(&body)
+    }
+
+    fn build_request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        let uri: Uri = format!(
+            "{}{}{}",
+            self.shared.origin, self.shared.prefix, path_and_query
+        )
+        .parse()
+        .map_err(|e| Error::BadData(format!("invalid request path {path_and_query:?}: {e}")))?;
+        headers::strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    fn mark_answered(&self) {
+        let now = self.shared.epoch.elapsed().as_millis() as u64 + 1;
+        self.shared.last_answer_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            endpoint: self.shared.origin.clone(),
+            after: self.shared.request_timeout,
+        }
+    }
+
+    fn transport_error(&self, source: crate::error::BoxError) -> Error {
+        // hyper-util reports a connect timeout as a connect error whose cause is a
+        // timeout; keep the two apart for the client.
+        if error_chain_mentions_timeout(source.as_ref()) {
+            return Error::Timeout {
+                endpoint: self.shared.origin.clone(),
+                after: self.shared.request_timeout,
+            };
+        }
+        Error::Unavailable {
+            endpoint: self.shared.origin.clone(),
+            source,
+        }
+    }
+}
+
+impl tower::Service<RangeQuery> for Downstream {
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, query: RangeQuery) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.query_range(query).await })
+    }
+}
+
+/// Decodes a `Content-Encoding: gzip` body; identity bodies pass unchanged. Any other
+/// encoding is an invalid response (the frontend only ever asks for gzip).
+pub fn decode_content_encoding(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Error> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"identity") => Ok(body),
+        Some(enc) if enc.eq_ignore_ascii_case(b"gzip") => {
+            let mut out = Vec::with_capacity(body.len() * 8);
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .map_err(|e| Error::BadResponse(format!("undecodable gzip body: {e}")))?;
+            Ok(Bytes::from(out))
+        }
+        Some(enc) => Err(Error::BadResponse(format!(
+            "unsupported Content-Encoding {:?}",
+            String::from_utf8_lossy(enc)
+        ))),
+    }
+}
+
+fn error_chain_mentions_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if e.to_string().contains("timed out") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

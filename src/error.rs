@@ -1,0 +1,241 @@
+//! The one error type of the frontend and its classification.
+//!
+//! Every failure a request can meet is a variant of [`Error`]. Each variant is classified
+//! exactly once: [`Error::status`] (the HTTP status the client sees), [`Error::error_type`]
+//! (the Prometheus `errorType`) and [`Error::is_retryable`]. Only `server.rs` turns an
+//! `Error` into an HTTP response, through [`Error::to_json`] or, for an error the querier
+//! answered itself, by passing the querier's body through unchanged.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+/// Status code used for a request the client cancelled (nginx's convention, used by
+/// Prometheus for `errorType: canceled`).
+pub const STATUS_CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Boxed source error from a lower library (hyper, io, ...).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: a bad parameter, a query that does not parse, a range
+    /// that is too long. The message follows Prometheus' wording where one exists.
+    #[error("{0}")]
+    BadData(String),
+
+    /// The request body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
+    /// Reading the request body from the client failed (the client went away or sent a
+    /// broken body).
+    #[error("reading the request body failed: {0}")]
+    ClientBody(#[source] BoxError),
+
+    /// The querier answered with a non-success status. Its body is passed to the client
+    /// unchanged, with the same status.
+    #[error("querier answered {status}")]
+    Downstream {
+        /// The querier's status code.
+        status: StatusCode,
+        /// The querier's `Content-Type`, if any.
+        content_type: Option<http::HeaderValue>,
+        /// The querier's (decoded) body.
+        body: Bytes,
+    },
+
+    /// The querier could not be reached (connection refused, DNS failure, TLS failure,
+    /// connection reset before an answer).
+    #[error("querier {endpoint} is unavailable: {source}")]
+    Unavailable {
+        /// The querier endpoint that failed (scheme, host and port; never a query).
+        endpoint: String,
+        /// What the client library reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The querier did not answer in time.
+    #[error("querier {endpoint} did not answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// The querier endpoint that timed out.
+        endpoint: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+
+    /// The querier answered with a success status but a body that is not a valid
+    /// Prometheus API response.
+    #[error("querier sent an invalid response: {0}")]
+    BadResponse(String),
+
+    /// The client went away before the answer was ready.
+    #[error("the client cancelled the request")]
+    Canceled,
+
+    /// A bug or an impossible state inside the frontend.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status the client receives for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadData(_) => StatusCode::BAD_REQUEST,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Error::Downstream { status, .. } => *status,
+            Error::Unavailable { .. } | Error::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BadResponse(_) => StatusCode::BAD_GATEWAY,
+            Error::Canceled => StatusCode::from_u16(STATUS_CLIENT_CLOSED_REQUEST)
+                .unwrap_or(StatusCode::BAD_REQUEST),
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The Prometheus `errorType` for this error. For an error the querier answered,
+    /// the type is derived from its status the way Prometheus assigns statuses.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_data",
+            Error::Downstream { status, .. } => error_type_for_status(*status),
+            Error::Unavailable { .. } => "unavailable",
+            Error::Timeout { .. } => "timeout",
+            Error::BadResponse(_) => "bad_response",
+            Error::Canceled => "canceled",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether sending the same request again may succeed: transport failures,
+    /// timeouts and 5xx answers, except a 503 whose body says the query itself timed out
+    /// or was cancelled in the engine (it would fail the same way again).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } | Error::Timeout { .. } => true,
+            Error::Downstream { status, body, .. } => {
+                status.is_server_error()
+                    && !(body_mentions(body, b"\"errorType\":\"timeout\"")
+                        || body_mentions(body, b"\"errorType\":\"canceled\""))
+            }
+            Error::BadResponse(_) => true,
+            Error::BadData(_)
+            | Error::BodyTooLarge { .. }
+            | Error::ClientBody(_)
+            | Error::Canceled
+            | Error::Internal(_) => false,
+        }
+    }
+
+    /// The Prometheus error envelope for this error:
+    /// `{"status":"error","errorType":...,"error":...}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
+        crate::model::json::write_str(&mut out, self.error_type());
+        out.extend_from_slice(b",\"error\":");
+        crate::model::json::write_str(&mut out, &self.to_string());
+        out.push(b'}');
+        out
+    }
+}
+
+/// The Prometheus `errorType` that goes with a querier status code, for querier
+/// answers whose body is not Prometheus JSON.
+pub fn error_type_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_data",
+        404 => "not_found",
+        406 => "not_acceptable",
+        422 => "execution",
+        STATUS_CLIENT_CLOSED_REQUEST => "canceled",
+        503 => "unavailable",
+        504 => "timeout",
+        _ => "internal",
+    }
+}
+
+fn body_mentions(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream(status: u16, body: &'static str) -> Error {
+        Error::Downstream {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            content_type: None,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let unavailable = Error::Unavailable {
+            endpoint: "http://q:9090".into(),
+            source: "connection refused".into(),
+        };
+        let timeout = Error::Timeout {
+            endpoint: "http://q:9090".into(),
+            after: Duration::from_secs(2),
+        };
+        let cases: Vec<(Error, u16, &str, bool)> = vec![
+            (Error::BadData("x".into()), 400, "bad_data", false),
+            (Error::BodyTooLarge { limit: 10 }, 413, "bad_data", false),
+            (unavailable, 503, "unavailable", true),
+            (timeout, 503, "timeout", true),
+            (Error::BadResponse("x".into()), 502, "bad_response", true),
+            (Error::Canceled, 499, "canceled", false),
+            (Error::Internal("x".into()), 500, "internal", false),
+            (downstream(400, "{}"), 400, "bad_data", false),
+            (downstream(422, "{}"), 422, "execution", false),
+            (downstream(500, "oops"), 500, "internal", true),
+            (downstream(502, "<html>"), 502, "internal", true),
+            (
+                downstream(
+                    503,
+                    r#"{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}"#,
+                ),
+                503,
+                "unavailable",
+                false,
+            ),
+            (
+                downstream(
+                    503,
+                    r#"{"status":"error","errorType":"unavailable","error":"x"}"#,
+                ),
+                503,
+                "unavailable",
+                true,
+            ),
+        ];
+        for (err, status, ty, retry) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.error_type(), ty, "{err:?}");
+            assert_eq!(err.is_retryable(), retry, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn json_envelope_escapes_message() {
+        let err = Error::BadData("invalid parameter \"start\": cannot parse \"<x>\"".into());
+        let json: serde_json::Value =
+            serde_json::from_slice(&err.to_json()).expect("error JSON parses");
+        assert_eq!(json["status"], "error");
+        assert_eq!(json["errorType"], "bad_data");
+        assert_eq!(
+            json["error"],
+            "invalid parameter \"start\": cannot parse \"<x>\""
+        );
+    }
+}

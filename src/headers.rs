@@ -1,0 +1,113 @@
+//! Header rules shared by the server and the downstream client: hop-by-hop headers never
+//! cross the proxy, and only allow-listed request headers reach the querier.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
+/// `Proxy-Connection`, which old clients still send.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// The allow-list of request headers forwarded to the querier.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardHeaders {
+    names: Vec<HeaderName>,
+}
+
+impl ForwardHeaders {
+    /// Builds the list from configured names; invalid names are skipped (config
+    /// validation rejects them before this runs).
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
+        ForwardHeaders {
+            names: names
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_ref().as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether `name` is on the list.
+    pub fn allows(&self, name: &HeaderName) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The subset of `src` to forward: allow-listed headers (all their values), never a
+    /// hop-by-hop one even if configured.
+    pub fn select(&self, src: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::with_capacity(self.names.len());
+        for name in &self.names {
+            if HOP_BY_HOP.contains(name) {
+                continue;
+            }
+            for value in src.get_all(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn selects_only_allowed() {
+        let allow = ForwardHeaders::new(&["Authorization", "X-Scope-OrgID", "TE"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert("x-scope-orgid", HeaderValue::from_static("team-a"));
+        h.insert(header::COOKIE, HeaderValue::from_static("session=1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        let out = allow.select(&h);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out["authorization"], "Bearer t");
+        assert_eq!(out["x-scope-orgid"], "team-a");
+    }
+}

@@ -1,0 +1,4 @@
+//! The range-query middleware, one module per layer. Layers never import each other,
+//! `server` or `config`; `stack.rs` composes them.
+
+pub mod validate;

@@ -1,0 +1,27 @@
+//! promql-frontend: a query frontend for Prometheus-compatible queriers.
+//!
+//! Clients (Grafana, promtool, curl) talk the Prometheus HTTP API to it. Range queries go
+//! through a tower middleware stack (`stack`); every other request is forwarded to the
+//! querier unchanged (`server`). See the README for the request flow and the module map.
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod config;
+pub mod downstream;
+pub mod error;
+pub mod headers;
+pub mod layers;
+pub mod metrics;
+pub mod model;
+pub mod promql;
+pub mod server;
+pub mod stack;
+pub mod testdata;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::Frontend;
+
+/// The boxed future every range-query service returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;

@@ -1,0 +1,129 @@
+//! The `promql-frontend` binary: flags, logging, signals. Everything else is the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use promql_frontend::Frontend;
+use promql_frontend::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// A query frontend for Prometheus-compatible queriers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see config.example.toml). Without it, defaults apply.
+    #[arg(long, env = "PROMQL_FRONTEND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding server.listen.
+    #[arg(long, env = "PROMQL_FRONTEND_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Querier base URL, overriding downstream.url.
+    #[arg(long, env = "PROMQL_FRONTEND_DOWNSTREAM_URL")]
+    downstream_url: Option<String>,
+    /// Validate the configuration, print it, and exit (0 when valid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("promql-frontend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("config is valid: {config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("promql-frontend: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("promql-frontend: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &Args) -> Result<Config, promql_frontend::config::ConfigError> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = &args.downstream_url {
+        config.downstream.url = url.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let frontend = Frontend::new(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", config.server.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        downstream = %config.downstream.url,
+        "promql-frontend started"
+    );
+    frontend.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

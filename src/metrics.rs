@@ -1,0 +1,263 @@
+//! The frontend's own metrics, served at `/metrics` in OpenMetrics text format.
+//!
+//! Every label value comes from a small enum ([`Endpoint`], [`CodeClass`]): raw paths and
+//! PromQL text never become labels, so cardinality stays fixed whatever clients send.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The API endpoint a request addressed, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum Endpoint {
+    query_range,
+    query,
+    series,
+    labels,
+    label_values,
+    metadata,
+    query_exemplars,
+    status,
+    format_query,
+    parse_query,
+    other_api,
+    other,
+    healthy,
+    ready,
+    metrics,
+}
+
+impl Endpoint {
+    /// Classifies a request path.
+    pub fn of(path: &str) -> Endpoint {
+        match path {
+            "/api/v1/query_range" => Endpoint::query_range,
+            "/api/v1/query" => Endpoint::query,
+            "/api/v1/series" => Endpoint::series,
+            "/api/v1/labels" => Endpoint::labels,
+            "/api/v1/metadata" => Endpoint::metadata,
+            "/api/v1/query_exemplars" => Endpoint::query_exemplars,
+            "/api/v1/format_query" => Endpoint::format_query,
+            "/api/v1/parse_query" => Endpoint::parse_query,
+            "/-/healthy" => Endpoint::healthy,
+            "/-/ready" => Endpoint::ready,
+            "/metrics" => Endpoint::metrics,
+            p if p.starts_with("/api/v1/label/") && p.ends_with("/values") => {
+                Endpoint::label_values
+            }
+            p if p.starts_with("/api/v1/status/") => Endpoint::status,
+            p if p.starts_with("/api/") => Endpoint::other_api,
+            _ => Endpoint::other,
+        }
+    }
+}
+
+/// Status code class, as a metric label (`2xx`, `4xx`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeClass {
+    /// 2xx
+    Success,
+    /// 3xx
+    Redirect,
+    /// 4xx
+    ClientError,
+    /// 5xx
+    ServerError,
+    /// 1xx and anything odd
+    Other,
+}
+
+impl EncodeLabelValue for CodeClass {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            CodeClass::Success => "2xx",
+            CodeClass::Redirect => "3xx",
+            CodeClass::ClientError => "4xx",
+            CodeClass::ServerError => "5xx",
+            CodeClass::Other => "other",
+        })
+    }
+}
+
+impl CodeClass {
+    /// The class of a status code.
+    pub fn of(status: http::StatusCode) -> CodeClass {
+        match status.as_u16() / 100 {
+            2 => CodeClass::Success,
+            3 => CodeClass::Redirect,
+            4 => CodeClass::ClientError,
+            5 => CodeClass::ServerError,
+            _ => CodeClass::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: Endpoint,
+    code: CodeClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: Endpoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// All metrics of one frontend instance.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("promql_frontend");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by endpoint and status class",
+            requests.clone(),
+        );
+        let duration: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0, 120.0,
+                ])
+            });
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request received to response headers sent, by endpoint",
+            prometheus_client::registry::Unit::Seconds,
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being answered",
+            in_flight.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Always 1; labels carry the version", build);
+        Metrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+        }
+    }
+
+    /// Marks a request as started; the returned guard marks it finished when dropped.
+    pub fn start_request(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, endpoint: Endpoint, status: http::StatusCode, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                code: CodeClass::of(status),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Decrements the in-flight gauge when dropped, so cancelled requests are counted out too.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_classified() {
+        let cases = [
+            ("/api/v1/query_range", Endpoint::query_range),
+            ("/api/v1/label/job/values", Endpoint::label_values),
+            ("/api/v1/status/buildinfo", Endpoint::status),
+            ("/api/v1/alerts", Endpoint::other_api),
+            ("/graph", Endpoint::other),
+        ];
+        for (path, want) in cases {
+            assert_eq!(Endpoint::of(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn exposition_has_counters_and_build_info() {
+        let m = Metrics::new();
+        {
+            let _guard = m.start_request();
+            m.observe_request(
+                Endpoint::query,
+                http::StatusCode::OK,
+                Duration::from_millis(3),
+            );
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("promql_frontend_requests_total{endpoint=\"query\",code=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("promql_frontend_in_flight_requests 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("promql_frontend_build_info{version="),
+            "{text}"
+        );
+        assert!(
+            text.contains("promql_frontend_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! The typed `query_range` response envelope.
+//!
+//! Label sets and sample arrays are kept as raw JSON ([`RawValue`]): the frontend never
+//! re-formats a label, a timestamp or a value string, so whatever the querier wrote comes
+//! out byte for byte. Only the envelope (`status`, `warnings`, `infos`, ...) is typed,
+//! because later layers merge it. Fields the frontend does not know (`stats`, a
+//! querier's `isPartial`) are carried through as raw JSON too.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::model::json::{write_str, write_str_array};
+
+/// `status` of a Prometheus API response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The query ran.
+    Success,
+    /// The query failed; `errorType` and `error` say why.
+    Error,
+}
+
+/// A decoded `query_range` response.
+#[derive(Debug, Clone)]
+pub struct QueryResponse {
+    /// `success` or `error`.
+    pub status: Status,
+    /// The matrix, on success.
+    pub data: Option<MatrixData>,
+    /// Prometheus `errorType`, on error.
+    pub error_type: Option<String>,
+    /// Error message, on error.
+    pub error: Option<String>,
+    /// Warnings attached by the querier (partial data, dropped series, ...).
+    pub warnings: Vec<String>,
+    /// Informational notices (Prometheus 2.52+).
+    pub infos: Vec<String>,
+    /// Other top-level fields, in the order received (e.g. VictoriaMetrics' `isPartial`).
+    pub extra: Vec<(String, Box<RawValue>)>,
+}
+
+/// `data` of a range query response.
+#[derive(Debug, Clone)]
+pub struct MatrixData {
+    /// Always `matrix` for range queries.
+    pub result_type: String,
+    /// The series, in the order the querier returned them.
+    pub result: Vec<Series>,
+    /// Other fields of `data` (`stats`, ...), in the order received.
+    pub extra: Vec<(String, Box<RawValue>)>,
+}
+
+/// One series of a matrix.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Series {
+    /// The label set, as the raw JSON object the querier wrote.
+    pub metric: Box<RawValue>,
+    /// Float samples `[[ts,"value"],...]`, raw.
+    #[serde(default)]
+    pub values: Option<Box<RawValue>>,
+    /// Native histogram samples, raw.
+    #[serde(default)]
+    pub histograms: Option<Box<RawValue>>,
+}
+
+impl QueryResponse {
+    /// Decodes a querier's response body.
+    pub fn from_slice(body: &[u8]) -> Result<Self, Error> {
+        let resp: QueryResponse = serde_json::from_slice(body)
+            .map_err(|e| Error::BadResponse(format!("undecodable query_range body: {e}")))?;
+        match (&resp.status, &resp.data) {
+            (Status::Success, Some(d)) if d.result_type == "matrix" => Ok(resp),
+            (Status::Success, Some(d)) => Err(Error::BadResponse(format!(
+                "query_range answered with resultType {:?}, not \"matrix\"",
+                d.result_type
+            ))),
+            (Status::Success, None) => Err(Error::BadResponse(
+                "query_range success without data".into(),
+            )),
+            (Status::Error, _) => Ok(resp),
+        }
+    }
+
+    /// Encodes the response in Prometheus' field order.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        out.extend_from_slice(match self.status {
+            Status::Success => b"{\"status\":\"success\"",
+            Status::Error => b"{\"status\":\"error\"",
+        });
+        if let Some(data) = &self.data {
+            out.extend_from_slice(b",\"data\":{\"resultType\":");
+            write_str(&mut out, &data.result_type);
+            out.extend_from_slice(b",\"result\":[");
+            for (i, s) in data.result.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"metric\":");
+                out.extend_from_slice(s.metric.get().as_bytes());
+                if let Some(v) = &s.values {
+                    out.extend_from_slice(b",\"values\":");
+                    out.extend_from_slice(v.get().as_bytes());
+                }
+                if let Some(h) = &s.histograms {
+                    out.extend_from_slice(b",\"histograms\":");
+                    out.extend_from_slice(h.get().as_bytes());
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+            write_extra(&mut out, &data.extra);
+            out.push(b'}');
+        }
+        if let Some(t) = &self.error_type {
+            out.extend_from_slice(b",\"errorType\":");
+            write_str(&mut out, t);
+        }
+        if let Some(e) = &self.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(&mut out, e);
+        }
+        if !self.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":");
+            write_str_array(&mut out, &self.warnings);
+        }
+        if !self.infos.is_empty() {
+            out.extend_from_slice(b",\"infos\":");
+            write_str_array(&mut out, &self.infos);
+        }
+        write_extra(&mut out, &self.extra);
+        out.push(b'}');
+        out
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        let series: usize = self.data.as_ref().map_or(0, |d| {
+            d.result
+                .iter()
+                .map(|s| {
+                    s.metric.get().len()
+                        + s.values.as_ref().map_or(0, |v| v.get().len())
+                        + s.histograms.as_ref().map_or(0, |h| h.get().len())
+                        + 32
+                })
+                .sum()
+        });
+        series + 128
+    }
+}
+
+fn write_extra(out: &mut Vec<u8>, extra: &[(String, Box<RawValue>)]) {
+    for (k, v) in extra {
+        out.push(b',');
+        write_str(out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryResponse {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = QueryResponse;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Prometheus API response object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<QueryResponse, A::Error> {
+                let mut status = None;
+                let mut resp = QueryResponse {
+                    status: Status::Error,
+                    data: None,
+                    error_type: None,
+                    error: None,
+                    warnings: Vec::new(),
+                    infos: Vec::new(),
+                    extra: Vec::new(),
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "status" => status = Some(map.next_value()?),
+                        "data" => resp.data = map.next_value()?,
+                        "errorType" => resp.error_type = map.next_value()?,
+                        "error" => resp.error = map.next_value()?,
+                        "warnings" => {
+                            resp.warnings =
+                                map.next_value::<Option<Vec<String>>>()?.unwrap_or_default()
+                        }
+                        "infos" => {
+                            resp.infos =
+                                map.next_value::<Option<Vec<String>>>()?.unwrap_or_default()
+                        }
+                        other => {
+                            let v: Box<RawValue> = map.next_value()?;
+                            resp.extra.push((other.to_owned(), v));
+                        }
+                    }
+                }
+                resp.status = status.ok_or_else(|| de::Error::missing_field("status"))?;
+                Ok(resp)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for MatrixData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MatrixData;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a query result object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MatrixData, A::Error> {
+                let mut result_type = None;
+                let mut result = None;
+                let mut extra = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "resultType" => result_type = Some(map.next_value()?),
+                        "result" => {
+                            result =
+                                Some(map.next_value::<Option<Vec<Series>>>()?.unwrap_or_default())
+                        }
+                        other => {
+                            let v: Box<RawValue> = map.next_value()?;
+                            extra.push((other.to_owned(), v));
+                        }
+                    }
+                }
+                Ok(MatrixData {
+                    result_type: result_type
+                        .ok_or_else(|| de::Error::missing_field("resultType"))?,
+                    result: result.ok_or_else(|| de::Error::missing_field("result"))?,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_byte_identical() {
+        let bodies = [
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\u003cb"},"values":[[1700000000,"1"],[1700000015.5,"NaN"]]},{"metric":{},"values":[[1,"1e-05"]],"histograms":[[2,{"count":"3","sum":"1.5","buckets":[[0,"-1","1","3"]]}]]}]},"warnings":["w1","w\u0026"],"infos":["i"]}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[],"stats":{"timings":{"evalTotalTime":0.1}}},"isPartial":false}"#,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:1: parse error"}"#,
+        ];
+        for body in bodies {
+            let resp = QueryResponse::from_slice(body.as_bytes()).expect(body);
+            assert_eq!(String::from_utf8(resp.encode()).expect("utf-8"), body);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        for body in [
+            "",
+            "<html>",
+            "{}",
+            r#"{"status":"weird"}"#,
+            r#"{"status":"success"}"#,
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[]}]}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}"#,
+        ] {
+            assert!(
+                matches!(
+                    QueryResponse::from_slice(body.as_bytes()),
+                    Err(Error::BadResponse(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The HTTP front door: accepts connections (HTTP/1.1 and h2c), routes requests, and is
+//! the only place where an [`Error`] becomes an HTTP response.
+//!
+//! Routes:
+//! - `/api/v1/query_range` (GET or POST form): decoded into a [`RangeQuery`], sent
+//!   through the range-query stack (`stack.rs`), encoded back.
+//! - `/-/healthy`, `/-/ready`, `/metrics`: answered locally.
+//! - everything else: forwarded unchanged (method, path, query string, body, allow-listed
+//!   headers) and the querier's response streamed back with hop-by-hop headers removed.
+//!
+//! Shutdown: when the shutdown future resolves the listener closes, in-flight requests
+//! get up to the grace period to finish, and then the remaining connections are dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::downstream::{Downstream, DownstreamOptions};
+use crate::error::{BoxError, Error, error_type_for_status};
+use crate::headers::{ForwardHeaders, strip_hop_by_hop};
+use crate::metrics::{Endpoint, Metrics};
+use crate::model::RangeQuery;
+use crate::model::query::form_pairs;
+use crate::stack::{self, RangeService};
+
+/// Response body type of the server: a local buffer or the querier's stream.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Responses the frontend builds itself are gzipped only above this size; smaller
+/// bodies do not gain enough to pay for the CPU.
+const GZIP_MIN_BYTES: usize = 1024;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct Frontend {
+    downstream: Downstream,
+    stack: RangeService,
+    forward: ForwardHeaders,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+    gzip_responses: bool,
+    ready_window: Duration,
+    probe_path: String,
+    grace_period: Duration,
+    header_read_timeout: Duration,
+}
+
+impl Frontend {
+    /// Builds the frontend from a validated config.
+    pub fn new(config: &Config) -> Result<Frontend, Error> {
+        let d = &config.downstream;
+        let downstream = Downstream::new(&DownstreamOptions {
+            url: d.url.clone(),
+            connect_timeout: d.connect_timeout,
+            request_timeout: d.request_timeout,
+            pool_idle_timeout: d.pool_idle_timeout,
+            pool_max_idle_per_host: d.pool_max_idle_per_host,
+        })?;
+        Ok(Frontend {
+            stack: stack::build(downstream.clone()),
+            downstream,
+            forward: ForwardHeaders::new(&d.forward_headers),
+            metrics: Arc::new(Metrics::new()),
+            max_body_bytes: config.server.max_body_bytes,
+            gzip_responses: config.server.gzip_responses,
+            ready_window: d.ready_window,
+            probe_path: d.probe_path.clone(),
+            grace_period: config.server.grace_period,
+            header_read_timeout: config.server.header_read_timeout,
+        })
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let this = Arc::new(self);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(this.header_read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off briefly
+                            // instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let this = this.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let this = this.clone();
+                        async move { Ok::<_, Infallible>(this.handle(peer, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(grace_period = ?this.grace_period, "shutting down: draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tokio::time::sleep(this.grace_period) => {
+                tracing::warn!("grace period over; closing remaining connections");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one request; never fails (errors become Prometheus error JSON).
+    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.start_request();
+        let endpoint = Endpoint::of(req.uri().path());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let resp = match (endpoint, &method) {
+            (Endpoint::query_range, &Method::GET | &Method::POST) => self.query_range(req).await,
+            (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
+            (Endpoint::ready, _) => Ok(self.ready().await),
+            (Endpoint::metrics, _) => Ok(self.metrics_page()),
+            _ => self.passthrough(req).await,
+        };
+        let resp = resp.unwrap_or_else(|e| error_response(&e));
+        let took = started.elapsed();
+        self.metrics.observe_request(endpoint, resp.status(), took);
+        tracing::debug!(
+            %peer,
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            took_ms = took.as_secs_f64() * 1e3,
+            "request"
+        );
+        resp
+    }
+
+    async fn query_range(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let pairs = form_pairs(parts.uri.query(), content_type, &body);
+        let query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
+        let answer = self.stack.clone().oneshot(query).await?;
+        let json = answer.encode();
+        Ok(self.json_response(&parts.headers, json))
+    }
+
+    async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let mut headers = self.forward.select(&parts.headers);
+        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+            headers.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let resp = self
+            .downstream
+            .forward(parts.method, path_and_query, headers, body)
+            .await?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        if self.downstream.answered_within(self.ready_window)
+            || self.downstream.probe(&self.probe_path).await
+        {
+            text(StatusCode::OK, "promql-frontend is Ready.\n")
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "querier {} has not answered within {}\n",
+                    self.downstream.origin(),
+                    humantime::format_duration(self.ready_window)
+                ),
+            )
+        }
+    }
+
+    fn metrics_page(&self) -> Response<Body> {
+        let mut resp = Response::new(full(Bytes::from(self.metrics.encode())));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        resp
+    }
+
+    /// A 200 JSON response, gzipped when allowed and worth it.
+    fn json_response(&self, req_headers: &HeaderMap, json: Vec<u8>) -> Response<Body> {
+        let gzip = self.gzip_responses && json.len() >= GZIP_MIN_BYTES && accepts_gzip(req_headers);
+        let (body, encoded) = if gzip {
+            match gzip_bytes(&json) {
+                Ok(z) => (z, true),
+                Err(_) => (json, false),
+            }
+        } else {
+            (json, false)
+        };
+        let mut resp = Response::new(full(Bytes::from(body)));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if encoded {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if self.gzip_responses {
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        resp
+    }
+}
+
+/// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, Error> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
+        Err(e) => Err(Error::ClientBody(e)),
+    }
+}
+
+/// Turns an error into the response the client sees. A querier's own error answer keeps
+/// its status and body; anything else gets Prometheus error JSON.
+pub fn error_response(err: &Error) -> Response<Body> {
+    let (status, content_type, body) = match err {
+        Error::Downstream {
+            status,
+            content_type,
+            body,
+        } if looks_like_json_object(body) => (
+            *status,
+            content_type
+                .clone()
+                .unwrap_or(HeaderValue::from_static("application/json")),
+            body.clone(),
+        ),
+        Error::Downstream { status, body, .. } => {
+            // An answer that is not Prometheus JSON (a load balancer's HTML page): keep
+            // the status, wrap a bounded excerpt in error JSON.
+            let excerpt: String = String::from_utf8_lossy(&body[..body.len().min(256)])
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            let mut json = Vec::new();
+            json.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
+            crate::model::json::write_str(&mut json, error_type_for_status(*status));
+            json.extend_from_slice(b",\"error\":");
+            crate::model::json::write_str(
+                &mut json,
+                &format!("querier answered {}: {}", status.as_u16(), excerpt.trim()),
+            );
+            json.push(b'}');
+            (
+                *status,
+                HeaderValue::from_static("application/json"),
+                Bytes::from(json),
+            )
+        }
+        other => {
+            if matches!(other, Error::Internal(_) | Error::BadResponse(_)) {
+                tracing::warn!(error = %other, "answering with an error");
+            }
+            (
+                other.status(),
+                HeaderValue::from_static("application/json"),
+                Bytes::from(other.to_json()),
+            )
+        }
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    resp
+}
+
+fn looks_like_json_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
+/// Whether `Accept-Encoding` allows gzip (listed, or `*`, with a non-zero q).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+        })
+}
+
+fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 6),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::copy_from_slice(msg.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&with_accept("gzip")));
+        assert!(accepts_gzip(&with_accept("deflate, gzip;q=0.5")));
+        assert!(accepts_gzip(&with_accept("*")));
+        assert!(!accepts_gzip(&with_accept("gzip;q=0")));
+        assert!(!accepts_gzip(&with_accept("br, deflate")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn error_responses_keep_querier_json_and_wrap_html() {
+        let json_err = Error::Downstream {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body: Bytes::from_static(
+                b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"x\"}",
+            ),
+        };
+        let resp = error_response(&json_err);
+        assert_eq!(resp.status(), 422);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(
+            &body[..],
+            b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"x\"}"
+        );
+
+        let html = Error::Downstream {
+            status: StatusCode::BAD_GATEWAY,
+            content_type: Some(HeaderValue::from_static("text/html")),
+            body: Bytes::from_static(b"<html><body>502 Bad Gateway</body></html>\n"),
+        };
+        let resp = error_response(&html);
+        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["errorType"], "internal");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("502 Bad Gateway"))
+        );
+    }
+}

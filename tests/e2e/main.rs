@@ -1,0 +1,10 @@
+//! End-to-end tests against a real Prometheus loaded with generated multi-day data.
+//! One binary, so the test bed is built once per run (see `support`).
+
+mod errors;
+mod passthrough;
+mod promtool;
+mod query_range;
+mod resilience;
+mod server;
+mod support;

@@ -1,0 +1,484 @@
+//! Test support: the real Prometheus test bed, in-process frontends, a scriptable fake
+//! querier, and a small HTTP client.
+//!
+//! The test bed (generated data, promtool backfill, one `prometheus` process) is built
+//! once per test binary run and shared by every test. Each process the harness starts
+//! runs under a tiny `sh` supervisor that reads its stdin: when the test binary exits,
+//! however it exits, the pipe closes and the supervisor kills the process and removes
+//! its temporary directory.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use promql_frontend::testdata::{Spec, backfill, write_openmetrics};
+use promql_frontend::{Config, Frontend};
+use tokio::sync::oneshot;
+
+/// Days of data in the shared test bed.
+pub const TESTBED_DAYS: f64 = 3.0;
+/// Scrape interval of the test bed, seconds.
+pub const TESTBED_INTERVAL_S: i64 = 60;
+
+/// The shared Prometheus with multi-day data.
+pub struct TestBed {
+    /// `http://127.0.0.1:PORT` of the real Prometheus.
+    pub prom_url: String,
+    /// First sample, Unix ms.
+    pub start_ms: i64,
+    /// Last sample, Unix ms.
+    pub end_ms: i64,
+    /// Where the TSDB lives (a second Prometheus can be started on a copy).
+    pub data_dir: PathBuf,
+    _prometheus: Supervised,
+}
+
+/// A process started under the stdin supervisor; dropping it stops the process.
+pub struct Supervised {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Supervised {
+    /// Starts `program args...`, logging to `log`; `cleanup` is removed after it stops.
+    pub fn start(program: &str, args: &[String], log: &Path, cleanup: Option<&Path>) -> Supervised {
+        let script = r#"log="$1"; cleanup="$2"; shift 2
+"$@" >"$log" 2>&1 &
+pid=$!
+cat >/dev/null
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(log)
+            .arg(
+                cleanup
+                    .map(|p| p.as_os_str().to_owned())
+                    .unwrap_or_default(),
+            )
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sh to supervise {program}: {e}"));
+        let mut child = child;
+        let stdin = child.stdin.take();
+        Supervised {
+            child,
+            stdin,
+            log: log.to_owned(),
+        }
+    }
+
+    /// The process's combined output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process and waits for the supervisor to finish.
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Fails the test with an install hint when a required binary is missing.
+pub fn require_binary(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed; the end-to-end tests need it: apt-get install -y {package}"
+    );
+}
+
+/// A free loopback port (bound then released; the caller binds it right away).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Blocking `GET path` on 127.0.0.1:port; returns the status code, or `None` when nothing
+/// answers. Used only to wait for processes to become ready.
+pub fn probe_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts a real Prometheus on `data_dir` and waits until `/-/ready` answers 200.
+pub fn start_prometheus(data_dir: &Path, cleanup: Option<&Path>) -> (Supervised, u16) {
+    require_binary("prometheus", "prometheus");
+    let config = data_dir.with_extension("yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    for _attempt in 0..3 {
+        let port = free_port();
+        let args = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", data_dir.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--storage.tsdb.retention.time=3650d".to_owned(),
+            "--log.level=warn".to_owned(),
+        ];
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let proc = Supervised::start("prometheus", &args, &log, cleanup);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if probe_status(port, "/-/ready") == Some(200) {
+                return (proc, port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "prometheus on port {port} did not become ready:\n{}",
+            proc.log()
+        );
+    }
+    panic!("prometheus did not start; see the log lines above");
+}
+
+/// The shared test bed, built on first use.
+pub fn testbed() -> &'static TestBed {
+    static BED: OnceLock<TestBed> = OnceLock::new();
+    BED.get_or_init(build_testbed)
+}
+
+fn build_testbed() -> TestBed {
+    require_binary("promtool", "prometheus");
+    require_binary("prometheus", "prometheus");
+    let root =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("testbed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("create test bed dir");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let spec = Spec::days_ending_at(TESTBED_DAYS, now_ms, TESTBED_INTERVAL_S);
+    let om = root.join("data.om");
+    {
+        let file = std::fs::File::create(&om).expect("create OpenMetrics file");
+        let mut w = BufWriter::new(file);
+        write_openmetrics(&spec, &mut w).expect("write OpenMetrics");
+        w.flush().expect("flush OpenMetrics");
+    }
+    let tsdb = root.join("tsdb");
+    let hours = (TESTBED_DAYS * 24.0).ceil() as i64 + 2;
+    backfill(&om, &tsdb, hours).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&om).ok();
+    let (proc, port) = start_prometheus(&tsdb, Some(&root));
+    TestBed {
+        prom_url: format!("http://127.0.0.1:{port}"),
+        start_ms: spec.start_ms(),
+        end_ms: spec.end_ms,
+        data_dir: tsdb,
+        _prometheus: proc,
+    }
+}
+
+/// A frontend running in this process on a free port; stops when dropped.
+pub struct FrontendHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FrontendHandle {
+    /// Triggers graceful shutdown and waits for the server to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FrontendHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A config pointing at `downstream_url` with short timeouts suited to tests.
+pub fn test_config(downstream_url: &str) -> Config {
+    let mut c = Config::default();
+    c.downstream.url = downstream_url.to_owned();
+    c.downstream.connect_timeout = Duration::from_secs(2);
+    c.downstream.request_timeout = Duration::from_secs(30);
+    c.server.grace_period = Duration::from_secs(5);
+    c.validate().expect("test config is valid");
+    c
+}
+
+/// Starts a frontend with `config` on a free loopback port.
+pub async fn start_frontend(config: Config) -> FrontendHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind frontend");
+    let addr = listener.local_addr().expect("frontend address");
+    let frontend = Frontend::new(&config).expect("frontend builds");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(frontend.serve(listener, async {
+        let _ = rx.await;
+    }));
+    FrontendHandle {
+        url: format!("http://{addr}"),
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A fake querier: answers every request with `respond` and records what it received.
+pub struct FakeQuerier {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Every request seen: method, path and query, headers, body.
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// A request a [`FakeQuerier`] received: method, path and query, headers, body.
+pub type SeenRequest = (Method, String, HeaderMap, Bytes);
+
+/// What a [`FakeQuerier`] answers.
+pub type Responder = Arc<dyn Fn(&Method, &str, &HeaderMap, &Bytes) -> FakeReply + Send + Sync>;
+
+/// A scripted reply; `delay` postpones the headers.
+pub struct FakeReply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Bytes,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl FakeReply {
+    /// A 200 with a JSON body.
+    pub fn json(status: u16, body: &str) -> FakeReply {
+        FakeReply {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Starts a fake querier on a free loopback port.
+pub async fn fake_querier(respond: Responder) -> FakeQuerier {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake");
+    let addr = listener.local_addr().expect("fake address");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = &mut rx => break,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let respond = respond.clone();
+            let seen = seen2.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let respond = respond.clone();
+                let seen = seen.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let pq = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/".to_owned(), |p| p.to_string());
+                    let reply = respond(&parts.method, &pq, &parts.headers, &body);
+                    seen.lock()
+                        .expect("lock")
+                        .push((parts.method, pq, parts.headers, body));
+                    tokio::time::sleep(reply.delay).await;
+                    let mut resp = Response::new(Full::new(reply.body));
+                    *resp.status_mut() = StatusCode::from_u16(reply.status).expect("status");
+                    for (k, v) in reply.headers {
+                        resp.headers_mut()
+                            .append(k, v.parse().expect("header value"));
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    FakeQuerier {
+        url: format!("http://{addr}"),
+        seen,
+        _stop: tx,
+    }
+}
+
+/// An HTTP answer, body already read.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Raw body (still compressed if the server compressed it).
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body with any gzip `Content-Encoding` removed.
+    pub fn decoded(&self) -> Bytes {
+        match self.headers.get("content-encoding") {
+            Some(v) if v == "gzip" => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .expect("valid gzip body");
+                Bytes::from(out)
+            }
+            _ => self.body.clone(),
+        }
+    }
+
+    /// The decoded body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.decoded()).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.decoded())
+            )
+        })
+    }
+
+    /// The decoded body as text (for assertion messages).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.decoded()).into_owned()
+    }
+}
+
+/// Sends one request over HTTP/1.1.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = match body {
+        Some((ct, bytes)) => {
+            req = req.header("content-type", ct);
+            Bytes::from(bytes)
+        }
+        None => Bytes::new(),
+    };
+    let req = req.body(Full::new(body)).expect("valid request");
+    let resp = client
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("request to {url}: {e:?}"));
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, &[], None).await
+}
+
+/// `POST url` with a form body.
+pub async fn post_form(url: &str, form: &str) -> Reply {
+    send(
+        Method::POST,
+        url,
+        &[],
+        Some((
+            "application/x-www-form-urlencoded",
+            form.as_bytes().to_vec(),
+        )),
+    )
+    .await
+}
+
+/// URL-encodes form pairs.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Unix seconds (ms precision) as the API writes them.
+pub fn secs(ms: i64) -> String {
+    promql_frontend::model::time::format_seconds_ms(ms)
+}
+
+/// Runs a blocking closure (process start, std I/O) off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// The test bed, built off the async runtime.
+pub async fn bed() -> &'static TestBed {
+    blocking(testbed).await
+}
+
+/// Socket address helper for tests that need the raw address.
+pub fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("socket address")
+}
