@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: prometheus (which
-# brings promtool). Idempotent: does nothing when everything is present.
+# brings promtool) and openssl (the TLS test makes its certificates with it). Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2

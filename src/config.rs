@@ -147,6 +147,9 @@ pub struct DownstreamConfig {
     /// Path (below the URL prefix) that `/-/ready` requests when it needs to probe.
     /// Any HTTP answer counts as alive.
     pub probe_path: String,
+    /// PEM file of extra CA certificates to trust for an `https://` querier, in addition
+    /// to the system's (for a private CA). Empty: system CAs only.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for DownstreamConfig {
@@ -163,6 +166,7 @@ impl Default for DownstreamConfig {
                 .collect(),
             ready_window: Duration::from_secs(30),
             probe_path: "/api/v1/status/buildinfo".to_owned(),
+            tls_ca_file: None,
         }
     }
 }
@@ -262,6 +266,14 @@ impl Config {
                     msg: format!("{name:?} is not a valid header name"),
                 });
             }
+        }
+        if let Some(path) = &d.tls_ca_file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            return Err(ConfigError::Invalid {
+                field: "downstream.tls_ca_file",
+                msg: format!("{}: {e}", path.display()),
+            });
         }
         if !d.probe_path.starts_with('/') {
             return invalid("downstream.probe_path", "must start with '/'");

@@ -41,6 +41,8 @@ pub struct DownstreamOptions {
     pub pool_idle_timeout: Duration,
     /// Most idle connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Extra CA certificates (PEM) trusted for `https://` queriers, besides the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -87,15 +89,7 @@ impl Downstream {
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "no system CA certificates found; https querier URLs will fail to verify");
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-            })
+            .with_tls_config(tls_config(opts.tls_ca_file.as_deref())?)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
@@ -272,6 +266,44 @@ impl tower::Service<RangeQuery> for Downstream {
         let this = self.clone();
         Box::pin(async move { this.query_range(query).await })
     }
+}
+
+/// The TLS client config: the system's CA certificates plus those in `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| Error::Internal(format!("reading CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(Error::Internal(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                Error::Internal(format!(
+                    "CA file {}: unusable certificate: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    } else if added == 0 {
+        tracing::warn!("no system CA certificates found; https querier URLs will fail to verify");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Decodes a `Content-Encoding: gzip` body; identity bodies pass unchanged. Any other

@@ -52,7 +52,7 @@ pub enum Error {
 
     /// The querier could not be reached (connection refused, DNS failure, TLS failure,
     /// connection reset before an answer).
-    #[error("querier {endpoint} is unavailable: {source}")]
+    #[error("querier {endpoint} is unavailable: {}", error_chain(source.as_ref()))]
     Unavailable {
         /// The querier endpoint that failed (scheme, host and port; never a query).
         endpoint: String,
@@ -160,6 +160,22 @@ pub fn error_type_for_status(status: StatusCode) -> &'static str {
         504 => "timeout",
         _ => "internal",
     }
+}
+
+/// An error and its sources, joined with `": "`, skipping a source whose text its parent
+/// already contains (hyper's "client error (Connect)" says little on its own).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = e.source();
+    }
+    out
 }
 
 fn body_mentions(body: &[u8], needle: &[u8]) -> bool {

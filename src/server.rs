@@ -69,6 +69,7 @@ impl Frontend {
             request_timeout: d.request_timeout,
             pool_idle_timeout: d.pool_idle_timeout,
             pool_max_idle_per_host: d.pool_max_idle_per_host,
+            tls_ca_file: d.tls_ca_file.clone(),
         })?;
         Ok(Frontend {
             stack: stack::build(downstream.clone()),

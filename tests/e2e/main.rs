@@ -8,3 +8,4 @@ mod query_range;
 mod resilience;
 mod server;
 mod support;
+mod tls;

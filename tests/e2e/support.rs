@@ -136,23 +136,36 @@ pub fn probe_status(port: u16, path: &str) -> Option<u16> {
 
 /// Starts a real Prometheus on `data_dir` and waits until `/-/ready` answers 200.
 pub fn start_prometheus(data_dir: &Path, cleanup: Option<&Path>) -> (Supervised, u16) {
+    start_prometheus_with(data_dir, cleanup, &[], |port| {
+        probe_status(port, "/-/ready") == Some(200)
+    })
+}
+
+/// Starts a real Prometheus with extra flags; `ready(port)` says when it is up.
+pub fn start_prometheus_with(
+    data_dir: &Path,
+    cleanup: Option<&Path>,
+    extra_args: &[String],
+    ready: impl Fn(u16) -> bool,
+) -> (Supervised, u16) {
     require_binary("prometheus", "prometheus");
     let config = data_dir.with_extension("yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
     for _attempt in 0..3 {
         let port = free_port();
-        let args = vec![
+        let mut args = vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", data_dir.display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--storage.tsdb.retention.time=3650d".to_owned(),
             "--log.level=warn".to_owned(),
         ];
+        args.extend_from_slice(extra_args);
         let log = data_dir.with_extension(format!("{port}.log"));
         let proc = Supervised::start("prometheus", &args, &log, cleanup);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if probe_status(port, "/-/ready") == Some(200) {
+            if ready(port) {
                 return (proc, port);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -163,6 +176,26 @@ pub fn start_prometheus(data_dir: &Path, cleanup: Option<&Path>) -> (Supervised,
         );
     }
     panic!("prometheus did not start; see the log lines above");
+}
+
+/// A scratch directory under the target dir, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `target/tmp/<name>-<pid>`.
+    pub fn new(name: &str) -> Scratch {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The shared test bed, built on first use.
