@@ -29,20 +29,25 @@ prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/tsdb" \
 prom_pid=$!
 trap 'kill "$prom_pid" 2>/dev/null || true' EXIT INT TERM
 
+ready=0
 for _ in $(seq 1 300); do
-  if curl -fsS "http://127.0.0.1:${PROM_PORT}/-/ready" >/dev/null 2>&1; then break; fi
+  if curl -fsS "http://127.0.0.1:${PROM_PORT}/-/ready" >/dev/null 2>&1; then ready=1; break; fi
   if ! kill -0 "$prom_pid" 2>/dev/null; then
     echo "prometheus exited; see $DIR/prometheus.log" >&2
     exit 1
   fi
   sleep 0.2
 done
+if [ "$ready" -ne 1 ]; then
+  echo "prometheus did not become ready within 60s; see $DIR/prometheus.log" >&2
+  exit 1
+fi
 
 cat <<MSG
 Prometheus: http://127.0.0.1:${PROM_PORT}
-Frontend:   http://127.0.0.1:${FRONTEND_PORT}   (point Grafana here)
+Frontend:   http://127.0.0.1:${FRONTEND_PORT}   (use this as a Grafana Prometheus data source URL)
 Try:
-  curl 'http://127.0.0.1:${FRONTEND_PORT}/api/v1/query_range?query=sum(rate(http_requests_total[5m]))&start='\$((\$(date +%s)-86400))'&end='\$(date +%s)'&step=300'
+  curl -g 'http://127.0.0.1:${FRONTEND_PORT}/api/v1/query_range?query=sum(rate(http_requests_total[5m]))&start='\$((\$(date +%s)-86400))'&end='\$(date +%s)'&step=300'
 MSG
 target/release/promql-frontend --config config.example.toml \
   --listen "127.0.0.1:${FRONTEND_PORT}" --downstream-url "http://127.0.0.1:${PROM_PORT}"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: prometheus (which
-# brings promtool) and openssl (the TLS test makes its certificates with it). Idempotent: does nothing when everything is present.
+# brings promtool), openssl (the TLS test makes its certificates with it) and curl
+# (the demo script waits for Prometheus with it). Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Prefix of environment variables that override config fields.
 pub const ENV_PREFIX: &str = "PROMQL_FRONTEND_";
@@ -25,6 +25,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9095";
 pub const DEFAULT_DOWNSTREAM_URL: &str = "http://127.0.0.1:9090";
 /// Default request body limit: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Default limit on a range-query answer read from the querier: 1 GiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Request headers forwarded to the querier unless configured otherwise.
 pub const DEFAULT_FORWARD_HEADERS: &[&str] = &[
@@ -74,19 +77,21 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The HTTP server clients talk to.
     pub server: ServerConfig,
     /// The querier the frontend forwards to.
     pub downstream: DownstreamConfig,
+    /// How range queries are validated, aligned and split.
+    pub query_range: QueryRangeConfig,
     /// Process logging.
     pub log: LogConfig,
 }
 
 /// `[server]`: the listening side.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on (`host:port`).
@@ -119,7 +124,7 @@ impl Default for ServerConfig {
 }
 
 /// `[downstream]`: the querier.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownstreamConfig {
     /// Base URL of the querier: `http://` or `https://`, host, port and an optional path
@@ -150,6 +155,9 @@ pub struct DownstreamConfig {
     /// PEM file of extra CA certificates to trust for an `https://` querier, in addition
     /// to the system's (for a private CA). Empty: system CAs only.
     pub tls_ca_file: Option<PathBuf>,
+    /// Largest range-query answer the frontend reads from the querier (after gzip
+    /// decoding); a larger one fails with 502 instead of exhausting memory.
+    pub max_response_bytes: usize,
 }
 
 impl Default for DownstreamConfig {
@@ -167,12 +175,46 @@ impl Default for DownstreamConfig {
             ready_window: Duration::from_secs(30),
             probe_path: "/api/v1/status/buildinfo".to_owned(),
             tls_ca_file: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// `[query_range]`: validation, step alignment and splitting of range queries.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryRangeConfig {
+    /// Split range queries at multiples of this interval from the Unix epoch (24h: at
+    /// UTC midnight) and run the pieces in parallel. `0s` disables splitting.
+    #[serde(with = "humantime_serde")]
+    pub split_interval: Duration,
+    /// Most pieces of one query sent to the querier at once.
+    pub max_query_parallelism: usize,
+    /// Most pieces in flight to the querier at once, over all queries.
+    pub max_inflight_pieces: usize,
+    /// Move `start` and `end` down to multiples of `step`. Off by default because it
+    /// changes the answer (other timestamps than the client asked for); on, refreshed
+    /// dashboards reuse the same grid.
+    pub align_start_end_with_step: bool,
+    /// Reject range queries longer than this with 400 `bad_data`. `0s`: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_query_length: Duration,
+}
+
+impl Default for QueryRangeConfig {
+    fn default() -> Self {
+        QueryRangeConfig {
+            split_interval: Duration::from_secs(24 * 3600),
+            max_query_parallelism: 14,
+            max_inflight_pieces: 64,
+            align_start_end_with_step: false,
+            max_query_length: Duration::ZERO,
         }
     }
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -182,7 +224,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`: process logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter
@@ -239,6 +281,9 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }
+        if self.downstream.max_response_bytes == 0 {
+            return invalid("downstream.max_response_bytes", "must be greater than 0");
+        }
         if self.server.header_read_timeout.is_zero() {
             return invalid("server.header_read_timeout", "must be greater than 0");
         }
@@ -274,6 +319,22 @@ impl Config {
                 field: "downstream.tls_ca_file",
                 msg: format!("{}: {e}", path.display()),
             });
+        }
+        let q = &self.query_range;
+        if q.max_query_parallelism == 0 {
+            return invalid(
+                "query_range.max_query_parallelism",
+                "must be greater than 0",
+            );
+        }
+        if q.max_inflight_pieces == 0 {
+            return invalid("query_range.max_inflight_pieces", "must be greater than 0");
+        }
+        if !q.split_interval.is_zero() && q.split_interval < Duration::from_secs(60) {
+            return invalid(
+                "query_range.split_interval",
+                "must be 0s (off) or at least 1m",
+            );
         }
         if !d.probe_path.starts_with('/') {
             return invalid("downstream.probe_path", "must start with '/'");
@@ -375,6 +436,22 @@ mod tests {
         let defaults = Config::default();
         // The example documents the defaults; a drift between the two is a doc bug.
         assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+        // And it lists every field (a missing one would silently take its default above).
+        let example: toml::Table = text.parse().expect("example is TOML");
+        let all = toml::Table::try_from(&defaults).expect("defaults serialize");
+        for (section, fields) in &all {
+            let fields = fields.as_table().expect("sections are tables");
+            let documented = example
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .unwrap_or_else(|| panic!("config.example.toml lacks [{section}]"));
+            for field in fields.keys() {
+                assert!(
+                    documented.contains_key(field),
+                    "config.example.toml lacks {section}.{field}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -407,6 +484,18 @@ mod tests {
                 "downstream.forward_headers",
             ),
             ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
+            (
+                "[query_range]\nmax_query_parallelism = 0",
+                "query_range.max_query_parallelism",
+            ),
+            (
+                "[query_range]\nmax_inflight_pieces = 0",
+                "query_range.max_inflight_pieces",
+            ),
+            (
+                "[query_range]\nsplit_interval = \"10s\"",
+                "query_range.split_interval",
+            ),
             ("[log]\nlevel = \"lots=of=noise\"", "log.level"),
         ];
         for (text, field) in cases {

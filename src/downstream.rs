@@ -43,6 +43,8 @@ pub struct DownstreamOptions {
     pub pool_max_idle_per_host: usize,
     /// Extra CA certificates (PEM) trusted for `https://` queriers, besides the system's.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Largest range-query answer read from the querier (after gzip decoding).
+    pub max_response_bytes: usize,
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -60,6 +62,8 @@ struct Shared {
     /// Path prefix without a trailing slash (`""` or `/prefix`).
     prefix: String,
     request_timeout: Duration,
+    connect_timeout: Duration,
+    max_response_bytes: usize,
     /// When this handle was created; `last_answer_ms` counts from here.
     epoch: Instant,
     /// Milliseconds after `epoch` (plus one) of the last HTTP answer; 0 = never.
@@ -105,6 +109,8 @@ impl Downstream {
                 origin,
                 prefix,
                 request_timeout: opts.request_timeout,
+                connect_timeout: opts.connect_timeout,
+                max_response_bytes: opts.max_response_bytes,
                 epoch: Instant::now(),
                 last_answer_ms: AtomicU64::new(0),
             }),
@@ -126,11 +132,14 @@ impl Downstream {
         now.saturating_sub(last) <= window.as_millis() as u64
     }
 
-    /// Sends `GET <prefix><path>` and reports whether any HTTP answer came back.
+    /// Sends `GET <prefix><path>` and reports whether any HTTP answer came back within
+    /// the connect timeout (a readiness probe must not hang as long as a query may).
     pub async fn probe(&self, path: &str) -> bool {
-        self.forward(Method::GET, path, HeaderMap::new(), Bytes::new())
-            .await
-            .is_ok()
+        let probe = self.forward(Method::GET, path, HeaderMap::new(), Bytes::new());
+        matches!(
+            tokio::time::timeout(self.shared.connect_timeout, probe).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Forwards a request unchanged (method, path and query, headers, body) and returns
@@ -173,6 +182,7 @@ impl Downstream {
             Bytes::from(query.to_form()),
         )?;
         let shared = &self.shared;
+        let limit = shared.max_response_bytes;
         let exchange = async {
             let resp = shared
                 .client
@@ -181,24 +191,22 @@ impl Downstream {
                 .map_err(|e| self.transport_error(e.into()))?;
             self.mark_answered();
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| self.transport_error(e.into()))?
-                .to_bytes();
+            let body = match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(too_large(limit));
+                }
+                Err(e) => return Err(self.transport_error(e)),
+            };
             Ok::<_, Error>((parts, body))
         };
         let (parts, body) = tokio::time::timeout(shared.request_timeout, exchange)
             .await
             .map_err(|_| self.timeout_error())??;
-        let body = decode_content_encoding(&parts.headers, body)?;
         if !parts.status.is_success() {
-            return Err(Error::Downstream {
-                status: parts.status,
-                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-                body,
-            });
+            return Err(downstream_error(parts, body, limit));
         }
+        let body = decode_content_encoding(&parts.headers, body, limit)?;
         QueryResponse::from_slice(&body)
     }
 
@@ -237,15 +245,9 @@ impl Downstream {
         }
     }
 
+    /// A failure to exchange bytes with the querier: refused or timed-out connections,
+    /// TLS failures, resets. The cause chain says which.
     fn transport_error(&self, source: crate::error::BoxError) -> Error {
-        // hyper-util reports a connect timeout as a connect error whose cause is a
-        // timeout; keep the two apart for the client.
-        if error_chain_mentions_timeout(source.as_ref()) {
-            return Error::Timeout {
-                endpoint: self.shared.origin.clone(),
-                after: self.shared.request_timeout,
-            };
-        }
         Error::Unavailable {
             endpoint: self.shared.origin.clone(),
             source,
@@ -306,19 +308,66 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
     Ok(config)
 }
 
-/// Decodes a `Content-Encoding: gzip` body; identity bodies pass unchanged. Any other
-/// encoding is an invalid response (the frontend only ever asks for gzip).
-pub fn decode_content_encoding(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Error> {
+/// Headers of a querier's error answer that the client needs to act on it.
+const KEPT_ERROR_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
+    header::LOCATION,
+];
+
+/// Builds `Error::Downstream` from a non-2xx answer: the body decoded when possible (kept
+/// encoded, with its `Content-Encoding`, otherwise) and the headers a client needs.
+fn downstream_error(parts: http::response::Parts, body: Bytes, limit: usize) -> Error {
+    let mut headers = HeaderMap::new();
+    for name in KEPT_ERROR_HEADERS {
+        if let Some(v) = parts.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    let body = match decode_content_encoding(&parts.headers, body.clone(), limit) {
+        Ok(decoded) => {
+            headers.remove(header::CONTENT_ENCODING);
+            decoded
+        }
+        Err(_) => body,
+    };
+    Error::Downstream {
+        status: parts.status,
+        headers,
+        body,
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::BadResponse(format!(
+        "answer larger than downstream.max_response_bytes ({limit} bytes)"
+    ))
+}
+
+/// Decodes a `Content-Encoding: gzip` body of at most `limit` decoded bytes; identity
+/// bodies pass unchanged. Any other encoding is an invalid response (the frontend only
+/// ever asks for gzip).
+pub fn decode_content_encoding(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, Error> {
     match headers
         .get(header::CONTENT_ENCODING)
         .map(HeaderValue::as_bytes)
     {
         None | Some(b"identity") => Ok(body),
         Some(enc) if enc.eq_ignore_ascii_case(b"gzip") => {
-            let mut out = Vec::with_capacity(body.len() * 8);
+            let mut out = Vec::with_capacity((body.len() * 8).min(limit));
             flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| Error::BadResponse(format!("undecodable gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err(too_large(limit));
+            }
             Ok(Bytes::from(out))
         }
         Some(enc) => Err(Error::BadResponse(format!(
@@ -328,18 +377,81 @@ pub fn decode_content_encoding(headers: &HeaderMap, body: Bytes) -> Result<Bytes
     }
 }
 
-fn error_chain_mentions_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        if e.to_string().contains("timed out") {
-            return true;
-        }
-        cur = e.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).expect("compress");
+        Bytes::from(enc.finish().expect("finish"))
     }
-    false
+
+    fn with_encoding(enc: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        h
+    }
+
+    #[test]
+    fn decodes_gzip_within_the_limit() {
+        let plain = Bytes::from_static(b"{\"status\":\"success\"}");
+        assert_eq!(
+            decode_content_encoding(&HeaderMap::new(), plain.clone(), 100).expect("identity"),
+            plain
+        );
+        assert_eq!(
+            decode_content_encoding(&with_encoding("gzip"), gzip(&plain), 100).expect("gzip"),
+            plain
+        );
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("br"), plain.clone(), 100),
+            Err(Error::BadResponse(_))
+        ));
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("gzip"), plain, 100),
+            Err(Error::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_bombs_are_cut_off() {
+        let bomb = gzip(&vec![b'0'; 10_000_000]);
+        assert!(bomb.len() < 100_000);
+        let err = decode_content_encoding(&with_encoding("gzip"), bomb, 1_000_000)
+            .expect_err("too large");
+        assert!(err.to_string().contains("max_response_bytes"), "{err}");
+    }
+
+    #[test]
+    fn error_answers_keep_useful_headers_and_decoded_bodies() {
+        let resp = http::Response::builder()
+            .status(503)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .header("retry-after", "7")
+            .header("set-cookie", "x=1")
+            .body(())
+            .expect("response");
+        let (parts, ()) = resp.into_parts();
+        let body = b"{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"x\"}";
+        match downstream_error(parts, gzip(body), 1000) {
+            Error::Downstream {
+                status,
+                headers,
+                body: got,
+            } => {
+                assert_eq!(status, 503);
+                assert_eq!(&got[..], &body[..]);
+                assert_eq!(headers["retry-after"], "7");
+                assert!(
+                    headers.get("content-encoding").is_none(),
+                    "body was decoded"
+                );
+                assert!(headers.get("set-cookie").is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -44,9 +44,11 @@ pub enum Error {
     Downstream {
         /// The querier's status code.
         status: StatusCode,
-        /// The querier's `Content-Type`, if any.
-        content_type: Option<http::HeaderValue>,
-        /// The querier's (decoded) body.
+        /// The querier's headers that matter to the client (`Content-Type`,
+        /// `Retry-After`, `WWW-Authenticate`, `Location`; `Content-Encoding` only when
+        /// the body could not be decoded).
+        headers: http::HeaderMap,
+        /// The querier's body, decoded when possible.
         body: Bytes,
     },
 
@@ -139,9 +141,9 @@ impl Error {
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(96);
         out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
-        crate::model::json::write_str(&mut out, self.error_type());
+        crate::json::write_str(&mut out, self.error_type());
         out.extend_from_slice(b",\"error\":");
-        crate::model::json::write_str(&mut out, &self.to_string());
+        crate::json::write_str(&mut out, &self.to_string());
         out.push(b'}');
         out
     }
@@ -189,7 +191,7 @@ mod tests {
     fn downstream(status: u16, body: &'static str) -> Error {
         Error::Downstream {
             status: StatusCode::from_u16(status).expect("valid status"),
-            content_type: None,
+            headers: http::HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
         }
     }

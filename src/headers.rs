@@ -15,15 +15,20 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers a `Connection` header names (they are hop-by-hop for this message).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+        .collect()
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
     for name in named.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
@@ -55,11 +60,12 @@ impl ForwardHeaders {
     }
 
     /// The subset of `src` to forward: allow-listed headers (all their values), never a
-    /// hop-by-hop one even if configured.
+    /// hop-by-hop one even if configured, nor one the client's `Connection` header names.
     pub fn select(&self, src: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(self.names.len());
+        let named = connection_named(src);
         for name in &self.names {
-            if HOP_BY_HOP.contains(name) {
+            if HOP_BY_HOP.contains(name) || named.contains(name) {
                 continue;
             }
             for value in src.get_all(name) {
@@ -109,5 +115,13 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out["authorization"], "Bearer t");
         assert_eq!(out["x-scope-orgid"], "team-a");
+        // A header the Connection header names is hop-by-hop, allow-listed or not.
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Scope-OrgID"),
+        );
+        let out = allow.select(&h);
+        assert_eq!(out.len(), 1);
+        assert!(out.get("x-scope-orgid").is_none());
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod headers;
+pub mod json;
 pub mod layers;
 pub mod metrics;
 pub mod model;

@@ -5,27 +5,139 @@
 //! are forwarded whole and the querier, which is the authority on its own language,
 //! answers them. Only when the querier cannot be asked does the frontend answer 400
 //! itself with the parser's message (see `layers::validate`).
+//!
+//! `@ start()` and `@ end()` refer to the range query's own start and end, so a piece of
+//! a split query must not see them: [`Analysis::rewrite_at_start_end`] replaces them with
+//! the original absolute times and prints the expression back.
 
-use promql_parser::parser::{self, Expr};
+use std::time::{Duration, UNIX_EPOCH};
+
+use promql_parser::parser::{self, AtModifier, Expr};
 
 /// What the frontend knows about one PromQL expression.
 #[derive(Debug)]
 pub struct Analysis {
     /// The parsed expression, or the parser's message when it failed.
     pub parsed: Result<Expr, String>,
+    /// The expression uses `@ start()` or `@ end()` somewhere.
+    pub uses_start_end: bool,
+    /// The expression has an `@` before 1970 (the printer cannot write those back).
+    pub has_pre_epoch_at: bool,
 }
 
 impl Analysis {
     /// Parses `query`.
     pub fn of(query: &str) -> Analysis {
+        let parsed = parser::parse(query);
+        let mut uses_start_end = false;
+        let mut has_pre_epoch_at = false;
+        if let Ok(expr) = &parsed {
+            visit_at(expr, &mut |at| match at {
+                AtModifier::Start | AtModifier::End => uses_start_end = true,
+                AtModifier::At(t) => has_pre_epoch_at |= *t < UNIX_EPOCH,
+            });
+        }
         Analysis {
-            parsed: parser::parse(query),
+            parsed,
+            uses_start_end,
+            has_pre_epoch_at,
         }
     }
 
     /// The parser's message if the query did not parse.
     pub fn parse_error(&self) -> Option<&str> {
         self.parsed.as_ref().err().map(String::as_str)
+    }
+
+    /// The expression with `@ start()` / `@ end()` replaced by `@ <start>` / `@ <end>`,
+    /// printed as PromQL. `None` when there is nothing to rewrite or it cannot be written
+    /// exactly (unparsed query, times before 1970).
+    pub fn rewrite_at_start_end(&self, start_ms: i64, end_ms: i64) -> Option<String> {
+        let expr = self.parsed.as_ref().ok()?;
+        if !self.uses_start_end || self.has_pre_epoch_at || start_ms < 0 || end_ms < 0 {
+            return None;
+        }
+        let at = |ms: i64| AtModifier::At(UNIX_EPOCH + Duration::from_millis(ms as u64));
+        let (start, end) = (at(start_ms), at(end_ms));
+        let mut expr = expr.clone();
+        visit_at_mut(&mut expr, &mut |m| match m {
+            AtModifier::Start => *m = start.clone(),
+            AtModifier::End => *m = end.clone(),
+            AtModifier::At(_) => {}
+        });
+        Some(expr.to_string())
+    }
+}
+
+/// Calls `f` on every `@` modifier in `expr`, including inside aggregation parameters.
+fn visit_at(expr: &Expr, f: &mut impl FnMut(&AtModifier)) {
+    match expr {
+        Expr::Aggregate(a) => {
+            visit_at(&a.expr, f);
+            if let Some(p) = &a.param {
+                visit_at(p, f);
+            }
+        }
+        Expr::Unary(u) => visit_at(&u.expr, f),
+        Expr::Binary(b) => {
+            visit_at(&b.lhs, f);
+            visit_at(&b.rhs, f);
+        }
+        Expr::Paren(p) => visit_at(&p.expr, f),
+        Expr::Subquery(s) => {
+            if let Some(at) = &s.at {
+                f(at);
+            }
+            visit_at(&s.expr, f);
+        }
+        Expr::VectorSelector(v) => {
+            if let Some(at) = &v.at {
+                f(at);
+            }
+        }
+        Expr::MatrixSelector(m) => {
+            if let Some(at) = &m.vs.at {
+                f(at);
+            }
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| visit_at(a, f)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// Like [`visit_at`], with mutable access.
+fn visit_at_mut(expr: &mut Expr, f: &mut impl FnMut(&mut AtModifier)) {
+    match expr {
+        Expr::Aggregate(a) => {
+            visit_at_mut(&mut a.expr, f);
+            if let Some(p) = &mut a.param {
+                visit_at_mut(p, f);
+            }
+        }
+        Expr::Unary(u) => visit_at_mut(&mut u.expr, f),
+        Expr::Binary(b) => {
+            visit_at_mut(&mut b.lhs, f);
+            visit_at_mut(&mut b.rhs, f);
+        }
+        Expr::Paren(p) => visit_at_mut(&mut p.expr, f),
+        Expr::Subquery(s) => {
+            if let Some(at) = &mut s.at {
+                f(at);
+            }
+            visit_at_mut(&mut s.expr, f);
+        }
+        Expr::VectorSelector(v) => {
+            if let Some(at) = &mut v.at {
+                f(at);
+            }
+        }
+        Expr::MatrixSelector(m) => {
+            if let Some(at) = &mut m.vs.at {
+                f(at);
+            }
+        }
+        Expr::Call(c) => c.args.args.iter_mut().for_each(|a| visit_at_mut(a, f)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }
 
@@ -40,12 +152,78 @@ mod tests {
                 .parse_error()
                 .is_none()
         );
-        assert!(Analysis::of("up @ start()").parse_error().is_none());
         for bad in ["", "sum(", "rate(x[5m]", "foo{", "1 +"] {
             assert!(
                 Analysis::of(bad).parse_error().is_some(),
                 "{bad:?} should not parse"
             );
         }
+    }
+
+    #[test]
+    fn finds_start_end_everywhere() {
+        for q in [
+            "up @ start()",
+            "rate(x[5m] @ end())",
+            "max_over_time(rate(x[1m])[10m:1m] @ start())",
+            "topk(scalar(count(up @ end())), up)",
+            "sum(up) / on() group_left count(up @ start())",
+            "-(up @ end())",
+            "label_replace(up @ start(), \"a\", \"$1\", \"job\", \"(.*)\")",
+        ] {
+            assert!(Analysis::of(q).uses_start_end, "{q}");
+        }
+        for q in [
+            "up",
+            "up @ 1700000000",
+            "rate(x[5m] offset 1h)",
+            "x[10m:1m]",
+        ] {
+            assert!(!Analysis::of(q).uses_start_end, "{q}");
+        }
+        assert!(Analysis::of("up @ -10").has_pre_epoch_at);
+    }
+
+    #[test]
+    fn rewrite_replaces_start_end_and_reparses_to_the_same_ast() {
+        let (start, end) = (1_700_000_000_300, 1_700_086_400_000);
+        let cases = [
+            ("up @ start()", "up @ 1700000000.300"),
+            ("rate(x[5m] @ end())", "rate(x[5m] @ 1700086400.000)"),
+            (
+                "topk(scalar(count(up @ end())), up @ start())",
+                "topk(scalar(count(up @ 1700086400.000)), up @ 1700000000.300)",
+            ),
+            (
+                "max_over_time(rate(x[1m])[10m:1m] @ start() offset -5m)",
+                "max_over_time(rate(x[1m])[10m:1m] @ 1700000000.300 offset -5m)",
+            ),
+        ];
+        for (q, want_with) in cases {
+            let rewritten = Analysis::of(q)
+                .rewrite_at_start_end(start, end)
+                .unwrap_or_else(|| panic!("{q} rewrites"));
+            // The rewritten text parses to the same AST as the hand-written absolute form.
+            let got = parser::parse(&rewritten).expect("rewritten query parses");
+            let want = parser::parse(want_with).expect("expected form parses");
+            assert_eq!(got, want, "{q} -> {rewritten}");
+            // And printing is stable: print -> parse -> print gives the same text.
+            assert_eq!(got.to_string(), rewritten);
+        }
+        assert!(
+            Analysis::of("up")
+                .rewrite_at_start_end(start, end)
+                .is_none()
+        );
+        assert!(
+            Analysis::of("up @ start()")
+                .rewrite_at_start_end(-1, end)
+                .is_none()
+        );
+        assert!(
+            Analysis::of("sum(")
+                .rewrite_at_start_end(start, end)
+                .is_none()
+        );
     }
 }

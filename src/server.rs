@@ -33,6 +33,8 @@ use crate::config::Config;
 use crate::downstream::{Downstream, DownstreamOptions};
 use crate::error::{BoxError, Error, error_type_for_status};
 use crate::headers::{ForwardHeaders, strip_hop_by_hop};
+use crate::layers::split::SplitOptions;
+use crate::layers::validate::ValidateOptions;
 use crate::metrics::{Endpoint, Metrics};
 use crate::model::RangeQuery;
 use crate::model::query::form_pairs;
@@ -70,9 +72,22 @@ impl Frontend {
             pool_idle_timeout: d.pool_idle_timeout,
             pool_max_idle_per_host: d.pool_max_idle_per_host,
             tls_ca_file: d.tls_ca_file.clone(),
+            max_response_bytes: d.max_response_bytes,
         })?;
+        let q = &config.query_range;
+        let stack_opts = stack::StackOptions {
+            validate: ValidateOptions {
+                max_query_length: q.max_query_length,
+            },
+            align_start_end_with_step: q.align_start_end_with_step,
+            split: SplitOptions {
+                interval: q.split_interval,
+                max_query_parallelism: q.max_query_parallelism,
+                max_inflight: q.max_inflight_pieces,
+            },
+        };
         Ok(Frontend {
-            stack: stack::build(downstream.clone()),
+            stack: stack::build(downstream.clone(), stack_opts),
             downstream,
             forward: ForwardHeaders::new(&d.forward_headers),
             metrics: Arc::new(Metrics::new()),
@@ -177,7 +192,13 @@ impl Frontend {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let pairs = form_pairs(parts.uri.query(), content_type, &body);
+        // Like Go's ParseForm, only a POST body carries parameters.
+        let form_body: &[u8] = if parts.method == Method::POST {
+            &body
+        } else {
+            &[]
+        };
+        let pairs = form_pairs(parts.uri.query(), content_type, form_body);
         let query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
         let answer = self.stack.clone().oneshot(query).await?;
         let json = answer.encode();
@@ -274,21 +295,29 @@ async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<
 }
 
 /// Turns an error into the response the client sees. A querier's own error answer keeps
-/// its status and body; anything else gets Prometheus error JSON.
+/// its status, body and the headers a client needs (`Retry-After`, ...); anything else
+/// gets Prometheus error JSON.
 pub fn error_response(err: &Error) -> Response<Body> {
-    let (status, content_type, body) = match err {
+    let (status, headers, body) = match err {
         Error::Downstream {
             status,
-            content_type,
+            headers,
             body,
-        } if looks_like_json_object(body) => (
-            *status,
-            content_type
-                .clone()
-                .unwrap_or(HeaderValue::from_static("application/json")),
-            body.clone(),
-        ),
-        Error::Downstream { status, body, .. } => {
+        } if looks_like_json_object(body) || headers.contains_key(header::CONTENT_ENCODING) => {
+            let mut headers = headers.clone();
+            if !headers.contains_key(header::CONTENT_TYPE) {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            (*status, headers, body.clone())
+        }
+        Error::Downstream {
+            status,
+            headers,
+            body,
+        } => {
             // An answer that is not Prometheus JSON (a load balancer's HTML page): keep
             // the status, wrap a bounded excerpt in error JSON.
             let excerpt: String = String::from_utf8_lossy(&body[..body.len().min(256)])
@@ -297,34 +326,35 @@ pub fn error_response(err: &Error) -> Response<Body> {
                 .collect();
             let mut json = Vec::new();
             json.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");
-            crate::model::json::write_str(&mut json, error_type_for_status(*status));
+            crate::json::write_str(&mut json, error_type_for_status(*status));
             json.extend_from_slice(b",\"error\":");
-            crate::model::json::write_str(
+            crate::json::write_str(
                 &mut json,
                 &format!("querier answered {}: {}", status.as_u16(), excerpt.trim()),
             );
             json.push(b'}');
-            (
-                *status,
+            let mut headers = headers.clone();
+            headers.insert(
+                header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-                Bytes::from(json),
-            )
+            );
+            (*status, headers, Bytes::from(json))
         }
         other => {
             if matches!(other, Error::Internal(_) | Error::BadResponse(_)) {
                 tracing::warn!(error = %other, "answering with an error");
             }
-            (
-                other.status(),
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-                Bytes::from(other.to_json()),
-            )
+            );
+            (other.status(), headers, Bytes::from(other.to_json()))
         }
     };
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, content_type);
+    *resp.headers_mut() = headers;
     resp
 }
 
@@ -399,24 +429,33 @@ mod tests {
 
     #[tokio::test]
     async fn error_responses_keep_querier_json_and_wrap_html() {
+        let mut json_headers = HeaderMap::new();
+        json_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        json_headers.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
         let json_err = Error::Downstream {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            content_type: Some(HeaderValue::from_static("application/json")),
+            headers: json_headers,
             body: Bytes::from_static(
                 b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"x\"}",
             ),
         };
         let resp = error_response(&json_err);
         assert_eq!(resp.status(), 422);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(
             &body[..],
             b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"x\"}"
         );
 
+        let mut html_headers = HeaderMap::new();
+        html_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         let html = Error::Downstream {
             status: StatusCode::BAD_GATEWAY,
-            content_type: Some(HeaderValue::from_static("text/html")),
+            headers: html_headers,
             body: Bytes::from_static(b"<html><body>502 Bad Gateway</body></html>\n"),
         };
         let resp = error_response(&html);

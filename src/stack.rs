@@ -8,18 +8,35 @@ use tower::util::BoxCloneSyncService;
 
 use crate::downstream::Downstream;
 use crate::error::Error;
-use crate::layers::validate::ValidateLayer;
+use crate::layers::split::{SplitLayer, SplitOptions};
+use crate::layers::step_align::StepAlignLayer;
+use crate::layers::validate::{ValidateLayer, ValidateOptions};
 use crate::model::{QueryResponse, RangeQuery};
 
 /// The composed range-query service.
 pub type RangeService = BoxCloneSyncService<RangeQuery, QueryResponse, Error>;
 
+/// Options of every layer, gathered from the config by the caller.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Limits checked before any work.
+    pub validate: ValidateOptions,
+    /// Align start/end to the step.
+    pub align_start_end_with_step: bool,
+    /// Splitting and its parallelism.
+    pub split: SplitOptions,
+}
+
 /// Composes the stack in front of `downstream`.
-pub fn build(downstream: Downstream) -> RangeService {
+pub fn build(downstream: Downstream, opts: StackOptions) -> RangeService {
     let svc = ServiceBuilder::new()
-        // validate: parse the expression once, first, so every later layer can use the
-        // analysis, and so unparseable queries are recognised before any work is done.
-        .layer(ValidateLayer)
+        // validate: reject what must not run and parse the expression once, first, so
+        // every later layer can use the analysis.
+        .layer(ValidateLayer::new(opts.validate))
+        // step_align: before split, so the pieces are cut from the grid actually run.
+        .layer(StepAlignLayer::new(opts.align_start_end_with_step))
+        // split: fans out to day-sized pieces; everything below sees one piece at a time.
+        .layer(SplitLayer::new(opts.split))
         // downstream: the querier itself.
         .service(downstream);
     BoxCloneSyncService::new(svc)

@@ -1,4 +1,6 @@
 //! The range-query middleware, one module per layer. Layers never import each other,
 //! `server` or `config`; `stack.rs` composes them.
 
+pub mod split;
+pub mod step_align;
 pub mod validate;

@@ -1,10 +1,9 @@
 //! Wire and domain types: the typed range query, the response envelope, and the pure
 //! time math both rely on. Nothing here does I/O.
 
-pub mod json;
 pub mod query;
 pub mod response;
 pub mod time;
 
 pub use query::RangeQuery;
-pub use response::{MatrixData, QueryResponse, Series, Status};
+pub use response::{MatrixData, QueryResponse, RawJson, Series, Status};

@@ -127,8 +127,9 @@ pub fn points_exceed_limit(start_ms: i64, end_ms: i64, step_ns: i64) -> bool {
     range_ns / step_ns as i128 > MAX_POINTS_PER_SERIES as i128
 }
 
-/// Collects a request's form pairs the way Go's `ParseForm` does: the body's pairs first
-/// (only for a form-encoded body), then the URL's.
+/// Collects a request's form pairs the way Go's `ParseForm` does for a POST: the body's
+/// pairs first (only for a form-encoded body), then the URL's. Callers pass an empty body
+/// for GET requests, whose bodies Go ignores.
 pub fn form_pairs(
     uri_query: Option<&str>,
     content_type: Option<&str>,
@@ -136,14 +137,53 @@ pub fn form_pairs(
 ) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     if is_form_content_type(content_type) {
-        pairs.extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+        pairs.extend(parse_query(body));
     }
     if let Some(q) = uri_query {
-        pairs.extend(
-            form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())),
-        );
+        pairs.extend(parse_query(q.as_bytes()));
     }
     pairs
+}
+
+/// Parses `k=v&k2=v2` like Go's `url.ParseQuery`: pairs are separated by `&` only; a
+/// pair containing `;` or a malformed `%` escape is skipped; `+` is a space. Bytes that
+/// are not UTF-8 are replaced (U+FFFD).
+pub fn parse_query(input: &[u8]) -> Vec<(String, String)> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty() && !pair.contains(&b';'))
+        .filter_map(|pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[..0]),
+            };
+            Some((unescape(k)?, unescape(v)?))
+        })
+        .collect()
+}
+
+/// Decodes `+` and `%XX`; `None` for a malformed escape.
+fn unescape(s: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let hi = hex(*s.get(i + 1)?)?;
+                let lo = hex(*s.get(i + 2)?)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// Whether a `Content-Type` names a URL-encoded form (parameters may follow a `;`).
@@ -161,152 +201,5 @@ fn invalid_param(name: &str, msg: String) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn decode(list: &[(&str, &str)]) -> Result<RangeQuery, Error> {
-        RangeQuery::from_form(pairs(list), HeaderMap::new())
-    }
-
-    #[test]
-    fn decodes_and_reencodes() {
-        let q = decode(&[
-            ("query", "sum(rate(x[5m]))"),
-            ("start", "1700000000.3"),
-            ("end", "2023-11-15T22:13:20Z"),
-            ("step", "1m"),
-            ("timeout", "10s"),
-            ("dedup", "true"),
-        ])
-        .expect("valid");
-        assert_eq!(q.start_ms, 1_700_000_000_300);
-        assert_eq!(q.end_ms, 1_700_086_400_000);
-        assert_eq!(q.step_ms(), 60_000);
-        assert_eq!(q.param("dedup"), Some("true"));
-        assert_eq!(
-            q.to_form(),
-            "query=sum%28rate%28x%5B5m%5D%29%29&start=1700000000.3&end=1700086400&step=60&timeout=10s&dedup=true"
-        );
-    }
-
-    #[test]
-    fn first_occurrence_wins() {
-        let q = decode(&[
-            ("query", "a"),
-            ("start", "10"),
-            ("end", "20"),
-            ("step", "5"),
-            ("query", "b"),
-            ("start", "0"),
-        ])
-        .expect("valid");
-        assert_eq!(q.query, "a");
-        assert_eq!(q.start_ms, 10_000);
-    }
-
-    #[test]
-    fn errors_match_prometheus() {
-        let base = [
-            ("query", "up"),
-            ("start", "0"),
-            ("end", "100"),
-            ("step", "10"),
-        ];
-        let with = |k: &str, v: &str| -> Vec<(&str, String)> {
-            base.iter()
-                .map(|(bk, bv)| {
-                    (
-                        *bk,
-                        if *bk == k {
-                            v.to_string()
-                        } else {
-                            bv.to_string()
-                        },
-                    )
-                })
-                .collect()
-        };
-        let cases = [
-            (
-                with("start", "x"),
-                "invalid parameter \"start\": cannot parse \"x\" to a valid timestamp",
-            ),
-            (
-                with("end", ""),
-                "invalid parameter \"end\": cannot parse \"\" to a valid timestamp",
-            ),
-            (
-                with("end", "-5"),
-                "invalid parameter \"end\": end timestamp must not be before start time",
-            ),
-            (
-                with("step", "1q"),
-                "invalid parameter \"step\": cannot parse \"1q\" to a valid duration",
-            ),
-            (
-                with("step", "0"),
-                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-            ),
-            (
-                with("step", "-3"),
-                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-            ),
-            (
-                with("end", "110010"),
-                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
-            ),
-        ];
-        for (list, want) in cases {
-            let list: Vec<(&str, &str)> = list.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            match decode(&list) {
-                Err(Error::BadData(msg)) => assert_eq!(msg, want, "{list:?}"),
-                other => panic!("{list:?}: expected bad_data, got {other:?}"),
-            }
-        }
-        // Exactly 11,000 steps is allowed.
-        assert!(
-            decode(&[
-                ("query", "up"),
-                ("start", "0"),
-                ("end", "110000"),
-                ("step", "10")
-            ])
-            .is_ok()
-        );
-        let timeout = decode(&[
-            ("query", "up"),
-            ("start", "0"),
-            ("end", "1"),
-            ("step", "1"),
-            ("timeout", "soon"),
-        ]);
-        assert!(
-            matches!(timeout, Err(Error::BadData(m)) if m.starts_with("invalid parameter \"timeout\""))
-        );
-    }
-
-    #[test]
-    fn form_pairs_body_before_url() {
-        let p = form_pairs(
-            Some("query=url&x=1"),
-            Some("application/x-www-form-urlencoded; charset=utf-8"),
-            b"query=body%20q&start=1",
-        );
-        assert_eq!(p[0], ("query".to_string(), "body q".to_string()));
-        assert_eq!(p[2], ("query".to_string(), "url".to_string()));
-        let ignored = form_pairs(Some("a=1"), Some("application/json"), b"query=x");
-        assert_eq!(ignored, pairs(&[("a", "1")]));
-    }
-
-    #[test]
-    fn huge_ranges_do_not_overflow() {
-        assert!(points_exceed_limit(i64::MIN / 2, i64::MAX / 2, 1));
-        assert!(!points_exceed_limit(0, 0, 1));
-    }
-}
+#[path = "query_tests.rs"]
+mod tests;

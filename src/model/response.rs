@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::Error;
-use crate::model::json::{write_str, write_str_array};
+use crate::json::{write_str, write_str_array};
 
 /// `status` of a Prometheus API response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,13 +59,38 @@ pub struct MatrixData {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Series {
     /// The label set, as the raw JSON object the querier wrote.
-    pub metric: Box<RawValue>,
+    pub metric: RawJson,
     /// Float samples `[[ts,"value"],...]`, raw.
     #[serde(default)]
-    pub values: Option<Box<RawValue>>,
+    pub values: Option<RawJson>,
     /// Native histogram samples, raw.
     #[serde(default)]
-    pub histograms: Option<Box<RawValue>>,
+    pub histograms: Option<RawJson>,
+}
+
+/// A piece of JSON text that is known to be valid: either read from a querier (and
+/// validated while decoding) or spliced by the frontend from such pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Wraps text the caller guarantees to be valid JSON (built only from other
+    /// `RawJson` values and JSON punctuation).
+    pub(crate) fn from_trusted(text: String) -> RawJson {
+        RawJson(text.into_boxed_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        Ok(RawJson(raw.into()))
+    }
 }
 
 impl QueryResponse {
@@ -102,14 +127,14 @@ impl QueryResponse {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"{\"metric\":");
-                out.extend_from_slice(s.metric.get().as_bytes());
+                out.extend_from_slice(s.metric.as_str().as_bytes());
                 if let Some(v) = &s.values {
                     out.extend_from_slice(b",\"values\":");
-                    out.extend_from_slice(v.get().as_bytes());
+                    out.extend_from_slice(v.as_str().as_bytes());
                 }
                 if let Some(h) = &s.histograms {
                     out.extend_from_slice(b",\"histograms\":");
-                    out.extend_from_slice(h.get().as_bytes());
+                    out.extend_from_slice(h.as_str().as_bytes());
                 }
                 out.push(b'}');
             }
@@ -143,9 +168,9 @@ impl QueryResponse {
             d.result
                 .iter()
                 .map(|s| {
-                    s.metric.get().len()
-                        + s.values.as_ref().map_or(0, |v| v.get().len())
-                        + s.histograms.as_ref().map_or(0, |h| h.get().len())
+                    s.metric.as_str().len()
+                        + s.values.as_ref().map_or(0, |v| v.as_str().len())
+                        + s.histograms.as_ref().map_or(0, |h| h.as_str().len())
                         + 32
                 })
                 .sum()

@@ -1,0 +1,161 @@
+//! Merging the answers of a split query's pieces into one matrix.
+//!
+//! Pieces cover disjoint, ordered time ranges, so a series' samples are the
+//! concatenation of its sample arrays in piece order: the raw JSON arrays are spliced,
+//! never parsed sample by sample. Series are matched by their full label set (parsed once
+//! per series per piece, hashed, so the work is linear in the response size plus one sort
+//! of the distinct series), and come out sorted the way Prometheus sorts a range query's
+//! matrix (label pairs compared name first, then value, byte-wise). Warnings and infos are
+//! de-duplicated in first-seen order, never dropped.
+
+use std::collections::HashMap;
+
+use crate::error::Error;
+use crate::model::{MatrixData, QueryResponse, RawJson, Series, Status};
+
+/// A label set as Prometheus orders it: pairs sorted by name; `Vec` ordering then equals
+/// Prometheus' `labels.Compare`.
+type LabelKey = Vec<(String, String)>;
+
+struct Merged {
+    key: LabelKey,
+    metric: RawJson,
+    values: Vec<RawJson>,
+    histograms: Vec<RawJson>,
+}
+
+/// Merges successful piece answers, given in time order.
+pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
+    let mut iter = pieces.into_iter();
+    let Some(first) = iter.next() else {
+        return Err(Error::Internal("merging zero pieces".into()));
+    };
+    let mut out = QueryResponse {
+        status: Status::Success,
+        data: None,
+        error_type: None,
+        error: None,
+        warnings: Vec::new(),
+        infos: Vec::new(),
+        extra: Vec::new(),
+    };
+    let mut index: HashMap<LabelKey, usize> = HashMap::new();
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut data_extra = None;
+    for piece in std::iter::once(first).chain(iter) {
+        if piece.status != Status::Success {
+            return Err(Error::Internal("merging a failed piece".into()));
+        }
+        push_unique(&mut out.warnings, piece.warnings);
+        push_unique(&mut out.infos, piece.infos);
+        merge_extra(&mut out.extra, piece.extra);
+        let Some(data) = piece.data else {
+            return Err(Error::BadResponse("range query piece without data".into()));
+        };
+        data_extra.get_or_insert(data.extra);
+        for series in data.result {
+            let key = label_key(&series.metric)?;
+            let slot = match index.get(&key) {
+                Some(&i) => &mut merged[i],
+                None => {
+                    index.insert(key.clone(), merged.len());
+                    merged.push(Merged {
+                        key,
+                        metric: series.metric,
+                        values: Vec::new(),
+                        histograms: Vec::new(),
+                    });
+                    merged
+                        .last_mut()
+                        .ok_or_else(|| Error::Internal("empty merge".into()))?
+                }
+            };
+            slot.values.extend(series.values);
+            slot.histograms.extend(series.histograms);
+        }
+    }
+    merged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let result = merged
+        .into_iter()
+        .map(|m| Series {
+            metric: m.metric,
+            values: splice_arrays(&m.values),
+            histograms: splice_arrays(&m.histograms),
+        })
+        .collect();
+    out.data = Some(MatrixData {
+        result_type: "matrix".to_owned(),
+        result,
+        extra: data_extra.unwrap_or_default(),
+    });
+    Ok(out)
+}
+
+/// Parses a `metric` object into a sorted label key.
+fn label_key(metric: &RawJson) -> Result<LabelKey, Error> {
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(metric.as_str())
+        .map_err(|e| Error::BadResponse(format!("series labels are not a string map: {e}")))?;
+    Ok(map.into_iter().collect())
+}
+
+/// Concatenates JSON arrays: `[a,b]` + `[]` + `[c]` → `[a,b,c]`. `None` when there is
+/// nothing to concatenate.
+fn splice_arrays(arrays: &[RawJson]) -> Option<RawJson> {
+    if arrays.is_empty() {
+        return None;
+    }
+    if arrays.len() == 1 {
+        return Some(arrays[0].clone());
+    }
+    let total: usize = arrays.iter().map(|a| a.as_str().len()).sum();
+    let mut out = String::with_capacity(total + 2);
+    out.push('[');
+    let mut any = false;
+    for a in arrays {
+        let inner = a
+            .as_str()
+            .trim()
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or("")
+            .trim();
+        if inner.is_empty() {
+            continue;
+        }
+        if any {
+            out.push(',');
+        }
+        out.push_str(inner);
+        any = true;
+    }
+    out.push(']');
+    Some(RawJson::from_trusted(out))
+}
+
+fn push_unique(into: &mut Vec<String>, items: Vec<String>) {
+    for item in items {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+}
+
+/// Top-level fields other than the known ones (e.g. `isPartial`): the first piece's value
+/// is kept, except that a `true` from any piece wins (a flag such as "partial" must not be
+/// lost because the first piece was complete).
+fn merge_extra(
+    into: &mut Vec<(String, Box<serde_json::value::RawValue>)>,
+    extra: Vec<(String, Box<serde_json::value::RawValue>)>,
+) {
+    for (k, v) in extra {
+        match into.iter_mut().find(|(ek, _)| *ek == k) {
+            Some((_, existing)) if v.get() == "true" => *existing = v,
+            Some(_) => {}
+            None => into.push((k, v)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;

@@ -1,0 +1,165 @@
+//! `split`: cuts a long range query into interval-aligned pieces (default: UTC days),
+//! runs them in parallel, and merges the answers.
+//!
+//! Invariant: the merged answer equals the unsplit answer — every evaluation timestamp is
+//! computed in exactly one piece (see [`ranges`]) and the merge loses or duplicates no
+//! sample (see [`merge`]). Queries that cannot keep that invariant pass through whole:
+//! an expression the parser did not understand, a `stats` request (per-piece statistics
+//! do not add up to the whole query's), a step of an interval or more, a sub-millisecond
+//! step, a range before 1970, or a range inside one interval.
+//!
+//! `@ start()` / `@ end()` are rewritten to the original absolute times before the
+//! pieces are sent, since each piece has its own start and end.
+//!
+//! Parallelism: the pieces of one query share a budget of `max_query_parallelism`
+//! concurrent requests, and all queries share a global cap (`max_inflight`). Pieces run
+//! as tasks of a `JoinSet`: if the client goes away (the request future is dropped), the
+//! set is dropped and every outstanding piece is cancelled. The first failing piece fails
+//! the whole query with its own error; the others are cancelled.
+
+pub mod merge;
+pub mod ranges;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::BoxFuture;
+use crate::error::Error;
+use crate::model::{QueryResponse, RangeQuery};
+use ranges::{NoSplit, Piece, split_range};
+
+/// Options of the split layer.
+#[derive(Debug, Clone)]
+pub struct SplitOptions {
+    /// Piece length; boundaries are multiples of it from the Unix epoch. Zero disables
+    /// splitting.
+    pub interval: Duration,
+    /// Most pieces of one query running at once.
+    pub max_query_parallelism: usize,
+    /// Most pieces running at once over all queries.
+    pub max_inflight: usize,
+}
+
+/// Adds [`SplitService`] to a stack. The global in-flight cap lives here and is shared
+/// by every service the layer builds.
+#[derive(Debug, Clone)]
+pub struct SplitLayer {
+    opts: SplitOptions,
+    global: Arc<Semaphore>,
+}
+
+impl SplitLayer {
+    /// Creates the layer.
+    pub fn new(opts: SplitOptions) -> SplitLayer {
+        let global = Arc::new(Semaphore::new(opts.max_inflight.max(1)));
+        SplitLayer { opts, global }
+    }
+}
+
+impl<S> Layer<S> for SplitLayer {
+    type Service = SplitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SplitService {
+            inner,
+            opts: self.opts.clone(),
+            global: self.global.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct SplitService<S> {
+    inner: S,
+    opts: SplitOptions,
+    global: Arc<Semaphore>,
+}
+
+impl<S> SplitService<S> {
+    /// The pieces `query` is split into, or why it is not split.
+    pub fn plan(&self, query: &RangeQuery) -> Result<Vec<Piece>, NoSplit> {
+        let understood = query
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.parse_error().is_none() && !a.has_pre_epoch_at);
+        if !understood || query.param("stats").is_some() {
+            return Err(NoSplit::Disabled);
+        }
+        split_range(
+            query.start_ms,
+            query.end_ms,
+            query.step_ms(),
+            self.opts.interval.as_millis().min(i64::MAX as u128) as i64,
+        )
+    }
+}
+
+impl<S> Service<RangeQuery> for SplitService<S>
+where
+    S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, query: RangeQuery) -> Self::Future {
+        let pieces = match self.plan(&query) {
+            Ok(pieces) => pieces,
+            Err(_) => return Box::pin(self.inner.call(query)),
+        };
+        // The ready inner service goes to the first piece; the rest use clones.
+        let inner = self.inner.clone();
+        let global = self.global.clone();
+        let per_query = Arc::new(Semaphore::new(self.opts.max_query_parallelism.max(1)));
+        let rewritten = query
+            .analysis
+            .as_ref()
+            .and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms));
+        Box::pin(async move {
+            let mut base = query;
+            if let Some(text) = rewritten {
+                base.query = text;
+            }
+            let mut tasks = JoinSet::new();
+            for (i, piece) in pieces.iter().enumerate() {
+                let mut sub = base.clone();
+                sub.start_ms = piece.start_ms;
+                sub.end_ms = piece.end_ms;
+                let svc = inner.clone();
+                let (per_query, global) = (per_query.clone(), global.clone());
+                tasks.spawn(async move {
+                    let _query_permit = per_query.acquire_owned().await;
+                    let _global_permit = global.acquire_owned().await;
+                    (i, svc.oneshot(sub).await)
+                });
+            }
+            let mut answers: Vec<Option<QueryResponse>> = vec![None; pieces.len()];
+            while let Some(joined) = tasks.join_next().await {
+                let (i, answer) =
+                    joined.map_err(|e| Error::Internal(format!("query piece task failed: {e}")))?;
+                // Returning drops `tasks`, which cancels every piece still running.
+                answers[i] = Some(answer?);
+            }
+            let answers = answers
+                .into_iter()
+                .map(|a| a.ok_or_else(|| Error::Internal("a query piece never answered".into())))
+                .collect::<Result<Vec<_>, _>>()?;
+            merge::merge(answers)
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,164 @@
+use super::*;
+use http::HeaderMap;
+use std::sync::Mutex;
+use tower::ServiceExt;
+
+/// A scripted inner service that records the queries it saw.
+#[derive(Clone)]
+struct Scripted {
+    seen: Arc<Mutex<Vec<RangeQuery>>>,
+    reply: fn() -> Result<QueryResponse, Error>,
+}
+
+impl Service<RangeQuery> for Scripted {
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, q: RangeQuery) -> Self::Future {
+        self.seen.lock().expect("lock").push(q);
+        let reply = self.reply;
+        Box::pin(async move { reply() })
+    }
+}
+
+fn query(expr: &str) -> RangeQuery {
+    let pairs = [
+        ("query", expr),
+        ("start", "0"),
+        ("end", "60"),
+        ("step", "15"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    RangeQuery::from_form(pairs, HeaderMap::new()).expect("valid query")
+}
+
+fn unavailable() -> Result<QueryResponse, Error> {
+    Err(Error::Unavailable {
+        endpoint: "http://q".into(),
+        source: "refused".into(),
+    })
+}
+
+fn querier_400() -> Result<QueryResponse, Error> {
+    Err(Error::Downstream {
+        status: http::StatusCode::BAD_REQUEST,
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::from_static(
+            b"{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":\"querier says\"}",
+        ),
+    })
+}
+
+#[tokio::test]
+async fn attaches_analysis_and_forwards() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = ValidateLayer::default().layer(Scripted {
+        seen: seen.clone(),
+        reply: unavailable,
+    });
+    let err = svc
+        .oneshot(query("rate(up[5m])"))
+        .await
+        .expect_err("inner fails");
+    assert!(
+        matches!(err, Error::Unavailable { .. }),
+        "valid query keeps the 503: {err:?}"
+    );
+    let seen = seen.lock().expect("lock");
+    assert!(
+        seen[0]
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.parse_error().is_none())
+    );
+}
+
+#[tokio::test]
+async fn unparseable_query_goes_to_querier_first() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = ValidateLayer::default().layer(Scripted {
+        seen: seen.clone(),
+        reply: querier_400,
+    });
+    let err = svc
+        .oneshot(query("sum("))
+        .await
+        .expect_err("querier rejects");
+    assert!(matches!(&err, Error::Downstream { status, .. } if status.as_u16() == 400));
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+}
+
+fn old_prometheus_parse_error() -> Result<QueryResponse, Error> {
+    Err(Error::Downstream {
+        status: http::StatusCode::BAD_REQUEST,
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::from_static(b"{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":\"1:5: parse error: unclosed left parenthesis\"}"),
+    })
+}
+
+#[tokio::test]
+async fn querier_parse_errors_name_the_parameter() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = ValidateLayer::default().layer(Scripted {
+        seen,
+        reply: old_prometheus_parse_error,
+    });
+    let err = svc
+        .oneshot(query("sum("))
+        .await
+        .expect_err("querier rejects");
+    assert_eq!(err.status().as_u16(), 400);
+    assert_eq!(err.error_type(), "bad_data");
+    assert_eq!(
+        err.to_string(),
+        "invalid parameter \"query\": 1:5: parse error: unclosed left parenthesis"
+    );
+}
+
+#[tokio::test]
+async fn unparseable_query_with_querier_down_is_bad_data() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = ValidateLayer::default().layer(Scripted {
+        seen,
+        reply: unavailable,
+    });
+    let err = svc.oneshot(query("sum(")).await.expect_err("bad query");
+    assert_eq!(err.status().as_u16(), 400);
+    assert_eq!(err.error_type(), "bad_data");
+    assert!(
+        err.to_string().starts_with("invalid parameter \"query\": "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ranges_over_max_query_length_are_rejected_before_the_querier() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = ValidateLayer::new(ValidateOptions {
+        max_query_length: std::time::Duration::from_secs(30),
+    });
+    let svc = layer.layer(Scripted {
+        seen: seen.clone(),
+        reply: unavailable,
+    });
+    // query() spans 60s.
+    let err = svc
+        .clone()
+        .oneshot(query("up"))
+        .await
+        .expect_err("too long");
+    assert_eq!(err.status().as_u16(), 400);
+    assert_eq!(err.error_type(), "bad_data");
+    assert_eq!(
+        err.to_string(),
+        "the query time range exceeds the limit (query length: 1m, limit: 30s)"
+    );
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "the querier was not asked"
+    );
+}
