@@ -335,7 +335,7 @@ fn downstream_error(parts: http::response::Parts, body: Bytes, limit: usize) -> 
     };
     Error::Downstream {
         status: parts.status,
-        headers,
+        headers: Box::new(headers),
         body,
     }
 }

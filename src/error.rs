@@ -47,7 +47,7 @@ pub enum Error {
         /// The querier's headers that matter to the client (`Content-Type`,
         /// `Retry-After`, `WWW-Authenticate`, `Location`; `Content-Encoding` only when
         /// the body could not be decoded).
-        headers: http::HeaderMap,
+        headers: Box<http::HeaderMap>,
         /// The querier's body, decoded when possible.
         body: Bytes,
     },
@@ -191,7 +191,7 @@ mod tests {
     fn downstream(status: u16, body: &'static str) -> Error {
         Error::Downstream {
             status: StatusCode::from_u16(status).expect("valid status"),
-            headers: http::HeaderMap::new(),
+            headers: Box::default(),
             body: Bytes::from_static(body.as_bytes()),
         }
     }

@@ -304,7 +304,7 @@ pub fn error_response(err: &Error) -> Response<Body> {
             headers,
             body,
         } if looks_like_json_object(body) || headers.contains_key(header::CONTENT_ENCODING) => {
-            let mut headers = headers.clone();
+            let mut headers = (**headers).clone();
             if !headers.contains_key(header::CONTENT_TYPE) {
                 headers.insert(
                     header::CONTENT_TYPE,
@@ -333,7 +333,7 @@ pub fn error_response(err: &Error) -> Response<Body> {
                 &format!("querier answered {}: {}", status.as_u16(), excerpt.trim()),
             );
             json.push(b'}');
-            let mut headers = headers.clone();
+            let mut headers = (**headers).clone();
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -437,7 +437,7 @@ mod tests {
         json_headers.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
         let json_err = Error::Downstream {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            headers: json_headers,
+            headers: Box::new(json_headers),
             body: Bytes::from_static(
                 b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"x\"}",
             ),
@@ -455,7 +455,7 @@ mod tests {
         html_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         let html = Error::Downstream {
             status: StatusCode::BAD_GATEWAY,
-            headers: html_headers,
+            headers: Box::new(html_headers),
             body: Bytes::from_static(b"<html><body>502 Bad Gateway</body></html>\n"),
         };
         let resp = error_response(&html);

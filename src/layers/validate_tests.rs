@@ -46,7 +46,7 @@ fn unavailable() -> Result<QueryResponse, Error> {
 fn querier_400() -> Result<QueryResponse, Error> {
     Err(Error::Downstream {
         status: http::StatusCode::BAD_REQUEST,
-        headers: http::HeaderMap::new(),
+        headers: Box::default(),
         body: bytes::Bytes::from_static(
             b"{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":\"querier says\"}",
         ),
@@ -95,7 +95,7 @@ async fn unparseable_query_goes_to_querier_first() {
 fn old_prometheus_parse_error() -> Result<QueryResponse, Error> {
     Err(Error::Downstream {
         status: http::StatusCode::BAD_REQUEST,
-        headers: http::HeaderMap::new(),
+        headers: Box::default(),
         body: bytes::Bytes::from_static(b"{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":\"1:5: parse error: unclosed left parenthesis\"}"),
     })
 }

@@ -52,7 +52,7 @@ impl Service<RangeQuery> for Mock {
             if fail_from.is_some_and(|t| q.start_ms >= t) {
                 return Err(Error::Downstream {
                     status: http::StatusCode::UNPROCESSABLE_ENTITY,
-                    headers: http::HeaderMap::new(),
+                    headers: Box::default(),
                     body: bytes::Bytes::from_static(
                         b"{\"status\":\"error\",\"errorType\":\"execution\",\"error\":\"boom\"}",
                     ),
