@@ -87,9 +87,12 @@ fn bad_labels_are_a_bad_response() {
     assert!(matches!(merge(vec![a]), Err(Error::BadResponse(_))));
 }
 
+/// A test series: sorted labels and (timestamp, value) samples.
+type TestSeries = (Vec<(String, String)>, Vec<(i64, String)>);
+
 /// Renders a matrix like Prometheus: series sorted by labels, series without samples in
 /// the window omitted.
-fn render(series: &[(Vec<(String, String)>, Vec<(i64, String)>)], from: i64, to: i64) -> String {
+fn render(series: &[TestSeries], from: i64, to: i64) -> String {
     let mut sorted: Vec<_> = series.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut parts = Vec::new();
@@ -133,7 +136,7 @@ proptest! {
         ),
     ) {
         let end = start + (points - 1) * step;
-        let series: Vec<(Vec<(String, String)>, Vec<(i64, String)>)> = series
+        let series: Vec<TestSeries> = series
             .into_iter()
             .map(|(labels, present)| {
                 let labels: std::collections::BTreeMap<String, String> = labels.into_iter().collect();

@@ -9,13 +9,16 @@ const D: i64 = 24 * H;
 /// 2023-11-14T00:00:00Z, a UTC midnight.
 const MIDNIGHT: i64 = 1_699_920_000_000;
 
+/// name, start, end, step, expected pieces.
+type Case = (&'static str, i64, i64, i64, Result<Vec<Piece>, NoSplit>);
+
 fn p(start_ms: i64, end_ms: i64) -> Piece {
     Piece { start_ms, end_ms }
 }
 
 #[test]
 fn boundary_table() {
-    let cases: Vec<(&str, i64, i64, i64, Result<Vec<Piece>, NoSplit>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "aligned start, one midnight",
             MIDNIGHT - H,
