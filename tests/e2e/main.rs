@@ -7,5 +7,6 @@ mod promtool;
 mod query_range;
 mod resilience;
 mod server;
+mod split_equivalence;
 mod support;
 mod tls;

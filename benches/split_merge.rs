@@ -1,0 +1,76 @@
+//! Micro benchmarks of the split layer's pure parts: cutting a 30-day query into day
+//! pieces, and decoding + merging + encoding 30 day-pieces of a 500-series matrix
+//! (throughput reported over the pieces' JSON bytes).
+//!
+//! Run: `cargo bench --bench split_merge`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use promql_frontend::layers::split::merge::merge;
+use promql_frontend::layers::split::ranges::split_range;
+use promql_frontend::model::QueryResponse;
+use promql_frontend::model::time::format_seconds_ms;
+
+const DAY: i64 = 86_400_000;
+const START: i64 = 1_699_920_000_000 + 5 * 3_600_000 + 500;
+
+/// One day-piece answer: 500 series, one sample every `step_ms` within the day.
+fn piece_json(day: i64, step_ms: i64) -> String {
+    let from = START + day * DAY;
+    let mut out = String::from("{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[");
+    for s in 0..500 {
+        if s > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"metric\":{{\"__name__\":\"http_requests_total\",\"code\":\"{}\",\"handler\":\"/api/h{}\",\"instance\":\"host-{}:8080\",\"job\":\"api\"}},\"values\":[",
+            200 + s % 5,
+            s % 7,
+            s / 35
+        ));
+        let mut t = from;
+        let mut first = true;
+        while t < from + DAY {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&format!("[{},\"{}.{}\"]", format_seconds_ms(t), t % 9973, s));
+            t += step_ms;
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}}");
+    out
+}
+
+fn bench_split(c: &mut Criterion) {
+    c.bench_function("split 30-day query at 15s step into day pieces", |b| {
+        b.iter(|| split_range(black_box(START), black_box(START + 30 * DAY), 15_000, DAY))
+    });
+}
+
+fn bench_merge(c: &mut Criterion) {
+    let step = 15 * 60_000;
+    let pieces: Vec<String> = (0..30).map(|d| piece_json(d, step)).collect();
+    let bytes: usize = pieces.iter().map(String::len).sum();
+    let mut group = c.benchmark_group("merge");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(20);
+    group.bench_function("decode+merge+encode 30 day-pieces x 500 series (96 points/day)", |b| {
+        b.iter(|| {
+            let answers: Vec<QueryResponse> = pieces
+                .iter()
+                .map(|p| QueryResponse::from_slice(p.as_bytes()).expect("valid piece"))
+                .collect();
+            let merged = merge(answers).expect("merges");
+            black_box(merged.encode())
+        })
+    });
+    group.finish();
+    println!("merge input: {:.1} MB of JSON over 30 pieces", bytes as f64 / 1e6);
+}
+
+criterion_group!(benches, bench_split, bench_merge);
+criterion_main!(benches);
