@@ -1,5 +1,5 @@
 # Two entry points: `make demo` runs the frontend in front of a demo Prometheus,
-# `make test` installs what the tests need and runs them.
+# `make test` installs what the tests need, checks formatting and lints, and runs the tests.
 .PHONY: demo test deps lint
 
 demo:
@@ -8,7 +8,7 @@ demo:
 deps:
 	scripts/install-deps.sh
 
-test: deps
+test: deps lint
 	cargo test --locked
 
 lint:

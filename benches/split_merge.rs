@@ -18,7 +18,8 @@ const START: i64 = 1_699_920_000_000 + 5 * 3_600_000 + 500;
 /// One day-piece answer: 500 series, one sample every `step_ms` within the day.
 fn piece_json(day: i64, step_ms: i64) -> String {
     let from = START + day * DAY;
-    let mut out = String::from("{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[");
+    let mut out =
+        String::from("{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[");
     for s in 0..500 {
         if s > 0 {
             out.push(',');
@@ -36,7 +37,12 @@ fn piece_json(day: i64, step_ms: i64) -> String {
                 out.push(',');
             }
             first = false;
-            out.push_str(&format!("[{},\"{}.{}\"]", format_seconds_ms(t), t % 9973, s));
+            out.push_str(&format!(
+                "[{},\"{}.{}\"]",
+                format_seconds_ms(t),
+                t % 9973,
+                s
+            ));
             t += step_ms;
         }
         out.push_str("]}");
@@ -58,18 +64,24 @@ fn bench_merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge");
     group.throughput(Throughput::Bytes(bytes as u64));
     group.sample_size(20);
-    group.bench_function("decode+merge+encode 30 day-pieces x 500 series (96 points/day)", |b| {
-        b.iter(|| {
-            let answers: Vec<QueryResponse> = pieces
-                .iter()
-                .map(|p| QueryResponse::from_slice(p.as_bytes()).expect("valid piece"))
-                .collect();
-            let merged = merge(answers).expect("merges");
-            black_box(merged.encode())
-        })
-    });
+    group.bench_function(
+        "decode+merge+encode 30 day-pieces x 500 series (96 points/day)",
+        |b| {
+            b.iter(|| {
+                let answers: Vec<QueryResponse> = pieces
+                    .iter()
+                    .map(|p| QueryResponse::from_slice(p.as_bytes()).expect("valid piece"))
+                    .collect();
+                let merged = merge(answers).expect("merges");
+                black_box(merged.encode())
+            })
+        },
+    );
     group.finish();
-    println!("merge input: {:.1} MB of JSON over 30 pieces", bytes as f64 / 1e6);
+    println!(
+        "merge input: {:.1} MB of JSON over 30 pieces",
+        bytes as f64 / 1e6
+    );
 }
 
 criterion_group!(benches, bench_split, bench_merge);

@@ -203,6 +203,11 @@ async fn body_over_the_limit_is_413() {
             "{json}"
         );
     }
+    // A chunked body declares no length: the limit applies while reading.
+    for path in ["/api/v1/query_range", "/api/v1/query"] {
+        let status = chunked_post(&fe.url, path, 3, 2048).await;
+        assert_eq!(status, 413, "chunked {path}");
+    }
     // A body under the limit still works.
     let small = form(&[("query", "up"), ("time", &secs(tb.end_ms))]);
     let ok = crate::support::post_form(&format!("{}/api/v1/query", fe.url), &small).await;
@@ -261,4 +266,35 @@ async fn invalid_success_bodies_are_502_bad_response() {
     .await;
     assert_eq!(via.status, 502);
     assert_eq!(via.json()["errorType"], "bad_response");
+}
+
+/// POSTs `chunks` chunks of `size` bytes with `Transfer-Encoding: chunked` over a raw
+/// connection and returns the status code of the answer.
+async fn chunked_post(base: &str, path: &str, chunks: usize, size: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = crate::support::addr_of(base);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = format!("{size:x}\r\n{}\r\n", "q".repeat(size));
+    for _ in 0..chunks {
+        // The server may answer and close before reading everything.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in answer: {text:?}"))
 }

@@ -261,7 +261,7 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
 fn binary_serves_and_exits_cleanly_on_sigterm() {
     require_binary("kill", "procps");
     let port = free_port();
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .env("PROMQL_FRONTEND_LISTEN", format!("127.0.0.1:{port}"))
         .env(
             "PROMQL_FRONTEND_DOWNSTREAM_URL",

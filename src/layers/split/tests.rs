@@ -208,6 +208,33 @@ async fn parallelism_is_bounded_per_query() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_global_cap_bounds_pieces_over_all_queries() {
+    let mock = Mock {
+        delay: Duration::from_secs(1),
+        ..Mock::default()
+    };
+    let layer = SplitLayer::new(SplitOptions {
+        max_inflight: 4,
+        ..opts(14)
+    });
+    let svc = tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .layer(ValidateLayer::default())
+            .layer(layer)
+            .service(mock.clone()),
+    );
+    let a = tokio::spawn(
+        svc.clone()
+            .oneshot(query("up", MIDNIGHT, MIDNIGHT + 5 * D, "3600")),
+    );
+    let b = tokio::spawn(svc.oneshot(query("up", MIDNIGHT, MIDNIGHT + 5 * D, "3600")));
+    a.await.expect("task").expect("answers");
+    b.await.expect("task").expect("answers");
+    assert_eq!(mock.calls.lock().expect("lock").len(), 12);
+    assert_eq!(mock.max_running.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_piece_fails_the_query_with_its_error() {
     let mock = Mock {
         delay: Duration::from_secs(1),
