@@ -284,6 +284,17 @@ fn binary_serves_and_exits_cleanly_on_sigterm() {
         .status()
         .expect("kill");
     assert!(status.success());
+    // Bounded wait: a binary that ignores SIGTERM fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status();
+            panic!("the binary did not exit within 20s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().expect("binary exits");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(healthy, "binary never became healthy:\n{log}");
