@@ -86,6 +86,8 @@ pub struct Config {
     pub downstream: DownstreamConfig,
     /// How range queries are validated, aligned and split.
     pub query_range: QueryRangeConfig,
+    /// The results cache.
+    pub cache: CacheConfig,
     /// Process logging.
     pub log: LogConfig,
 }
@@ -213,6 +215,60 @@ impl Default for QueryRangeConfig {
     }
 }
 
+/// Where cache entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackendKind {
+    /// In this process (moka), bounded by `memory_capacity_bytes`.
+    Memory,
+}
+
+/// `[cache]`: the results cache for range-query pieces.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache range-query results at all.
+    pub enabled: bool,
+    /// Where entries live.
+    pub backend: CacheBackendKind,
+    /// Most bytes the memory backend holds.
+    pub memory_capacity_bytes: u64,
+    /// How long an entry lives.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Results newer than `now - max_freshness` are never stored (the querier may
+    /// still receive samples for them); that tail is always fetched fresh.
+    #[serde(with = "humantime_serde")]
+    pub max_freshness: Duration,
+    /// Entries larger than this (encoded) are not stored.
+    pub max_item_bytes: usize,
+    /// Request header naming the tenant; its value is part of every key (missing:
+    /// `anonymous`).
+    pub tenant_header: String,
+    /// Request headers whose values are hashed into every key, so that clients with
+    /// different credentials never share entries (e.g. `["Authorization"]`).
+    pub key_headers: Vec<String>,
+    /// Bound on every cache backend call; a slower call is a miss.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            backend: CacheBackendKind::Memory,
+            memory_capacity_bytes: 256 * 1024 * 1024,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            max_freshness: Duration::from_secs(600),
+            max_item_bytes: 16 * 1024 * 1024,
+            tenant_header: "X-Scope-OrgID".to_owned(),
+            key_headers: Vec::new(),
+            op_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -335,6 +391,25 @@ impl Config {
                 "query_range.split_interval",
                 "must be 0s (off) or at least 1m",
             );
+        }
+        let c = &self.cache;
+        if c.enabled {
+            for (field, value) in [("cache.ttl", c.ttl), ("cache.op_timeout", c.op_timeout)] {
+                if value.is_zero() {
+                    return invalid(field, "must be greater than 0");
+                }
+            }
+            if c.memory_capacity_bytes < 1024 * 1024 {
+                return invalid("cache.memory_capacity_bytes", "must be at least 1 MiB");
+            }
+            for name in std::iter::once(&c.tenant_header).chain(&c.key_headers) {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::Invalid {
+                        field: "cache.key_headers",
+                        msg: format!("{name:?} is not a valid header name"),
+                    });
+                }
+            }
         }
         if !d.probe_path.starts_with('/') {
             return invalid("downstream.probe_path", "must start with '/'");

@@ -167,6 +167,14 @@ impl Downstream {
     /// Runs a range query: `POST <prefix>/api/v1/query_range` with a form body, reads and
     /// decodes the whole answer within `request_timeout`.
     pub async fn query_range(&self, query: RangeQuery) -> Result<QueryResponse, Error> {
+        let started = Instant::now();
+        let stats = query.stats.clone();
+        let result = self.query_range_inner(query).await;
+        stats.record_downstream(started.elapsed());
+        result
+    }
+
+    async fn query_range_inner(&self, query: RangeQuery) -> Result<QueryResponse, Error> {
         let mut headers = query.headers.clone();
         headers.insert(
             header::CONTENT_TYPE,
@@ -207,7 +215,17 @@ impl Downstream {
             return Err(downstream_error(parts, body, limit));
         }
         let body = decode_content_encoding(&parts.headers, body, limit)?;
-        QueryResponse::from_slice(&body)
+        let mut answer = QueryResponse::from_slice(&body)?;
+        answer.no_store = parts
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
+            });
+        Ok(answer)
     }
 
     fn build_request(

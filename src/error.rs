@@ -136,6 +136,36 @@ impl Error {
         }
     }
 
+    /// An equivalent error for another waiter on the same result (coalesced requests):
+    /// same status, type and message; a library source becomes its text.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::BadData(m) => Error::BadData(m.clone()),
+            Error::BodyTooLarge { limit } => Error::BodyTooLarge { limit: *limit },
+            Error::ClientBody(e) => Error::ClientBody(error_chain(e.as_ref()).into()),
+            Error::Downstream {
+                status,
+                headers,
+                body,
+            } => Error::Downstream {
+                status: *status,
+                headers: headers.clone(),
+                body: body.clone(),
+            },
+            Error::Unavailable { endpoint, source } => Error::Unavailable {
+                endpoint: endpoint.clone(),
+                source: error_chain(source.as_ref()).into(),
+            },
+            Error::Timeout { endpoint, after } => Error::Timeout {
+                endpoint: endpoint.clone(),
+                after: *after,
+            },
+            Error::BadResponse(m) => Error::BadResponse(m.clone()),
+            Error::Canceled => Error::Canceled,
+            Error::Internal(m) => Error::Internal(m.clone()),
+        }
+    }
+
     /// The Prometheus error envelope for this error:
     /// `{"status":"error","errorType":...,"error":...}`.
     pub fn to_json(&self) -> Vec<u8> {

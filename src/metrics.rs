@@ -118,12 +118,34 @@ struct BuildLabels {
     version: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    backend: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendOpLabels {
+    backend: &'static str,
+    op: &'static str,
+}
+
 /// All metrics of one frontend instance.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    cache_lookups: Family<CacheLabels, Counter>,
+    cache_skips: Family<ReasonLabels, Counter>,
+    cache_backend_errors: Family<BackendOpLabels, Counter>,
+    cache_bytes: Family<BackendOpLabels, Counter>,
+    coalesced: Counter,
 }
 
 impl Metrics {
@@ -162,12 +184,81 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Always 1; labels carry the version", build);
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Range-query pieces looked up in the results cache, by backend and result (hit, partial, miss)",
+            cache_lookups.clone(),
+        );
+        let cache_skips = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cache_skips",
+            "Range-query pieces not cached, by reason",
+            cache_skips.clone(),
+        );
+        let cache_backend_errors = Family::<BackendOpLabels, Counter>::default();
+        registry.register(
+            "cache_backend_errors",
+            "Cache backend calls that failed or timed out (served as misses), by operation",
+            cache_backend_errors.clone(),
+        );
+        let cache_bytes = Family::<BackendOpLabels, Counter>::default();
+        registry.register_with_unit(
+            "cache",
+            "Bytes read from and written to the cache backend",
+            prometheus_client::registry::Unit::Bytes,
+            cache_bytes.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            "cache_coalesced_fetches",
+            "Piece fetches that waited for an identical in-flight fetch instead of asking the querier",
+            coalesced.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
             in_flight,
+            cache_lookups,
+            cache_skips,
+            cache_backend_errors,
+            cache_bytes,
+            coalesced,
         }
+    }
+
+    /// Counts a cache lookup result (`hit`, `partial`, `miss`).
+    pub fn cache_lookup(&self, backend: &'static str, result: &'static str) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels { backend, result })
+            .inc();
+    }
+
+    /// Counts a piece the cache skipped.
+    pub fn cache_skip(&self, reason: &'static str) {
+        self.cache_skips
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a failed backend call (`get` or `set`).
+    pub fn cache_backend_error(&self, backend: &'static str, op: &'static str) {
+        self.cache_backend_errors
+            .get_or_create(&BackendOpLabels { backend, op })
+            .inc();
+    }
+
+    /// Adds bytes read (`op = "read"`) or written (`"write"`).
+    pub fn cache_bytes(&self, backend: &'static str, op: &'static str, n: usize) {
+        self.cache_bytes
+            .get_or_create(&BackendOpLabels { backend, op })
+            .inc_by(n as u64);
+    }
+
+    /// Counts a coalesced fetch.
+    pub fn coalesced_fetch(&self) {
+        self.coalesced.inc();
     }
 
     /// Marks a request as started; the returned guard marks it finished when dropped.

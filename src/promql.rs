@@ -12,7 +12,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use promql_parser::parser::{self, AtModifier, Expr};
+use promql_parser::parser::{self, AtModifier, Expr, Offset};
 
 /// What the frontend knows about one PromQL expression.
 #[derive(Debug)]
@@ -23,6 +23,14 @@ pub struct Analysis {
     pub uses_start_end: bool,
     /// The expression has an `@` before 1970 (the printer cannot write those back).
     pub has_pre_epoch_at: bool,
+    /// The expression has a negative `offset` somewhere (it reads data after the
+    /// evaluation time, which may still change).
+    pub has_negative_offset: bool,
+    /// The latest absolute `@` time in the expression, Unix ms.
+    pub latest_at_ms: Option<i64>,
+    /// The expression printed back in canonical form (same AST, normalised spelling):
+    /// the cache key uses it, so `rate(x[300s])` and `rate(x[5m])` share entries.
+    pub normalised: Option<String>,
 }
 
 impl Analysis {
@@ -31,16 +39,35 @@ impl Analysis {
         let parsed = parser::parse(query);
         let mut uses_start_end = false;
         let mut has_pre_epoch_at = false;
+        let mut has_negative_offset = false;
+        let mut latest_at_ms: Option<i64> = None;
         if let Ok(expr) = &parsed {
-            visit_at(expr, &mut |at| match at {
-                AtModifier::Start | AtModifier::End => uses_start_end = true,
-                AtModifier::At(t) => has_pre_epoch_at |= *t < UNIX_EPOCH,
+            visit_modifiers(expr, &mut |at, offset| {
+                match at {
+                    Some(AtModifier::Start | AtModifier::End) => uses_start_end = true,
+                    Some(AtModifier::At(t)) => {
+                        has_pre_epoch_at |= *t < UNIX_EPOCH;
+                        let ms = t
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+                            .unwrap_or(0);
+                        latest_at_ms = Some(latest_at_ms.map_or(ms, |l| l.max(ms)));
+                    }
+                    None => {}
+                }
+                if let Some(Offset::Neg(d)) = offset {
+                    has_negative_offset |= !d.is_zero();
+                }
             });
         }
+        let normalised = parsed.as_ref().ok().map(|e| e.to_string());
         Analysis {
             parsed,
             uses_start_end,
             has_pre_epoch_at,
+            has_negative_offset,
+            latest_at_ms,
+            normalised,
         }
     }
 
@@ -69,43 +96,34 @@ impl Analysis {
     }
 }
 
-/// Calls `f` on every `@` modifier in `expr`, including inside aggregation parameters.
-fn visit_at(expr: &Expr, f: &mut impl FnMut(&AtModifier)) {
+/// Calls `f` with the `@` and `offset` modifiers of every selector and subquery in
+/// `expr`, including inside aggregation parameters.
+fn visit_modifiers(expr: &Expr, f: &mut impl FnMut(Option<&AtModifier>, Option<&Offset>)) {
     match expr {
         Expr::Aggregate(a) => {
-            visit_at(&a.expr, f);
+            visit_modifiers(&a.expr, f);
             if let Some(p) = &a.param {
-                visit_at(p, f);
+                visit_modifiers(p, f);
             }
         }
-        Expr::Unary(u) => visit_at(&u.expr, f),
+        Expr::Unary(u) => visit_modifiers(&u.expr, f),
         Expr::Binary(b) => {
-            visit_at(&b.lhs, f);
-            visit_at(&b.rhs, f);
+            visit_modifiers(&b.lhs, f);
+            visit_modifiers(&b.rhs, f);
         }
-        Expr::Paren(p) => visit_at(&p.expr, f),
+        Expr::Paren(p) => visit_modifiers(&p.expr, f),
         Expr::Subquery(s) => {
-            if let Some(at) = &s.at {
-                f(at);
-            }
-            visit_at(&s.expr, f);
+            f(s.at.as_ref(), s.offset.as_ref());
+            visit_modifiers(&s.expr, f);
         }
-        Expr::VectorSelector(v) => {
-            if let Some(at) = &v.at {
-                f(at);
-            }
-        }
-        Expr::MatrixSelector(m) => {
-            if let Some(at) = &m.vs.at {
-                f(at);
-            }
-        }
-        Expr::Call(c) => c.args.args.iter().for_each(|a| visit_at(a, f)),
+        Expr::VectorSelector(v) => f(v.at.as_ref(), v.offset.as_ref()),
+        Expr::MatrixSelector(m) => f(m.vs.at.as_ref(), m.vs.offset.as_ref()),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| visit_modifiers(a, f)),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }
 
-/// Like [`visit_at`], with mutable access.
+/// Calls `f` on every `@` modifier in `expr`, with mutable access.
 fn visit_at_mut(expr: &mut Expr, f: &mut impl FnMut(&mut AtModifier)) {
     match expr {
         Expr::Aggregate(a) => {
@@ -182,6 +200,27 @@ mod tests {
             assert!(!Analysis::of(q).uses_start_end, "{q}");
         }
         assert!(Analysis::of("up @ -10").has_pre_epoch_at);
+    }
+
+    #[test]
+    fn finds_offsets_and_latest_at() {
+        for (q, negative) in [
+            ("up offset -5m", true),
+            ("rate(x[5m] offset -1h)", true),
+            ("max_over_time(x[10m:1m] offset -1m)", true),
+            ("topk(scalar(count(up offset -1m)), up)", true),
+            ("up offset 5m", false),
+            ("up", false),
+        ] {
+            assert_eq!(Analysis::of(q).has_negative_offset, negative, "{q}");
+        }
+        let a = Analysis::of("up @ 1700000000 + rate(x[5m] @ 1700000100.5)");
+        assert_eq!(a.latest_at_ms, Some(1_700_000_100_500));
+        assert_eq!(Analysis::of("up").latest_at_ms, None);
+        assert_eq!(
+            Analysis::of("rate(x[300s])").normalised.as_deref(),
+            Analysis::of("rate( x [5m] )").normalised.as_deref()
+        );
     }
 
     #[test]

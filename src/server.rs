@@ -29,10 +29,15 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::config::CacheBackendKind;
 use crate::config::Config;
 use crate::downstream::{Downstream, DownstreamOptions};
 use crate::error::{BoxError, Error, error_type_for_status};
 use crate::headers::{ForwardHeaders, strip_hop_by_hop};
+use crate::layers::cache::backend::Backend;
+use crate::layers::cache::key::KeyOptions;
+use crate::layers::cache::memory::MemoryBackend;
+use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
 use crate::layers::split::SplitOptions;
 use crate::layers::validate::ValidateOptions;
 use crate::metrics::{Endpoint, Metrics};
@@ -75,6 +80,11 @@ impl Frontend {
             max_response_bytes: d.max_response_bytes,
         })?;
         let q = &config.query_range;
+        let metrics = Arc::new(Metrics::new());
+        let cache = config
+            .cache
+            .enabled
+            .then(|| cache_layer(config, metrics.clone()));
         let stack_opts = stack::StackOptions {
             validate: ValidateOptions {
                 max_query_length: q.max_query_length,
@@ -85,12 +95,13 @@ impl Frontend {
                 max_query_parallelism: q.max_query_parallelism,
                 max_inflight: q.max_inflight_pieces,
             },
+            cache,
         };
         Ok(Frontend {
             stack: stack::build(downstream.clone(), stack_opts),
             downstream,
             forward: ForwardHeaders::new(&d.forward_headers),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             max_body_bytes: config.server.max_body_bytes,
             gzip_responses: config.server.gzip_responses,
             ready_window: d.ready_window,
@@ -199,10 +210,19 @@ impl Frontend {
             &[]
         };
         let pairs = form_pairs(parts.uri.query(), content_type, form_body);
-        let query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
+        let mut query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
+        let mut request_headers = parts.headers.clone();
+        strip_hop_by_hop(&mut request_headers);
+        query.request_headers = request_headers;
+        let stats = query.stats.clone();
         let answer = self.stack.clone().oneshot(query).await?;
         let json = answer.encode();
-        Ok(self.json_response(&parts.headers, json))
+        let mut resp = self.json_response(&parts.headers, json);
+        if let Some(outcome) = stats.cache_outcome() {
+            resp.headers_mut()
+                .insert("x-cache", HeaderValue::from_static(outcome));
+        }
+        Ok(resp)
     }
 
     async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
@@ -276,6 +296,34 @@ impl Frontend {
         }
         resp
     }
+}
+
+/// The cache layer described by the config (windows: the split interval, or days when
+/// splitting is off).
+fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> CacheLayer {
+    let c = &config.cache;
+    let header = |name: &str| http::HeaderName::from_bytes(name.as_bytes()).ok();
+    let interval = match config.query_range.split_interval {
+        d if d.is_zero() => Duration::from_secs(24 * 3600),
+        d => d,
+    };
+    let backend: Arc<dyn Backend> = match c.backend {
+        CacheBackendKind::Memory => Arc::new(MemoryBackend::new(c.memory_capacity_bytes)),
+    };
+    let opts = CacheOptions {
+        key: KeyOptions {
+            tenant_header: header(&c.tenant_header)
+                .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
+            key_headers: c.key_headers.iter().filter_map(|h| header(h)).collect(),
+            interval_ms: interval.as_millis().min(i64::MAX as u128) as i64,
+        },
+        max_freshness: c.max_freshness,
+        ttl: c.ttl,
+        max_item_bytes: c.max_item_bytes,
+        op_timeout: c.op_timeout,
+        clock: system_clock(),
+    };
+    CacheLayer::new(opts, backend, metrics)
 }
 
 /// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).

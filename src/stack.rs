@@ -8,6 +8,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::downstream::Downstream;
 use crate::error::Error;
+use crate::layers::cache::CacheLayer;
 use crate::layers::split::{SplitLayer, SplitOptions};
 use crate::layers::step_align::StepAlignLayer;
 use crate::layers::validate::{ValidateLayer, ValidateOptions};
@@ -17,7 +18,7 @@ use crate::model::{QueryResponse, RangeQuery};
 pub type RangeService = BoxCloneSyncService<RangeQuery, QueryResponse, Error>;
 
 /// Options of every layer, gathered from the config by the caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StackOptions {
     /// Limits checked before any work.
     pub validate: ValidateOptions,
@@ -25,19 +26,25 @@ pub struct StackOptions {
     pub align_start_end_with_step: bool,
     /// Splitting and its parallelism.
     pub split: SplitOptions,
+    /// The results cache, if enabled.
+    pub cache: Option<CacheLayer>,
 }
 
 /// Composes the stack in front of `downstream`.
 pub fn build(downstream: Downstream, opts: StackOptions) -> RangeService {
-    let svc = ServiceBuilder::new()
+    let upper = ServiceBuilder::new()
         // validate: reject what must not run and parse the expression once, first, so
         // every later layer can use the analysis.
         .layer(ValidateLayer::new(opts.validate))
         // step_align: before split, so the pieces are cut from the grid actually run.
         .layer(StepAlignLayer::new(opts.align_start_end_with_step))
         // split: fans out to day-sized pieces; everything below sees one piece at a time.
-        .layer(SplitLayer::new(opts.split))
+        .layer(SplitLayer::new(opts.split));
+    match opts.cache {
+        // cache: per piece, so each day is stored and reused on its own, and only the
+        // missing parts of a piece reach the querier.
+        Some(cache) => BoxCloneSyncService::new(upper.layer(cache).service(downstream)),
         // downstream: the querier itself.
-        .service(downstream);
-    BoxCloneSyncService::new(svc)
+        None => BoxCloneSyncService::new(upper.service(downstream)),
+    }
 }

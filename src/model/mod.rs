@@ -3,7 +3,9 @@
 
 pub mod query;
 pub mod response;
+pub mod stats;
 pub mod time;
 
 pub use query::RangeQuery;
 pub use response::{MatrixData, QueryResponse, RawJson, Series, Status};
+pub use stats::RequestStats;

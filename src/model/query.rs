@@ -35,8 +35,13 @@ pub struct RangeQuery {
     pub params: Vec<(String, String)>,
     /// Request headers to forward downstream (already filtered by the allow-list).
     pub headers: HeaderMap,
+    /// Every request header the client sent (hop-by-hop ones removed): the cache reads
+    /// the tenant, `Cache-Control` and configured auth headers from it. Never forwarded.
+    pub request_headers: HeaderMap,
     /// What the validate layer learned about the expression, once it ran.
     pub analysis: Option<Arc<crate::promql::Analysis>>,
+    /// How the request was served; shared by all its pieces.
+    pub stats: Arc<crate::model::RequestStats>,
 }
 
 impl RangeQuery {
@@ -86,7 +91,9 @@ impl RangeQuery {
             step_ns,
             params,
             headers,
+            request_headers: HeaderMap::new(),
             analysis: None,
+            stats: Arc::default(),
         })
     }
 

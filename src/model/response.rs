@@ -42,6 +42,8 @@ pub struct QueryResponse {
     pub infos: Vec<String>,
     /// Other top-level fields, in the order received (e.g. VictoriaMetrics' `isPartial`).
     pub extra: Vec<(String, Box<RawValue>)>,
+    /// The querier said `Cache-Control: no-store` (not part of the JSON).
+    pub no_store: bool,
 }
 
 /// `data` of a range query response.
@@ -109,6 +111,16 @@ impl QueryResponse {
             )),
             (Status::Error, _) => Ok(resp),
         }
+    }
+
+    /// Whether the querier marked the answer partial or incomplete: warnings, or a
+    /// `true` partial flag (`isPartial`, `partial`).
+    pub fn is_partial(&self) -> bool {
+        !self.warnings.is_empty()
+            || self
+                .extra
+                .iter()
+                .any(|(k, v)| k.to_ascii_lowercase().contains("partial") && v.get() == "true")
     }
 
     /// Encodes the response in Prometheus' field order.
@@ -206,6 +218,7 @@ impl<'de> Deserialize<'de> for QueryResponse {
                     warnings: Vec::new(),
                     infos: Vec::new(),
                     extra: Vec::new(),
+                    no_store: false,
                 };
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match key.as_ref() {

@@ -38,6 +38,7 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
         warnings: Vec::new(),
         infos: Vec::new(),
         extra: Vec::new(),
+        no_store: false,
     };
     let mut index: HashMap<LabelKey, usize> = HashMap::new();
     let mut merged: Vec<Merged> = Vec::new();
@@ -46,6 +47,7 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
         if piece.status != Status::Success {
             return Err(Error::Internal("merging a failed piece".into()));
         }
+        out.no_store |= piece.no_store;
         push_unique(&mut out.warnings, piece.warnings);
         push_unique(&mut out.infos, piece.infos);
         merge_extra(&mut out.extra, piece.extra);

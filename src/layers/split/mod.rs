@@ -8,8 +8,9 @@
 //! do not add up to the whole query's), a step of an interval or more, a sub-millisecond
 //! step, a range before 1970, or a range inside one interval.
 //!
-//! `@ start()` / `@ end()` are rewritten to the original absolute times before the
-//! pieces are sent, since each piece has its own start and end.
+//! `@ start()` / `@ end()` are rewritten to the original absolute times first (also for
+//! queries that are not split), since each piece — and each sub-range the cache fetches
+//! — has its own start and end.
 //!
 //! Parallelism: the pieces of one query share a budget of `max_query_parallelism`
 //! concurrent requests, and all queries share a global cap (`max_inflight`). Pieces run
@@ -30,7 +31,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::BoxFuture;
 use crate::error::Error;
-use crate::model::{QueryResponse, RangeQuery};
+use crate::model::{QueryResponse, RangeQuery, RequestStats};
+use crate::promql::Analysis;
 use ranges::{NoSplit, Piece, split_range};
 
 /// Options of the split layer.
@@ -113,24 +115,34 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, query: RangeQuery) -> Self::Future {
+    fn call(&mut self, mut query: RangeQuery) -> Self::Future {
+        // `@ start()` / `@ end()` become absolute times whether or not the query is
+        // split: layers below (the cache) may fetch sub-ranges of it, and their keys must
+        // name the actual times.
+        if let Some(text) = query
+            .analysis
+            .as_ref()
+            .and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms))
+        {
+            query.analysis = Some(Arc::new(Analysis::of(&text)));
+            query.query = text;
+        }
         let pieces = match self.plan(&query) {
             Ok(pieces) => pieces,
-            Err(_) => return Box::pin(self.inner.call(query)),
+            Err(_) => {
+                RequestStats::bump(&query.stats.pieces);
+                return Box::pin(self.inner.call(query));
+            }
         };
-        // The ready inner service goes to the first piece; the rest use clones.
+        query
+            .stats
+            .pieces
+            .fetch_add(pieces.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let inner = self.inner.clone();
         let global = self.global.clone();
         let per_query = Arc::new(Semaphore::new(self.opts.max_query_parallelism.max(1)));
-        let rewritten = query
-            .analysis
-            .as_ref()
-            .and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms));
         Box::pin(async move {
-            let mut base = query;
-            if let Some(text) = rewritten {
-                base.query = text;
-            }
+            let base = query;
             let mut tasks = JoinSet::new();
             for (i, piece) in pieces.iter().enumerate() {
                 let mut sub = base.clone();

@@ -184,6 +184,7 @@ async fn unsplittable_queries_pass_through_whole() {
     ];
     for q in cases {
         let mock = Mock::default();
+        assert!(!q.query.contains("start()"));
         let (start, end, expr) = (q.start_ms, q.end_ms, q.query.clone());
         let _ = stack(mock.clone(), 14).oneshot(q).await;
         let calls = mock.calls.lock().expect("lock");
@@ -191,6 +192,25 @@ async fn unsplittable_queries_pass_through_whole() {
         assert_eq!((calls[0].start_ms, calls[0].end_ms), (start, end), "{expr}");
         assert_eq!(calls[0].query, expr);
     }
+}
+
+#[tokio::test]
+async fn start_and_end_are_rewritten_even_when_not_split() {
+    let mock = Mock::default();
+    let (start, end) = (MIDNIGHT + 3_600_000, MIDNIGHT + 7_200_000);
+    stack(mock.clone(), 14)
+        .oneshot(query("rate(x[5m] @ end())", start, end, "60"))
+        .await
+        .expect("answers");
+    let calls = mock.calls.lock().expect("lock");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].query, "rate(x[5m] @ 1699927200.000)");
+    let analysis = calls[0].analysis.as_ref().expect("analysis");
+    assert!(
+        !analysis.uses_start_end,
+        "the analysis describes the rewritten text"
+    );
+    assert_eq!(analysis.latest_at_ms, Some(end));
 }
 
 #[tokio::test(start_paused = true)]

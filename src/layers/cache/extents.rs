@@ -1,0 +1,169 @@
+//! Pure extent arithmetic: which parts of a requested range a cache entry already holds,
+//! which must be fetched, and how answers are cut to a sub-range.
+//!
+//! All ranges are inclusive and lie on the query's grid (`start + k·step`): the key pins
+//! step and phase, so every extent of one entry shares the grid.
+
+use crate::error::Error;
+use crate::model::{QueryResponse, RawJson, Series};
+
+/// An inclusive range of grid timestamps, Unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First timestamp.
+    pub start_ms: i64,
+    /// Last timestamp.
+    pub end_ms: i64,
+}
+
+/// One part of a requested range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// Served by extent number `extent`, over `span`.
+    Hit {
+        /// Index into the extents given to [`partition`].
+        extent: usize,
+        /// The part of the request it covers.
+        span: Span,
+    },
+    /// Not cached: fetch `span`.
+    Gap(Span),
+}
+
+/// Splits `[start, end]` into hits (covered by `extents`, sorted and disjoint) and gaps,
+/// in time order.
+pub fn partition(extents: &[Span], start_ms: i64, end_ms: i64, step_ms: i64) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut cursor = start_ms;
+    for (i, e) in extents.iter().enumerate() {
+        if cursor > end_ms {
+            break;
+        }
+        if e.end_ms < cursor || e.start_ms > end_ms {
+            continue;
+        }
+        if e.start_ms > cursor {
+            out.push(Segment::Gap(Span {
+                start_ms: cursor,
+                end_ms: e.start_ms - step_ms,
+            }));
+        }
+        let span = Span {
+            start_ms: cursor.max(e.start_ms),
+            end_ms: end_ms.min(e.end_ms),
+        };
+        out.push(Segment::Hit { extent: i, span });
+        cursor = span.end_ms + step_ms;
+    }
+    if cursor <= end_ms {
+        out.push(Segment::Gap(Span {
+            start_ms: cursor,
+            end_ms,
+        }));
+    }
+    out
+}
+
+/// Splits a gap at the freshness cut-off: the part at or before `cutoff_ms` may be
+/// stored, the rest is fetched fresh and not stored. Either part may be absent.
+pub fn split_at_cutoff(gap: Span, cutoff_ms: i64, step_ms: i64) -> (Option<Span>, Option<Span>) {
+    if gap.end_ms <= cutoff_ms {
+        return (Some(gap), None);
+    }
+    if gap.start_ms > cutoff_ms {
+        return (None, Some(gap));
+    }
+    let last_stored = gap.start_ms + (cutoff_ms - gap.start_ms) / step_ms * step_ms;
+    (
+        Some(Span {
+            start_ms: gap.start_ms,
+            end_ms: last_stored,
+        }),
+        Some(Span {
+            start_ms: last_stored + step_ms,
+            end_ms: gap.end_ms,
+        }),
+    )
+}
+
+/// The last grid point at or before `t` (grid: `phase_ms + k·step`).
+pub fn grid_floor(t: i64, phase_ms: i64, step_ms: i64) -> i64 {
+    t - (t - phase_ms).rem_euclid(step_ms)
+}
+
+/// Whether extents are sorted, disjoint, non-empty and on the grid; anything else read
+/// from a cache is treated as a miss.
+pub fn well_formed(extents: &[Span], phase_ms: i64, step_ms: i64) -> bool {
+    let on_grid = |t: i64| (t - phase_ms).rem_euclid(step_ms) == 0;
+    extents
+        .iter()
+        .all(|e| e.start_ms <= e.end_ms && on_grid(e.start_ms) && on_grid(e.end_ms))
+        && extents.windows(2).all(|w| w[0].end_ms < w[1].start_ms)
+}
+
+/// Keeps only the samples of `resp` with timestamps in `[from, to]`; series left without
+/// samples are dropped (as the querier would not return them).
+pub fn trim(resp: &QueryResponse, from_ms: i64, to_ms: i64) -> Result<QueryResponse, Error> {
+    let mut out = resp.clone();
+    if let Some(data) = &mut out.data {
+        let mut kept = Vec::with_capacity(data.result.len());
+        for s in &data.result {
+            let values = trim_array(s.values.as_ref(), from_ms, to_ms)?;
+            let histograms = trim_array(s.histograms.as_ref(), from_ms, to_ms)?;
+            if values.is_some() || histograms.is_some() {
+                kept.push(Series {
+                    metric: s.metric.clone(),
+                    values,
+                    histograms,
+                });
+            }
+        }
+        data.result = kept;
+    }
+    Ok(out)
+}
+
+/// Filters a raw `[[ts, ...], ...]` array by timestamp; `None` when nothing is left.
+fn trim_array(arr: Option<&RawJson>, from_ms: i64, to_ms: i64) -> Result<Option<RawJson>, Error> {
+    let Some(arr) = arr else { return Ok(None) };
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(arr.as_str())
+        .map_err(|e| Error::BadResponse(format!("sample array: {e}")))?;
+    let mut out = String::with_capacity(arr.as_str().len());
+    out.push('[');
+    let mut any = false;
+    for item in items {
+        let text = item.get();
+        let ts = sample_timestamp_ms(text)
+            .ok_or_else(|| Error::BadResponse(format!("sample without a timestamp: {text:.40}")))?;
+        if ts < from_ms || ts > to_ms {
+            continue;
+        }
+        if any {
+            out.push(',');
+        }
+        out.push_str(text);
+        any = true;
+    }
+    out.push(']');
+    Ok(any.then(|| RawJson::from_trusted(out)))
+}
+
+/// The timestamp of a sample `[1700000000.123,"1"]`, in ms (parsed exactly, no float).
+fn sample_timestamp_ms(sample: &str) -> Option<i64> {
+    let rest = sample.trim_start().strip_prefix('[')?;
+    let end = rest.find(',')?;
+    let num = rest[..end].trim();
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let negative = whole.starts_with('-');
+    let secs: i64 = whole.parse().ok()?;
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: i64 = format!("{frac:0<3}").parse().ok()?;
+    let ms = if negative { -ms } else { ms };
+    secs.checked_mul(1000)?.checked_add(ms)
+}
+
+#[cfg(test)]
+#[path = "extents_tests.rs"]
+mod tests;

@@ -1,0 +1,211 @@
+//! Cache keys and the request-side cacheability rules.
+//!
+//! A key names one interval window of one query shape:
+//! `pf1 | tenant | normalised PromQL | step | step phase | result-affecting params |
+//! hash of configured auth headers`, plus the window number. The full text is stored in
+//! the cached value and compared on read (a 64-bit hash collision is a miss, never a
+//! foreign answer). An unknown parameter makes a request uncacheable: a parameter the
+//! frontend does not understand may change the answer.
+
+use http::{HeaderMap, HeaderName};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::model::RangeQuery;
+
+/// Bump when the meaning of keys or values changes: old entries then simply miss.
+pub const KEY_VERSION: &str = "pf1";
+
+/// Parameters that do not change the answer (not part of the key).
+const IGNORED_PARAMS: &[&str] = &["timeout"];
+
+/// Parameters that change the answer (part of the key).
+const KEYED_PARAMS: &[&str] = &[
+    "lookback_delta",
+    "dedup",
+    "partial_response",
+    "engine",
+    "limit",
+    "max_source_resolution",
+    "replicaLabels[]",
+    "storeMatch[]",
+    "shard_info",
+];
+
+/// How keys are built.
+#[derive(Debug, Clone)]
+pub struct KeyOptions {
+    /// Header naming the tenant (`X-Scope-OrgID`); missing → `anonymous`.
+    pub tenant_header: HeaderName,
+    /// Headers whose values are hashed into the key (e.g. `Authorization`), so users
+    /// with different permissions never share entries.
+    pub key_headers: Vec<HeaderName>,
+    /// Interval of the windows (the split interval), ms.
+    pub interval_ms: i64,
+}
+
+/// Why a piece is not cached. Each is counted in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The expression did not parse (or has `@` before 1970).
+    Unparsed,
+    /// The request carries a parameter the cache does not know, or `stats`.
+    Param,
+    /// `Cache-Control: no-store` on the request.
+    NoStore,
+    /// A negative `offset` reads data after the evaluation time.
+    NegativeOffset,
+    /// An `@` time after the query end or after the freshness cut-off.
+    AtInFuture,
+    /// `@ start()` / `@ end()` not rewritten to absolute times (no split layer above).
+    StartEndAt,
+    /// The range is not inside one interval window (splitting off, or step ≥ interval).
+    CrossesWindow,
+    /// Sub-millisecond step, or times before 1970.
+    OddRange,
+    /// The querier's answer had warnings, a partial flag, or `Cache-Control: no-store`.
+    Response,
+    /// The entry would be larger than `max_item_bytes`.
+    TooLarge,
+}
+
+impl Skip {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Unparsed => "unparsed",
+            Skip::Param => "param",
+            Skip::NoStore => "no_store",
+            Skip::NegativeOffset => "negative_offset",
+            Skip::AtInFuture => "at_in_future",
+            Skip::StartEndAt => "start_end_at",
+            Skip::CrossesWindow => "crosses_window",
+            Skip::OddRange => "odd_range",
+            Skip::Response => "response",
+            Skip::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The key of one piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceKey {
+    /// Full key text (stored in the value, compared on read).
+    pub full: String,
+    /// Stable 64-bit hash of `full` (xxh3; identical on every replica).
+    pub hash: u64,
+    /// Window number: `start.div_euclid(interval)`.
+    pub window: i64,
+}
+
+/// The `Cache-Control` directives of a request that the cache honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// Neither read nor write the cache.
+    pub no_store: bool,
+    /// Do not read the cache, but store the fresh answer.
+    pub no_cache: bool,
+}
+
+/// Reads `Cache-Control: no-store` / `no-cache`.
+pub fn directives(headers: &HeaderMap) -> Directives {
+    let mut d = Directives::default();
+    for v in headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for item in v.split(',') {
+            match item.trim().to_ascii_lowercase().as_str() {
+                "no-store" => d.no_store = true,
+                "no-cache" => d.no_cache = true,
+                _ => {}
+            }
+        }
+    }
+    d
+}
+
+/// The key of a piece, or why it is not cacheable. Time-dependent rules (freshness) are
+/// the layer's; this looks at the request alone.
+pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
+    let analysis = q.analysis.as_ref().ok_or(Skip::Unparsed)?;
+    let normalised = analysis.normalised.as_deref().ok_or(Skip::Unparsed)?;
+    if analysis.has_pre_epoch_at {
+        return Err(Skip::Unparsed);
+    }
+    if analysis.uses_start_end {
+        return Err(Skip::StartEndAt);
+    }
+    if analysis.has_negative_offset {
+        return Err(Skip::NegativeOffset);
+    }
+    if analysis.latest_at_ms.is_some_and(|at| at > q.end_ms) {
+        return Err(Skip::AtInFuture);
+    }
+    let step = q.step_ms();
+    if step <= 0 || q.start_ms < 0 || opts.interval_ms <= 0 {
+        return Err(Skip::OddRange);
+    }
+    let window = q.start_ms.div_euclid(opts.interval_ms);
+    if q.end_ms.div_euclid(opts.interval_ms) != window {
+        return Err(Skip::CrossesWindow);
+    }
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in &q.params {
+        if IGNORED_PARAMS.contains(&k.as_str()) {
+            continue;
+        }
+        if !KEYED_PARAMS.contains(&k.as_str()) {
+            return Err(Skip::Param);
+        }
+        params.push((k, v));
+    }
+    params.sort_unstable();
+    let tenant = q
+        .request_headers
+        .get(&opts.tenant_header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or("anonymous");
+    let mut auth = Vec::new();
+    for name in &opts.key_headers {
+        for v in q.request_headers.get_all(name) {
+            auth.extend_from_slice(name.as_str().as_bytes());
+            auth.push(0);
+            auth.extend_from_slice(v.as_bytes());
+            auth.push(0);
+        }
+    }
+    let mut full = String::with_capacity(normalised.len() + 96);
+    full.push_str(KEY_VERSION);
+    // Field separator: a byte no header value, PromQL text or parameter can contain
+    // unescaped in a way that shifts fields (lengths are prefixed for free text).
+    let sep = '\u{1f}';
+    full.push(sep);
+    full.push_str(&format!("{}:{tenant}", tenant.len()));
+    full.push(sep);
+    full.push_str(&format!("{}:{normalised}", normalised.len()));
+    full.push(sep);
+    full.push_str(&format!("step={step}"));
+    full.push(sep);
+    full.push_str(&format!("phase={}", q.start_ms.rem_euclid(step)));
+    for (k, v) in params {
+        full.push(sep);
+        full.push_str(&format!("{}:{k}={}:{v}", k.len(), v.len()));
+    }
+    if !auth.is_empty() {
+        full.push(sep);
+        full.push_str(&format!("auth={:016x}", xxh3_64(&auth)));
+    }
+    full.push(sep);
+    full.push_str(&format!("window={window}"));
+    Ok(PieceKey {
+        hash: xxh3_64(full.as_bytes()),
+        full,
+        window,
+    })
+}
+
+#[cfg(test)]
+#[path = "key_tests.rs"]
+mod tests;

@@ -1,0 +1,422 @@
+//! `cache`: the results cache, per split piece.
+//!
+//! Each piece lies inside one interval window; its entry (key: see [`key`]) holds one or
+//! more extents — grid ranges with the querier's answer for them. A request is
+//! partitioned into hits and gaps ([`extents::partition`]); only the gaps are fetched,
+//! and the parts are merged in time order. So a dashboard refreshed with `end` moved by
+//! 30 s fetches only the new tail.
+//!
+//! Invariants:
+//! - Nothing newer than `now − max_freshness` (rounded down to the grid) is stored: a gap
+//!   crossing that cut-off is fetched as two requests and only the older part is stored.
+//! - Never stored: errors, answers with warnings or a partial flag, answers the querier
+//!   marks `Cache-Control: no-store`, and requests that are uncacheable (see
+//!   [`key::Skip`]). `Cache-Control: no-cache` on a request skips the read but stores the
+//!   fresh answer; `no-store` skips both.
+//! - A backend error or timeout is a miss (or a skipped write) plus a metric and a
+//!   rate-limited warning, never a failed or slow query: every backend call is bounded by
+//!   the operation timeout, and writes happen after the answer, in the background.
+//! - Entries carry their full key; a hash collision or an unreadable value is a miss.
+//! - Identical in-flight fetches (same key and range) share one querier request.
+
+pub mod backend;
+pub mod extents;
+pub mod key;
+pub mod memory;
+pub mod value;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::BoxFuture;
+use crate::error::Error;
+use crate::layers::split::merge::merge;
+use crate::metrics::Metrics;
+use crate::model::{QueryResponse, RangeQuery, RequestStats};
+use backend::Backend;
+use extents::{Segment, Span, grid_floor, partition, split_at_cutoff, trim, well_formed};
+use key::{KeyOptions, PieceKey, Skip, directives, piece_key};
+use value::{Entry, StoredExtent};
+
+/// Returns "now" in Unix ms; injectable so tests control freshness.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Options of the cache layer.
+#[derive(Clone)]
+pub struct CacheOptions {
+    /// How keys are built.
+    pub key: KeyOptions,
+    /// Data newer than this is never stored.
+    pub max_freshness: Duration,
+    /// Time-to-live of entries.
+    pub ttl: Duration,
+    /// Entries larger than this (encoded) are not stored.
+    pub max_item_bytes: usize,
+    /// Bound on every backend call.
+    pub op_timeout: Duration,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
+}
+
+type FetchKey = (u64, i64, i64);
+type SharedResult = Result<QueryResponse, Arc<Error>>;
+
+/// State shared by every service of one layer: backend, in-flight fetches, metrics.
+struct Shared {
+    opts: CacheOptions,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    inflight: Mutex<HashMap<FetchKey, Arc<OnceCell<SharedResult>>>>,
+    last_warning_ms: AtomicI64,
+}
+
+/// Adds [`CacheService`] to a stack.
+#[derive(Clone)]
+pub struct CacheLayer {
+    shared: Arc<Shared>,
+}
+
+impl CacheLayer {
+    /// Creates the layer over `backend`.
+    pub fn new(opts: CacheOptions, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
+        CacheLayer {
+            shared: Arc::new(Shared {
+                opts,
+                backend,
+                metrics,
+                inflight: Mutex::new(HashMap::new()),
+                last_warning_ms: AtomicI64::new(i64::MIN),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<RangeQuery> for CacheService<S>
+where
+    S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, query: RangeQuery) -> Self::Future {
+        let shared = self.shared.clone();
+        let now = (shared.opts.clock)();
+        let freshness_ms = shared.opts.max_freshness.as_millis().min(i64::MAX as u128) as i64;
+        let cutoff_raw = now.saturating_sub(freshness_ms);
+        let dirs = directives(&query.request_headers);
+        let planned = if dirs.no_store {
+            Err(Skip::NoStore)
+        } else {
+            piece_key(&query, &shared.opts.key).and_then(|k| {
+                let at_too_new = query
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.latest_at_ms)
+                    .is_some_and(|at| at > cutoff_raw);
+                if at_too_new {
+                    Err(Skip::AtInFuture)
+                } else {
+                    Ok(k)
+                }
+            })
+        };
+        let key = match planned {
+            Ok(k) => k,
+            Err(skip) => {
+                shared.metrics.cache_skip(skip.as_str());
+                RequestStats::bump(&query.stats.cache_skipped);
+                return Box::pin(self.inner.call(query));
+            }
+        };
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let step = query.step_ms();
+            let phase = query.start_ms.rem_euclid(step);
+            let cutoff = grid_floor(cutoff_raw, phase, step);
+            let cached = if dirs.no_cache {
+                Vec::new()
+            } else {
+                shared.read(&key, phase, step).await
+            };
+            let spans: Vec<Span> = cached.iter().map(|(s, _)| *s).collect();
+            // Work on grid points only: the querier evaluates nothing after the last one.
+            let last = query.start_ms + (query.end_ms - query.start_ms) / step * step;
+            let segments = partition(&spans, query.start_ms, last, step);
+            let mut parts = Vec::with_capacity(segments.len());
+            let mut new_extents: Vec<(Span, QueryResponse)> = Vec::new();
+            let (mut hits, mut gaps) = (0, 0);
+            let mut storable = true;
+            for seg in segments {
+                match seg {
+                    Segment::Hit { extent, span } => {
+                        hits += 1;
+                        let (stored_span, resp) = &cached[extent];
+                        parts.push(if span == *stored_span {
+                            resp.clone()
+                        } else {
+                            trim(resp, span.start_ms, span.end_ms)?
+                        });
+                    }
+                    Segment::Gap(span) => {
+                        gaps += 1;
+                        let (old, fresh) = split_at_cutoff(span, cutoff, step);
+                        for (part, store) in [(old, true), (fresh, false)] {
+                            let Some(part) = part else { continue };
+                            let resp = shared.fetch(inner.clone(), &query, &key, part).await?;
+                            if store {
+                                if resp.is_partial() || resp.no_store {
+                                    storable = false;
+                                } else {
+                                    new_extents.push((part, resp.clone()));
+                                }
+                            }
+                            parts.push(resp);
+                        }
+                    }
+                }
+            }
+            let result = match (hits, gaps) {
+                (_, 0) => "hit",
+                (0, _) => "miss",
+                _ => "partial",
+            };
+            shared.metrics.cache_lookup(shared.backend.name(), result);
+            RequestStats::bump(match result {
+                "hit" => &query.stats.cache_hits,
+                "miss" => &query.stats.cache_misses,
+                _ => &query.stats.cache_partial,
+            });
+            let answer = if parts.len() == 1 {
+                parts
+                    .pop()
+                    .ok_or_else(|| Error::Internal("no cache parts".into()))?
+            } else {
+                merge(parts)?
+            };
+            if !storable {
+                shared.metrics.cache_skip(Skip::Response.as_str());
+            } else if !new_extents.is_empty() {
+                let entry = combine(&key, cached, new_extents, step)?;
+                let shared = shared.clone();
+                let hash = key.hash;
+                tokio::spawn(async move { shared.write(hash, entry).await });
+            }
+            Ok(answer)
+        })
+    }
+}
+
+impl Shared {
+    /// Reads and decodes the entry of `key`; anything unusable is an empty entry.
+    async fn read(&self, key: &PieceKey, phase: i64, step: i64) -> Vec<(Span, QueryResponse)> {
+        let keys = [key.hash];
+        let got = tokio::time::timeout(self.opts.op_timeout, self.backend.get_many(&keys)).await;
+        let bytes = match got {
+            Ok(Ok(mut values)) => match values.pop().flatten() {
+                Some(b) => b,
+                None => return Vec::new(),
+            },
+            Ok(Err(e)) => {
+                self.backend_failed("get", &e.to_string());
+                return Vec::new();
+            }
+            Err(_) => {
+                self.backend_failed("get", "timed out");
+                return Vec::new();
+            }
+        };
+        self.metrics
+            .cache_bytes(self.backend.name(), "read", bytes.len());
+        let Ok(entry) = Entry::decode(&bytes) else {
+            self.metrics.cache_skip("unreadable_entry");
+            return Vec::new();
+        };
+        if entry.key != key.full {
+            // A 64-bit hash collision, or a foreign writer: never serve it.
+            return Vec::new();
+        }
+        let spans: Vec<Span> = entry.extents.iter().map(|e| e.span).collect();
+        if !well_formed(&spans, phase, step) {
+            self.metrics.cache_skip("unreadable_entry");
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(entry.extents.len());
+        for e in entry.extents {
+            match QueryResponse::from_slice(&e.json) {
+                Ok(resp) => out.push((e.span, resp)),
+                Err(_) => {
+                    self.metrics.cache_skip("unreadable_entry");
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    }
+
+    /// Fetches `span` of `query` from the querier, sharing the request with identical
+    /// concurrent fetches.
+    async fn fetch<S>(
+        &self,
+        inner: S,
+        query: &RangeQuery,
+        key: &PieceKey,
+        span: Span,
+    ) -> Result<QueryResponse, Error>
+    where
+        S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let fetch_key = (key.hash, span.start_ms, span.end_ms);
+        let (cell, leader) = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(&fetch_key) {
+                Some(cell) => (cell.clone(), false),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    map.insert(fetch_key, cell.clone());
+                    (cell, true)
+                }
+            }
+        };
+        if !leader {
+            self.metrics.coalesced_fetch();
+        }
+        let mut sub = query.clone();
+        sub.start_ms = span.start_ms;
+        sub.end_ms = span.end_ms;
+        let result = cell
+            .get_or_init(|| async move { inner.oneshot(sub).await.map_err(Arc::new) })
+            .await
+            .clone();
+        if leader {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&fetch_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(&fetch_key);
+            }
+        }
+        result.map_err(|e| e.duplicate())
+    }
+
+    /// Stores an entry, bounded by the operation timeout; failures are counted only.
+    async fn write(&self, hash: u64, entry: Entry) {
+        let bytes = Bytes::from(entry.encode());
+        if bytes.len() > self.opts.max_item_bytes {
+            self.metrics.cache_skip(Skip::TooLarge.as_str());
+            return;
+        }
+        let n = bytes.len();
+        match tokio::time::timeout(
+            self.opts.op_timeout,
+            self.backend.set(hash, bytes, self.opts.ttl),
+        )
+        .await
+        {
+            Ok(Ok(())) => self.metrics.cache_bytes(self.backend.name(), "write", n),
+            Ok(Err(e)) => self.backend_failed("set", &e.to_string()),
+            Err(_) => self.backend_failed("set", "timed out"),
+        }
+    }
+
+    /// Counts a backend failure; logs at most one warning per 10 s.
+    fn backend_failed(&self, op: &'static str, why: &str) {
+        self.metrics.cache_backend_error(self.backend.name(), op);
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                backend = self.backend.name(),
+                op,
+                error = why,
+                "cache backend failed; serving as a miss"
+            );
+        }
+    }
+}
+
+/// The entry to store: old extents plus new ones, adjacent extents merged into one.
+fn combine(
+    key: &PieceKey,
+    old: Vec<(Span, QueryResponse)>,
+    new: Vec<(Span, QueryResponse)>,
+    step: i64,
+) -> Result<Entry, Error> {
+    let mut all: Vec<(Span, QueryResponse)> = old.into_iter().chain(new).collect();
+    all.sort_by_key(|(s, _)| s.start_ms);
+    let mut runs: Vec<(Span, Vec<QueryResponse>)> = Vec::new();
+    for (span, resp) in all {
+        match runs.last_mut() {
+            Some((run, parts)) if run.end_ms + step == span.start_ms => {
+                run.end_ms = span.end_ms;
+                parts.push(resp);
+            }
+            Some((run, _)) if span.start_ms <= run.end_ms => {
+                // Overlap cannot happen (new extents fill gaps only); keep the older.
+                continue;
+            }
+            _ => runs.push((span, vec![resp])),
+        }
+    }
+    let mut extents = Vec::with_capacity(runs.len());
+    for (span, mut parts) in runs {
+        let resp = if parts.len() == 1 {
+            parts
+                .pop()
+                .ok_or_else(|| Error::Internal("empty extent run".into()))?
+        } else {
+            merge(parts)?
+        };
+        extents.push(StoredExtent {
+            span,
+            json: Bytes::from(resp.encode()),
+        });
+    }
+    Ok(Entry {
+        key: key.full.clone(),
+        extents,
+    })
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,446 @@
+use std::sync::atomic::AtomicUsize;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::backend::BackendFuture;
+use super::memory::MemoryBackend;
+use super::*;
+use crate::layers::validate::ValidateLayer;
+use crate::model::time::format_seconds_ms;
+
+const H: i64 = 3_600_000;
+const MIDNIGHT: i64 = 1_699_920_000_000;
+
+/// A scripted querier: one series per tenant, a sample at every grid point whose value
+/// encodes the timestamp; optional warnings, errors and delay.
+#[derive(Clone, Default)]
+struct Mock {
+    calls: Arc<Mutex<Vec<(i64, i64)>>>,
+    warn: bool,
+    fail: bool,
+    delay: Duration,
+}
+
+impl Service<RangeQuery> for Mock {
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, q: RangeQuery) -> Self::Future {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((q.start_ms, q.end_ms));
+        let (warn, fail, delay) = (self.warn, self.fail, self.delay);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail {
+                return Err(Error::Downstream {
+                    status: http::StatusCode::SERVICE_UNAVAILABLE,
+                    headers: Box::default(),
+                    body: bytes::Bytes::from_static(
+                        b"{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"x\"}",
+                    ),
+                });
+            }
+            Ok(QueryResponse::from_slice(answer_json(&q, warn).as_bytes()).expect("valid"))
+        })
+    }
+}
+
+/// What the querier answers for `q` (also what the cache must reproduce).
+fn answer_json(q: &RangeQuery, warn: bool) -> String {
+    let tenant = q
+        .request_headers
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let mut samples = Vec::new();
+    let mut t = q.start_ms;
+    while t <= q.end_ms {
+        samples.push(format!("[{},\"{}\"]", format_seconds_ms(t), t % 1_000_003));
+        t += q.step_ms();
+    }
+    let warnings = if warn {
+        ",\"warnings\":[\"partial data\"]"
+    } else {
+        ""
+    };
+    format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{{\"metric\":{{\"tenant\":\"{tenant}\"}},\"values\":[{}]}}]}}{warnings}}}",
+        samples.join(",")
+    )
+}
+
+fn query(start: i64, end: i64, headers: &[(&'static str, &'static str)]) -> RangeQuery {
+    let pairs = [
+        ("query", "sum(rate(x[5m]))".to_string()),
+        ("start", format_seconds_ms(start)),
+        ("end", format_seconds_ms(end)),
+        ("step", "60".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec();
+    let mut q = RangeQuery::from_form(pairs, HeaderMap::new()).expect("valid");
+    for (k, v) in headers {
+        q.request_headers.append(*k, HeaderValue::from_static(v));
+    }
+    q
+}
+
+struct Harness {
+    mock: Mock,
+    svc: tower::util::BoxCloneSyncService<RangeQuery, QueryResponse, Error>,
+    now: Arc<AtomicI64>,
+    backend: Arc<dyn Backend>,
+}
+
+fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
+    let now = Arc::new(AtomicI64::new(MIDNIGHT + 20 * H));
+    let clock_now = now.clone();
+    let opts = CacheOptions {
+        key: KeyOptions {
+            tenant_header: HeaderName::from_static("x-scope-orgid"),
+            key_headers: vec![],
+            interval_ms: 24 * H,
+        },
+        max_freshness: Duration::from_secs(600),
+        ttl: Duration::from_secs(3600),
+        max_item_bytes: 1 << 20,
+        op_timeout: Duration::from_millis(100),
+        clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+    };
+    let layer = CacheLayer::new(opts, backend.clone(), Arc::new(Metrics::new()));
+    let svc = tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .layer(ValidateLayer::default())
+            .layer(layer)
+            .service(mock.clone()),
+    );
+    Harness {
+        mock,
+        svc,
+        now,
+        backend,
+    }
+}
+
+fn memory() -> Arc<dyn Backend> {
+    Arc::new(MemoryBackend::new(64 << 20))
+}
+
+impl Harness {
+    async fn ask(&self, mut q: RangeQuery) -> (String, Option<&'static str>) {
+        // Each request has its own stats (clones of one query would share them).
+        q.stats = Arc::default();
+        let stats = q.stats.clone();
+        let resp = self.svc.clone().oneshot(q).await.expect("answers");
+        // Let the background write land.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        (
+            String::from_utf8(resp.encode()).expect("utf-8"),
+            stats.cache_outcome(),
+        )
+    }
+
+    fn take_calls(&self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut *self.mock.calls.lock().expect("lock"))
+    }
+}
+
+#[tokio::test]
+async fn miss_then_hit_then_only_the_tail() {
+    let h = harness(Mock::default(), memory());
+    let (start, end) = (MIDNIGHT + H, MIDNIGHT + 5 * H);
+    let q = query(start, end, &[]);
+    let (first, outcome) = h.ask(q.clone()).await;
+    assert_eq!(outcome, Some("miss"));
+    assert_eq!(first, answer_json(&q, false));
+    assert_eq!(h.take_calls(), vec![(start, end)]);
+
+    let (second, outcome) = h.ask(q.clone()).await;
+    assert_eq!(outcome, Some("hit"), "calls: {:?}", h.take_calls());
+    assert_eq!(second, first);
+    assert!(
+        h.take_calls().is_empty(),
+        "a warm repeat sends nothing downstream"
+    );
+
+    // The dashboard refreshes: end moves by 30s... and by a whole step.
+    let later = query(start, end + 60_000, &[]);
+    let (third, outcome) = h.ask(later.clone()).await;
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(third, answer_json(&later, false));
+    assert_eq!(
+        h.take_calls(),
+        vec![(end + 60_000, end + 60_000)],
+        "only the new tail"
+    );
+
+    // A later start is cut from the cached extent.
+    let narrower = query(start + 10 * 60_000, end, &[]);
+    let (fourth, outcome) = h.ask(narrower.clone()).await;
+    assert_eq!(outcome, Some("hit"));
+    assert_eq!(fourth, answer_json(&narrower, false));
+    assert!(h.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn the_fresh_tail_is_never_stored() {
+    let h = harness(Mock::default(), memory());
+    // now = 20:00; freshness 10m → data after 19:50 is not stored.
+    let (start, end) = (MIDNIGHT + 19 * H, MIDNIGHT + 20 * H);
+    let q = query(start, end, &[]);
+    let (first, _) = h.ask(q.clone()).await;
+    assert_eq!(first, answer_json(&q, false));
+    let cutoff = MIDNIGHT + 20 * H - 600_000;
+    assert_eq!(
+        h.take_calls(),
+        vec![(start, cutoff), (cutoff + 60_000, end)]
+    );
+    let (again, outcome) = h.ask(q.clone()).await;
+    assert_eq!(again, first);
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(
+        h.take_calls(),
+        vec![(cutoff + 60_000, end)],
+        "the fresh tail is fetched again"
+    );
+    // Time passes: the previously fresh range becomes storable.
+    h.now.store(MIDNIGHT + 23 * H, Ordering::SeqCst);
+    h.ask(q.clone()).await;
+    assert_eq!(h.take_calls(), vec![(cutoff + 60_000, end)]);
+    h.ask(q.clone()).await;
+    assert!(h.take_calls().is_empty(), "now all of it is cached");
+}
+
+#[tokio::test]
+async fn an_end_between_grid_points_is_handled() {
+    let h = harness(Mock::default(), memory());
+    // now = 20:00, cut-off 19:50; the end lies 30s after the last grid point.
+    let (start, end) = (MIDNIGHT + 19 * H + 500, MIDNIGHT + 20 * H - 29_500);
+    let q = query(start, end, &[]);
+    let (answer, _) = h.ask(q.clone()).await;
+    assert_eq!(answer, answer_json(&q, false));
+    for (s, e) in h.take_calls() {
+        assert!(
+            s <= e && (e - start) % 60_000 == 0,
+            "sub-range {s}..{e} on the grid"
+        );
+    }
+    let (again, _) = h.ask(q.clone()).await;
+    assert_eq!(again, answer);
+}
+
+#[tokio::test]
+async fn request_cache_control() {
+    let h = harness(Mock::default(), memory());
+    let (start, end) = (MIDNIGHT + H, MIDNIGHT + 2 * H);
+    let (_, outcome) = h
+        .ask(query(start, end, &[("cache-control", "no-store")]))
+        .await;
+    assert_eq!(outcome, Some("skip"));
+    h.ask(query(start, end, &[])).await;
+    h.take_calls();
+    // no-cache: fetched again although cached...
+    let (_, outcome) = h
+        .ask(query(start, end, &[("cache-control", "no-cache")]))
+        .await;
+    assert_eq!(outcome, Some("miss"));
+    assert_eq!(h.take_calls().len(), 1);
+    // ...and a plain request is still a hit.
+    let (_, outcome) = h.ask(query(start, end, &[])).await;
+    assert_eq!(outcome, Some("hit"));
+}
+
+#[tokio::test]
+async fn partial_answers_and_errors_are_not_stored() {
+    let h = harness(
+        Mock {
+            warn: true,
+            ..Mock::default()
+        },
+        memory(),
+    );
+    let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+    let (first, _) = h.ask(q.clone()).await;
+    assert!(first.contains("partial data"), "warnings reach the client");
+    h.ask(q.clone()).await;
+    assert_eq!(
+        h.take_calls().len(),
+        2,
+        "an answer with warnings is never reused"
+    );
+
+    let h = harness(
+        Mock {
+            fail: true,
+            ..Mock::default()
+        },
+        memory(),
+    );
+    for _ in 0..2 {
+        let err = h
+            .svc
+            .clone()
+            .oneshot(q.clone())
+            .await
+            .expect_err("querier fails");
+        assert_eq!(err.status().as_u16(), 503);
+    }
+    assert_eq!(h.take_calls().len(), 2);
+}
+
+#[tokio::test]
+async fn tenants_never_share_entries() {
+    let h = harness(Mock::default(), memory());
+    let (start, end) = (MIDNIGHT + H, MIDNIGHT + 2 * H);
+    let (a, _) = h
+        .ask(query(start, end, &[("x-scope-orgid", "team-a")]))
+        .await;
+    let (b, outcome) = h
+        .ask(query(start, end, &[("x-scope-orgid", "team-b")]))
+        .await;
+    assert_eq!(outcome, Some("miss"), "team-b does not see team-a's entry");
+    assert!(a.contains("team-a") && b.contains("team-b"));
+    let (a2, outcome) = h
+        .ask(query(start, end, &[("x-scope-orgid", "team-a")]))
+        .await;
+    assert_eq!(outcome, Some("hit"));
+    assert_eq!(a2, a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn identical_concurrent_fetches_are_coalesced() {
+    let h = harness(
+        Mock {
+            delay: Duration::from_secs(1),
+            ..Mock::default()
+        },
+        memory(),
+    );
+    let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(h.svc.clone().oneshot(q.clone())));
+    }
+    let want = answer_json(&q, false);
+    for t in tasks {
+        let resp = t.await.expect("task").expect("answers");
+        assert_eq!(String::from_utf8(resp.encode()).expect("utf-8"), want);
+    }
+    assert_eq!(
+        h.take_calls().len(),
+        1,
+        "eight identical requests, one querier request"
+    );
+}
+
+/// A backend that holds garbage, fails, or never answers.
+struct BadBackend {
+    mode: &'static str,
+    gets: AtomicUsize,
+}
+
+impl Backend for BadBackend {
+    fn name(&self) -> &'static str {
+        "bad"
+    }
+    fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            match self.mode {
+                "garbage" => Ok(keys
+                    .iter()
+                    .map(|_| Some(Bytes::from_static(b"PFC1\x00\x05\x00")))
+                    .collect()),
+                "error" => Err(backend::BackendError::Failed("connection refused".into())),
+                _ => std::future::pending().await,
+            }
+        })
+    }
+    fn set<'a>(&'a self, _key: u64, _value: Bytes, _ttl: Duration) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            match self.mode {
+                "hang" => std::future::pending().await,
+                _ => Err(backend::BackendError::Failed("read only".into())),
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_backend_is_a_miss_never_a_failure() {
+    for mode in ["garbage", "error", "hang"] {
+        let backend = Arc::new(BadBackend {
+            mode,
+            gets: AtomicUsize::new(0),
+        });
+        let h = harness(Mock::default(), backend.clone());
+        let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+        let started = tokio::time::Instant::now();
+        let (answer, outcome) = h.ask(q.clone()).await;
+        assert_eq!(answer, answer_json(&q, false), "{mode}");
+        assert_eq!(outcome, Some("miss"), "{mode}");
+        // Bounded by the operation timeout (100ms), on paused time.
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "{mode}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(backend.gets.load(Ordering::SeqCst), 1);
+        let _ = &h.backend;
+    }
+}
+
+#[tokio::test]
+async fn entries_with_another_key_are_never_served() {
+    let backend = memory();
+    let h = harness(Mock::default(), backend.clone());
+    let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+    h.ask(q.clone()).await;
+    h.take_calls();
+    // Overwrite the entry with one whose stored key differs (a hash collision).
+    let mut with_analysis = q.clone();
+    with_analysis.analysis = Some(Arc::new(crate::promql::Analysis::of(&q.query)));
+    let k = piece_key(
+        &with_analysis,
+        &KeyOptions {
+            tenant_header: HeaderName::from_static("x-scope-orgid"),
+            key_headers: vec![],
+            interval_ms: 24 * H,
+        },
+    )
+    .expect("key");
+    let foreign = Entry {
+        key: "pf1 somebody else".into(),
+        extents: vec![StoredExtent {
+            span: Span {
+                start_ms: q.start_ms,
+                end_ms: q.end_ms,
+            },
+            json: Bytes::from_static(
+                b"{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[]}}",
+            ),
+        }],
+    };
+    backend
+        .set(
+            k.hash,
+            Bytes::from(foreign.encode()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("set");
+    let (answer, outcome) = h.ask(q.clone()).await;
+    assert_eq!(outcome, Some("miss"));
+    assert_eq!(answer, answer_json(&q, false));
+}

@@ -1,0 +1,235 @@
+//! The stored form of a cache entry, and its decoder for bytes that may be anything
+//! (a Redis value can be corrupted, truncated, or written by another version).
+//!
+//! Layout: magic `PFC1`, one flag byte (0 = raw, 1 = lz4), then the payload: the full
+//! key (u32 length + bytes) and the extents (u32 count; each: i64 start, i64 end, u32
+//! length + the piece's response JSON). All integers little-endian. Payloads above
+//! [`COMPRESS_ABOVE`] bytes are lz4-compressed (fast to decompress, ~2× on matrices).
+
+use bytes::Bytes;
+
+use super::extents::Span;
+
+const MAGIC: &[u8; 4] = b"PFC1";
+/// Payloads larger than this are compressed.
+pub const COMPRESS_ABOVE: usize = 4096;
+/// A decoded entry is refused above this size, whatever its header claims.
+const MAX_DECODED: usize = 1 << 30;
+
+/// One cached extent: a grid range and the querier's answer for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredExtent {
+    /// The range the answer covers.
+    pub span: Span,
+    /// The answer as JSON.
+    pub json: Bytes,
+}
+
+/// A cache entry: the full key (to detect hash collisions) and its extents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The full key text.
+    pub key: String,
+    /// Extents, sorted and disjoint.
+    pub extents: Vec<StoredExtent>,
+}
+
+/// Why stored bytes could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValueError {
+    /// Not a value of this format or version.
+    #[error("unknown cache value format")]
+    Format,
+    /// Cut short or inconsistent.
+    #[error("truncated or corrupt cache value")]
+    Corrupt,
+    /// Claims to decode to more than the limit.
+    #[error("cache value too large")]
+    TooLarge,
+}
+
+impl Entry {
+    /// Encodes the entry, compressing large payloads.
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = 8
+            + self.key.len()
+            + self
+                .extents
+                .iter()
+                .map(|e| 20 + e.json.len())
+                .sum::<usize>();
+        let mut payload = Vec::with_capacity(size);
+        put_bytes(&mut payload, self.key.as_bytes());
+        payload.extend_from_slice(&(self.extents.len() as u32).to_le_bytes());
+        for e in &self.extents {
+            payload.extend_from_slice(&e.span.start_ms.to_le_bytes());
+            payload.extend_from_slice(&e.span.end_ms.to_le_bytes());
+            put_bytes(&mut payload, &e.json);
+        }
+        let mut out = Vec::with_capacity(payload.len() / 2 + 5);
+        out.extend_from_slice(MAGIC);
+        if payload.len() > COMPRESS_ABOVE {
+            out.push(1);
+            out.extend_from_slice(&lz4_flex::compress_prepend_size(&payload));
+        } else {
+            out.push(0);
+            out.extend_from_slice(&payload);
+        }
+        out
+    }
+
+    /// Decodes stored bytes; never panics, whatever they are.
+    pub fn decode(bytes: &[u8]) -> Result<Entry, ValueError> {
+        let rest = bytes.strip_prefix(MAGIC).ok_or(ValueError::Format)?;
+        let (&flag, rest) = rest.split_first().ok_or(ValueError::Corrupt)?;
+        let decompressed;
+        let payload: &[u8] = match flag {
+            0 => rest,
+            1 => {
+                let claimed = rest
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or(ValueError::Corrupt)?;
+                if claimed > MAX_DECODED {
+                    return Err(ValueError::TooLarge);
+                }
+                decompressed =
+                    lz4_flex::decompress_size_prepended(rest).map_err(|_| ValueError::Corrupt)?;
+                &decompressed
+            }
+            _ => return Err(ValueError::Format),
+        };
+        let mut r = Reader(payload);
+        let key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| ValueError::Corrupt)?;
+        let n = r.u32()? as usize;
+        // Each extent needs at least 20 bytes: refuse counts the payload cannot hold.
+        if n > r.0.len() / 20 {
+            return Err(ValueError::Corrupt);
+        }
+        let mut extents = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start_ms = r.i64()?;
+            let end_ms = r.i64()?;
+            let json = Bytes::copy_from_slice(r.bytes()?);
+            extents.push(StoredExtent {
+                span: Span { start_ms, end_ms },
+                json,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(ValueError::Corrupt);
+        }
+        Ok(Entry { key, extents })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
+        if self.0.len() < n {
+            return Err(ValueError::Corrupt);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32, ValueError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i64(&mut self) -> Result<i64, ValueError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], ValueError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(json_len: usize) -> Entry {
+        Entry {
+            key: "pf1\u{1f}9:anonymous".into(),
+            extents: vec![
+                StoredExtent {
+                    span: Span {
+                        start_ms: 1_000,
+                        end_ms: 2_000,
+                    },
+                    json: Bytes::from("{\"a\":1}".repeat(json_len / 7 + 1)),
+                },
+                StoredExtent {
+                    span: Span {
+                        start_ms: 3_000,
+                        end_ms: 3_000,
+                    },
+                    json: Bytes::from_static(b"{}"),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_small_and_compressed() {
+        for size in [10, 100_000] {
+            let e = entry(size);
+            let bytes = e.encode();
+            assert_eq!(
+                bytes[4],
+                u8::from(size > COMPRESS_ABOVE),
+                "compression flag"
+            );
+            if size > COMPRESS_ABOVE {
+                assert!(bytes.len() < size / 4, "repetitive JSON compresses");
+            }
+            assert_eq!(Entry::decode(&bytes), Ok(e));
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let good = entry(10).encode();
+        assert_eq!(Entry::decode(b""), Err(ValueError::Format));
+        assert_eq!(Entry::decode(b"PFC2\0"), Err(ValueError::Format));
+        assert_eq!(Entry::decode(b"PFC1"), Err(ValueError::Corrupt));
+        assert_eq!(Entry::decode(b"PFC1\x07"), Err(ValueError::Format));
+        assert_eq!(
+            Entry::decode(&good[..good.len() - 1]),
+            Err(ValueError::Corrupt)
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(Entry::decode(&trailing), Err(ValueError::Corrupt));
+        assert_eq!(
+            Entry::decode(b"PFC1\x01\xff\xff\xff\xff"),
+            Err(ValueError::TooLarge)
+        );
+        assert_eq!(
+            Entry::decode(b"PFC1\x01\x10\x00\x00\x00abc"),
+            Err(ValueError::Corrupt)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = Entry::decode(&bytes);
+            let _ = Entry::decode(&with_magic);
+        }
+    }
+}
