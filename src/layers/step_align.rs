@@ -69,6 +69,7 @@ where
             let step = query.step_ms();
             query.start_ms = align_down(query.start_ms, step);
             query.end_ms = align_down(query.end_ms, step);
+            query.query_end_ms = query.end_ms;
         }
         self.inner.call(query)
     }

@@ -27,6 +27,9 @@ pub struct RangeQuery {
     pub start_ms: i64,
     /// Evaluation end, Unix milliseconds (inclusive).
     pub end_ms: i64,
+    /// The end of the whole query as the client sent it (after step alignment); pieces
+    /// of a split query keep it, so rules about "after the query end" see the real end.
+    pub query_end_ms: i64,
     /// Resolution step in nanoseconds (the API accepts sub-millisecond steps; the engine
     /// truncates them to milliseconds).
     pub step_ns: i64,
@@ -88,6 +91,7 @@ impl RangeQuery {
             query,
             start_ms,
             end_ms,
+            query_end_ms: end_ms,
             step_ns,
             params,
             headers,

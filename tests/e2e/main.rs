@@ -1,6 +1,7 @@
 //! End-to-end tests against a real Prometheus loaded with generated multi-day data.
 //! One binary, so the test bed is built once per run (see `support`).
 
+mod cache;
 mod errors;
 mod passthrough;
 mod promtool;

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::support::{bed, form, post_form, secs, send, start_frontend, test_config};
 
 /// The expressions: every family the issue lists, ≥ 150 in all.
-fn expressions() -> Vec<String> {
+pub fn expressions() -> Vec<String> {
     let mut e: Vec<String> = [
         // Selectors.
         "up",
@@ -241,7 +241,7 @@ fn values_by_timestamp(json: &serde_json::Value) -> BTreeMap<String, Vec<String>
 }
 
 /// Compares one answer with the direct one; `None` when they agree.
-fn compare(
+pub fn compare(
     expr: &str,
     direct: &crate::support::Reply,
     via: &crate::support::Reply,

@@ -515,3 +515,81 @@ pub fn addr_of(url: &str) -> SocketAddr {
         .parse()
         .expect("socket address")
 }
+
+/// An HTTP proxy in front of a querier that counts the requests it forwards, so tests
+/// can assert how many requests reached the querier.
+pub struct CountingProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Requests forwarded so far.
+    pub count: Arc<std::sync::atomic::AtomicUsize>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl CountingProxy {
+    /// Requests forwarded so far.
+    pub fn requests(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Starts a counting proxy to `target` (`http://host:port`).
+pub async fn counting_proxy(target: &str) -> CountingProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let (target, count2) = (target.to_owned(), count.clone());
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = &mut rx => break,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let (client, target, count) = (client.clone(), target.clone(), count2.clone());
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (client, target, count) = (client.clone(), target.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (mut parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let pq = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/".to_owned(), |p| p.to_string());
+                    parts.uri = format!("{target}{pq}").parse().expect("proxied uri");
+                    parts.headers.remove("host");
+                    let resp = client
+                        .request(Request::from_parts(parts, Full::new(body)))
+                        .await
+                        .expect("querier answers the proxy");
+                    let (parts, body) = resp.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(Response::from_parts(parts, Full::new(body)))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    CountingProxy {
+        url: format!("http://{addr}"),
+        count,
+        _stop: tx,
+    }
+}

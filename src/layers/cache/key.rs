@@ -139,7 +139,7 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
     if analysis.has_negative_offset {
         return Err(Skip::NegativeOffset);
     }
-    if analysis.latest_at_ms.is_some_and(|at| at > q.end_ms) {
+    if analysis.latest_at_ms.is_some_and(|at| at > q.query_end_ms) {
         return Err(Skip::AtInFuture);
     }
     let step = q.step_ms();

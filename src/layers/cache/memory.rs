@@ -45,7 +45,9 @@ impl MemoryBackend {
             // Weights are in KiB so that a u32 weight covers values up to 4 TiB.
             .max_capacity((capacity_bytes / 1024).max(1))
             .weigher(|_k: &u64, v: &Stored| {
-                (v.value.len() as u64 + 8).div_ceil(1024).min(u32::MAX as u64) as u32
+                (v.value.len() as u64 + 8)
+                    .div_ceil(1024)
+                    .min(u32::MAX as u64) as u32
             })
             .expire_after(PerEntryTtl)
             .build();

@@ -1,0 +1,182 @@
+//! The results cache against the real test bed: for the whole equivalence query set, a
+//! cold run, a warm run and a run with `end` moved forward all equal Prometheus' own
+//! answers, and the warm run sends nothing to Prometheus for cached pieces. Identical
+//! concurrent requests share their querier requests.
+
+use http::Method;
+
+use crate::split_equivalence::{compare, expressions};
+use crate::support::{Reply, bed, counting_proxy, form, secs, send, start_frontend, test_config};
+
+const H: i64 = 3_600_000;
+
+async fn range(base: &str, expr: &str, start: i64, end: i64, step: &str) -> Reply {
+    let qs = form(&[
+        ("query", expr),
+        ("start", &secs(start)),
+        ("end", &secs(end)),
+        ("step", step),
+    ]);
+    send(
+        Method::GET,
+        &format!("{base}/api/v1/query_range?{qs}"),
+        &[],
+        None,
+    )
+    .await
+}
+
+/// Compares, asking Prometheus again when they differ (see split_equivalence).
+async fn differs(
+    prom: &str,
+    expr: &str,
+    window: (i64, i64, &str),
+    direct: &Reply,
+    via: &Reply,
+) -> Option<String> {
+    compare(expr, direct, via, false)?;
+    let mut nondeterministic = false;
+    for _ in 0..3 {
+        let again = range(prom, expr, window.0, window.1, window.2).await;
+        nondeterministic |= again.body != direct.body;
+    }
+    compare(expr, direct, via, nondeterministic)
+}
+
+fn x_cache(r: &Reply) -> &str {
+    r.headers
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+}
+
+#[tokio::test]
+async fn cold_warm_and_moved_end_equal_direct() {
+    let tb = bed().await;
+    let proxy = counting_proxy(&tb.prom_url).await;
+    let fe = start_frontend(test_config(&proxy.url)).await;
+    // Two days ending two hours before the data ends: all of it older than the
+    // freshness cut-off, crossing two midnights.
+    let (start, end) = (tb.end_ms - 50 * H, tb.end_ms - 2 * H);
+    let step = "60";
+    let mut problems = Vec::new();
+    let mut directs = Vec::new();
+
+    // Cold.
+    for expr in expressions() {
+        let direct = range(&tb.prom_url, &expr, start, end, step).await;
+        let via = range(&fe.url, &expr, start, end, step).await;
+        if let Some(p) = differs(&tb.prom_url, &expr, (start, end, step), &direct, &via).await {
+            problems.push(format!("cold {expr}: {p}"));
+        }
+        directs.push((expr, direct));
+    }
+
+    // Warm: cached pieces send nothing downstream.
+    let mut hits = 0;
+    for (expr, direct) in &directs {
+        let before = proxy.requests();
+        let via = range(&fe.url, expr, start, end, step).await;
+        let sent = proxy.requests() - before;
+        if let Some(p) = differs(&tb.prom_url, expr, (start, end, step), direct, &via).await {
+            problems.push(format!("warm {expr}: {p}"));
+        }
+        match x_cache(&via) {
+            "hit" => {
+                hits += 1;
+                if sent != 0 {
+                    problems.push(format!(
+                        "warm {expr}: X-Cache hit but {sent} querier requests"
+                    ));
+                }
+            }
+            // Uncacheable (negative offset) or failing queries go to the querier again.
+            "skip" | "none" => {}
+            other => problems.push(format!("warm {expr}: X-Cache {other}, expected hit")),
+        }
+    }
+    let total = directs.len();
+    assert!(
+        hits * 100 >= total * 90,
+        "only {hits} of {total} warm queries were cache hits"
+    );
+
+    // The dashboard refreshes with `end` moved forward: only the new tail is fetched.
+    let moved = end + 30_000;
+    for (expr, _) in &directs {
+        let step = "15";
+        let direct = range(&tb.prom_url, expr, start, moved, step).await;
+        let first = range(&fe.url, expr, start, moved, step).await;
+        let before = proxy.requests();
+        let refreshed = range(&fe.url, expr, start, moved + 30_000, step).await;
+        let sent = proxy.requests() - before;
+        let direct_refreshed = range(&tb.prom_url, expr, start, moved + 30_000, step).await;
+        for (name, via, d) in [
+            ("moved", &first, &direct),
+            ("refreshed", &refreshed, &direct_refreshed),
+        ] {
+            if let Some(p) = differs(
+                &tb.prom_url,
+                expr,
+                (
+                    start,
+                    if name == "moved" {
+                        moved
+                    } else {
+                        moved + 30_000
+                    },
+                    step,
+                ),
+                d,
+                via,
+            )
+            .await
+            {
+                problems.push(format!("{name} {expr}: {p}"));
+            }
+        }
+        if x_cache(&refreshed) == "partial" && sent > 1 {
+            problems.push(format!(
+                "refreshed {expr}: {sent} querier requests for a 30s tail"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_share_querier_requests() {
+    let tb = bed().await;
+    let proxy = counting_proxy(&tb.prom_url).await;
+    let fe = start_frontend(test_config(&proxy.url)).await;
+    let (start, end) = (tb.end_ms - 30 * H, tb.end_ms - 3 * H);
+    let expr = "histogram_quantile(0.9, sum by (le, instance) (rate(request_duration_seconds_bucket[10m])))";
+    let direct = range(&tb.prom_url, expr, start, end, "60").await;
+    let before = proxy.requests();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = fe.url.clone();
+        tasks.push(tokio::spawn(async move {
+            range(&url, expr, start, end, "60").await
+        }));
+    }
+    for t in tasks {
+        let via = t.await.expect("request task");
+        assert_eq!(via.status, 200);
+        assert!(
+            compare(expr, &direct, &via, true).is_none(),
+            "coalesced answers equal direct"
+        );
+    }
+    let pieces = ((end / (24 * H)) - (start / (24 * H)) + 1) as usize;
+    let sent = proxy.requests() - before;
+    assert!(
+        sent <= pieces,
+        "8 identical requests over {pieces} pieces sent {sent} querier requests (want at most one per piece)"
+    );
+}
