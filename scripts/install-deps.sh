@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: prometheus (which
-# brings promtool), openssl (the TLS test makes its certificates with it) and curl
+# brings promtool), redis-server (the cache tests run a real one), openssl (the TLS test makes its certificates with it) and curl
 # (the demo script waits for Prometheus with it). Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 

@@ -221,6 +221,29 @@ impl Default for QueryRangeConfig {
 pub enum CacheBackendKind {
     /// In this process (moka), bounded by `memory_capacity_bytes`.
     Memory,
+    /// In Redis (`[cache.redis]`), shared by every replica.
+    Redis,
+}
+
+/// `[cache.redis]`: the Redis backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// After a failed connection attempt, calls fail at once (as misses) for this long
+    /// before the next attempt.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".to_owned(),
+            reconnect_backoff: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `[cache]`: the results cache for range-query pieces.
@@ -251,6 +274,8 @@ pub struct CacheConfig {
     /// Bound on every cache backend call; a slower call is a miss.
     #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
+    /// The Redis backend (used when `backend = "redis"`).
+    pub redis: RedisConfig,
 }
 
 impl Default for CacheConfig {
@@ -265,6 +290,7 @@ impl Default for CacheConfig {
             tenant_header: "X-Scope-OrgID".to_owned(),
             key_headers: Vec::new(),
             op_timeout: Duration::from_millis(100),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -398,6 +424,19 @@ impl Config {
                 if value.is_zero() {
                     return invalid(field, "must be greater than 0");
                 }
+            }
+            if c.backend == CacheBackendKind::Redis
+                && !(c.redis.url.starts_with("redis://")
+                    || c.redis.url.starts_with("rediss://")
+                    || c.redis.url.starts_with("redis+unix://"))
+            {
+                return Err(ConfigError::Invalid {
+                    field: "cache.redis.url",
+                    msg: format!(
+                        "{:?} must start with redis://, rediss:// or redis+unix://",
+                        c.redis.url
+                    ),
+                });
             }
             if c.memory_capacity_bytes < 1024 * 1024 {
                 return invalid("cache.memory_capacity_bytes", "must be at least 1 MiB");

@@ -37,6 +37,7 @@ use crate::headers::{ForwardHeaders, strip_hop_by_hop};
 use crate::layers::cache::backend::Backend;
 use crate::layers::cache::key::KeyOptions;
 use crate::layers::cache::memory::MemoryBackend;
+use crate::layers::cache::redis::{RedisBackend, RedisOptions};
 use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
 use crate::layers::split::SplitOptions;
 use crate::layers::validate::ValidateOptions;
@@ -81,10 +82,10 @@ impl Frontend {
         })?;
         let q = &config.query_range;
         let metrics = Arc::new(Metrics::new());
-        let cache = config
-            .cache
-            .enabled
-            .then(|| cache_layer(config, metrics.clone()));
+        let cache = match config.cache.enabled {
+            true => Some(cache_layer(config, metrics.clone())?),
+            false => None,
+        };
         let stack_opts = stack::StackOptions {
             validate: ValidateOptions {
                 max_query_length: q.max_query_length,
@@ -300,7 +301,7 @@ impl Frontend {
 
 /// The cache layer described by the config (windows: the split interval, or days when
 /// splitting is off).
-fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> CacheLayer {
+fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Error> {
     let c = &config.cache;
     let header = |name: &str| http::HeaderName::from_bytes(name.as_bytes()).ok();
     let interval = match config.query_range.split_interval {
@@ -309,6 +310,14 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> CacheLayer {
     };
     let backend: Arc<dyn Backend> = match c.backend {
         CacheBackendKind::Memory => Arc::new(MemoryBackend::new(c.memory_capacity_bytes)),
+        CacheBackendKind::Redis => Arc::new(
+            RedisBackend::new(RedisOptions {
+                url: c.redis.url.clone(),
+                timeout: c.op_timeout,
+                reconnect_backoff: c.redis.reconnect_backoff,
+            })
+            .map_err(Error::Internal)?,
+        ),
     };
     let opts = CacheOptions {
         key: KeyOptions {
@@ -323,7 +332,7 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> CacheLayer {
         op_timeout: c.op_timeout,
         clock: system_clock(),
     };
-    CacheLayer::new(opts, backend, metrics)
+    Ok(CacheLayer::new(opts, backend, metrics))
 }
 
 /// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).

@@ -6,6 +6,7 @@ mod errors;
 mod passthrough;
 mod promtool;
 mod query_range;
+mod redis_cache;
 mod resilience;
 mod server;
 mod split_equivalence;

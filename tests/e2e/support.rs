@@ -593,3 +593,60 @@ pub async fn counting_proxy(target: &str) -> CountingProxy {
         _stop: tx,
     }
 }
+
+/// Starts a real `redis-server` on `port` (a free one when `None`) and waits until it
+/// answers `PING`.
+pub fn start_redis(port: Option<u16>) -> (Supervised, u16) {
+    require_binary("redis-server", "redis-server");
+    let port = port.unwrap_or_else(free_port);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("redis dir");
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Supervised::start("redis-server", &args, &dir.join("redis.log"), Some(&dir));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if redis_ping(port) {
+            return (proc, port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis-server on port {port} did not start:\n{}", proc.log());
+}
+
+/// Whether a Redis on 127.0.0.1:port answers PING.
+pub fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// A frontend config using the Redis on `port` as its cache.
+pub fn redis_config(downstream_url: &str, port: u16) -> Config {
+    let mut c = test_config(downstream_url);
+    c.cache.backend = promql_frontend::config::CacheBackendKind::Redis;
+    c.cache.redis.url = format!("redis://127.0.0.1:{port}/0");
+    c.cache.redis.reconnect_backoff = Duration::from_millis(200);
+    c.validate().expect("redis config is valid");
+    c
+}

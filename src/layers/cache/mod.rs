@@ -23,6 +23,7 @@ pub mod backend;
 pub mod extents;
 pub mod key;
 pub mod memory;
+pub mod redis;
 pub mod value;
 
 use std::collections::HashMap;

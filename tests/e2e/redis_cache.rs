@@ -1,0 +1,167 @@
+//! The Redis backend against a real `redis-server`: answers equal Prometheus', a second
+//! frontend process sharing the Redis is served from the first one's writes, and Redis
+//! dying or restarting never breaks or falsifies an answer.
+
+use std::time::Duration;
+
+use http::Method;
+
+use crate::split_equivalence::compare;
+use crate::support::{
+    Reply, Supervised, bed, blocking, counting_proxy, form, free_port, probe_status, redis_config,
+    secs, send, start_frontend, start_redis,
+};
+
+const H: i64 = 3_600_000;
+
+const EXPRS: &[&str] = &[
+    "up",
+    "sum by (code) (rate(http_requests_total[5m]))",
+    "histogram_quantile(0.9, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))",
+    "avg_over_time(temperature_celsius[10m])",
+    "batch_jobs_processed_total",
+    "max_over_time(rate(http_requests_total{code=\"500\"}[5m])[30m:1m])",
+    "node_memory_free_bytes offset 1h",
+    "temperature_celsius - temperature_celsius @ start()",
+];
+
+async fn range(base: &str, expr: &str, start: i64, end: i64) -> Reply {
+    let qs = form(&[
+        ("query", expr),
+        ("start", &secs(start)),
+        ("end", &secs(end)),
+        ("step", "60"),
+    ]);
+    send(
+        Method::GET,
+        &format!("{base}/api/v1/query_range?{qs}"),
+        &[],
+        None,
+    )
+    .await
+}
+
+fn x_cache(r: &Reply) -> String {
+    r.headers
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned()
+}
+
+/// The frontend binary with the Redis cache, as a separate process.
+fn spawn_binary(listen_port: u16, downstream: &str, redis_port: u16) -> Supervised {
+    let log =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fe-{listen_port}.log"));
+    let script_env = [
+        ("PROMQL_FRONTEND_LISTEN", format!("127.0.0.1:{listen_port}")),
+        ("PROMQL_FRONTEND_DOWNSTREAM_URL", downstream.to_owned()),
+        ("PROMQL_FRONTEND_CACHE__BACKEND", "redis".to_owned()),
+        (
+            "PROMQL_FRONTEND_CACHE__REDIS__URL",
+            format!("redis://127.0.0.1:{redis_port}/0"),
+        ),
+    ];
+    let mut args = Vec::new();
+    for (k, v) in &script_env {
+        args.push(format!("{k}={v}"));
+    }
+    args.push(env!("CARGO_BIN_EXE_promql-frontend").to_owned());
+    let proc = Supervised::start("env", &args, &log, None);
+    for _ in 0..200 {
+        if probe_status(listen_port, "/-/healthy") == Some(200) {
+            return proc;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("frontend binary did not start:\n{}", proc.log());
+}
+
+#[tokio::test]
+async fn a_second_frontend_process_is_served_from_the_shared_redis() {
+    let tb = bed().await;
+    let (_redis, redis_port) = blocking(|| start_redis(None)).await;
+    let proxy = counting_proxy(&tb.prom_url).await;
+    let first = start_frontend(redis_config(&proxy.url, redis_port)).await;
+    let (start, end) = (tb.end_ms - 40 * H, tb.end_ms - 2 * H);
+    let mut directs = Vec::new();
+    for expr in EXPRS {
+        let direct = range(&tb.prom_url, expr, start, end).await;
+        let via = range(&first.url, expr, start, end).await;
+        assert!(
+            compare(expr, &direct, &via, false).is_none(),
+            "cold {expr} through redis differs"
+        );
+        assert_eq!(x_cache(&via), "miss", "{expr}");
+        directs.push((expr, direct));
+    }
+    // Writes happen after the answer: give them a moment to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let port = free_port();
+    let proxy_url = proxy.url.clone();
+    let _second = blocking(move || spawn_binary(port, &proxy_url, redis_port)).await;
+    let second = format!("http://127.0.0.1:{port}");
+    let before = proxy.requests();
+    for (expr, direct) in &directs {
+        let via = range(&second, expr, start, end).await;
+        assert!(
+            compare(expr, direct, &via, false).is_none(),
+            "warm {expr} from redis differs"
+        );
+        assert_eq!(
+            x_cache(&via),
+            "hit",
+            "{expr} is served from the first frontend's writes"
+        );
+    }
+    assert_eq!(
+        proxy.requests(),
+        before,
+        "the second frontend sent nothing to the querier"
+    );
+}
+
+#[tokio::test]
+async fn redis_dying_and_coming_back() {
+    let tb = bed().await;
+    let (redis, redis_port) = blocking(|| start_redis(None)).await;
+    let fe = start_frontend(redis_config(&tb.prom_url, redis_port)).await;
+    let (start, end) = (tb.end_ms - 30 * H, tb.end_ms - 3 * H);
+    let expr = "sum by (instance) (rate(http_requests_total[5m]))";
+    let direct = range(&tb.prom_url, expr, start, end).await;
+    range(&fe.url, expr, start, end).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(x_cache(&range(&fe.url, expr, start, end).await), "hit");
+
+    // Redis dies: answers stay correct (misses), within a bound far below any timeout.
+    drop(redis);
+    for _ in 0..5 {
+        let via = tokio::time::timeout(Duration::from_secs(10), range(&fe.url, expr, start, end))
+            .await
+            .expect("the frontend answers while redis is down");
+        assert_eq!(via.status, 200, "{}", via.text());
+        assert!(
+            compare(expr, &direct, &via, false).is_none(),
+            "answer with redis down differs"
+        );
+        assert_eq!(x_cache(&via), "miss");
+    }
+
+    // Redis comes back (empty) on the same port: hits return without a restart.
+    let (_redis, _) = blocking(move || start_redis(Some(redis_port))).await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        let via = range(&fe.url, expr, start, end).await;
+        assert!(
+            compare(expr, &direct, &via, false).is_none(),
+            "answer after restart differs"
+        );
+        if x_cache(&via) == "hit" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the cache did not recover after redis restarted");
+}
