@@ -201,10 +201,11 @@ impl Drop for Scratch {
 /// The shared test bed, built on first use.
 pub fn testbed() -> &'static TestBed {
     static BED: OnceLock<TestBed> = OnceLock::new();
-    BED.get_or_init(build_testbed)
+    BED.get_or_init(|| build_testbed(TESTBED_DAYS))
 }
 
-fn build_testbed() -> TestBed {
+/// Generates `days` of data ending now, backfills it and starts Prometheus on it.
+pub fn build_testbed(days: f64) -> TestBed {
     require_binary("promtool", "prometheus");
     require_binary("prometheus", "prometheus");
     let root =
@@ -212,7 +213,7 @@ fn build_testbed() -> TestBed {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("create test bed dir");
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let spec = Spec::days_ending_at(TESTBED_DAYS, now_ms, TESTBED_INTERVAL_S);
+    let spec = Spec::days_ending_at(days, now_ms, TESTBED_INTERVAL_S);
     let om = root.join("data.om");
     {
         let file = std::fs::File::create(&om).expect("create OpenMetrics file");
@@ -221,7 +222,7 @@ fn build_testbed() -> TestBed {
         w.flush().expect("flush OpenMetrics");
     }
     let tsdb = root.join("tsdb");
-    let hours = (TESTBED_DAYS * 24.0).ceil() as i64 + 2;
+    let hours = (days * 24.0).ceil() as i64 + 2;
     backfill(&om, &tsdb, hours).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(&om).ok();
     let (proc, port) = start_prometheus(&tsdb, Some(&root));
