@@ -274,6 +274,9 @@ pub struct CacheConfig {
     /// Bound on every cache backend call; a slower call is a miss.
     #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
+    /// With `backend = "redis"`: keep a memory cache of `memory_capacity_bytes` in front
+    /// of Redis, so hot entries are served without a network round trip.
+    pub two_tier: bool,
     /// The Redis backend (used when `backend = "redis"`).
     pub redis: RedisConfig,
 }
@@ -290,6 +293,7 @@ impl Default for CacheConfig {
             tenant_header: "X-Scope-OrgID".to_owned(),
             key_headers: Vec::new(),
             op_timeout: Duration::from_millis(100),
+            two_tier: false,
             redis: RedisConfig::default(),
         }
     }

@@ -35,9 +35,11 @@ use crate::downstream::{Downstream, DownstreamOptions};
 use crate::error::{BoxError, Error, error_type_for_status};
 use crate::headers::{ForwardHeaders, strip_hop_by_hop};
 use crate::layers::cache::backend::Backend;
+use crate::layers::cache::batch::Batching;
 use crate::layers::cache::key::KeyOptions;
 use crate::layers::cache::memory::MemoryBackend;
 use crate::layers::cache::redis::{RedisBackend, RedisOptions};
+use crate::layers::cache::tiered::Tiered;
 use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
 use crate::layers::split::SplitOptions;
 use crate::layers::validate::ValidateOptions;
@@ -310,14 +312,22 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
     };
     let backend: Arc<dyn Backend> = match c.backend {
         CacheBackendKind::Memory => Arc::new(MemoryBackend::new(c.memory_capacity_bytes)),
-        CacheBackendKind::Redis => Arc::new(
-            RedisBackend::new(RedisOptions {
+        CacheBackendKind::Redis => {
+            let redis = RedisBackend::new(RedisOptions {
                 url: c.redis.url.clone(),
                 timeout: c.op_timeout,
                 reconnect_backoff: c.redis.reconnect_backoff,
             })
-            .map_err(Error::Internal)?,
-        ),
+            .map_err(Error::Internal)?;
+            // One MGET for the pieces of a query that look up their entries together.
+            let shared: Arc<dyn Backend> = Arc::new(Batching::new(Arc::new(redis)));
+            if c.two_tier {
+                let near = Arc::new(MemoryBackend::new(c.memory_capacity_bytes));
+                Arc::new(Tiered::new(near, shared, c.ttl))
+            } else {
+                shared
+            }
+        }
     };
     let opts = CacheOptions {
         key: KeyOptions {

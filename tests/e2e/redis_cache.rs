@@ -8,8 +8,8 @@ use http::Method;
 
 use crate::split_equivalence::compare;
 use crate::support::{
-    Reply, Supervised, bed, blocking, counting_proxy, form, free_port, probe_status, redis_config,
-    secs, send, start_frontend, start_redis,
+    Reply, Supervised, bed, blocking, counting_proxy, form, free_port, probe_status,
+    redis_command_calls, redis_config, secs, send, start_frontend, start_redis,
 };
 
 const H: i64 = 3_600_000;
@@ -85,6 +85,7 @@ async fn a_second_frontend_process_is_served_from_the_shared_redis() {
     let first = start_frontend(redis_config(&proxy.url, redis_port)).await;
     let (start, end) = (tb.end_ms - 40 * H, tb.end_ms - 2 * H);
     let mut directs = Vec::new();
+    let mgets_before = blocking(move || redis_command_calls(redis_port, "mget")).await;
     for expr in EXPRS {
         let direct = range(&tb.prom_url, expr, start, end).await;
         let via = range(&first.url, expr, start, end).await;
@@ -95,6 +96,15 @@ async fn a_second_frontend_process_is_served_from_the_shared_redis() {
         assert_eq!(x_cache(&via), "miss", "{expr}");
         directs.push((expr, direct));
     }
+    // The pieces of one query look up their entries with one MGET.
+    let mgets = blocking(move || redis_command_calls(redis_port, "mget")).await - mgets_before;
+    let pieces = (end / (24 * H) - start / (24 * H) + 1) as u64;
+    assert!(pieces >= 2);
+    assert_eq!(
+        mgets,
+        EXPRS.len() as u64,
+        "one MGET per query, not one per piece ({pieces} pieces)"
+    );
     // Writes happen after the answer: give them a moment to land.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -164,4 +174,32 @@ async fn redis_dying_and_coming_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "the cache did not recover after redis restarted");
+}
+
+#[tokio::test]
+async fn two_tier_serves_hot_entries_from_memory_when_redis_is_gone() {
+    let tb = bed().await;
+    let (redis, redis_port) = blocking(|| start_redis(None)).await;
+    let mut config = redis_config(&tb.prom_url, redis_port);
+    config.cache.two_tier = true;
+    let fe = start_frontend(config).await;
+    let (start, end) = (tb.end_ms - 30 * H, tb.end_ms - 3 * H);
+    let expr = "avg_over_time(temperature_celsius[10m])";
+    let direct = range(&tb.prom_url, expr, start, end).await;
+    let cold = range(&fe.url, expr, start, end).await;
+    assert!(compare(expr, &direct, &cold, false).is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        blocking(move || redis_command_calls(redis_port, "set")).await,
+        2,
+        "both pieces written to redis"
+    );
+    drop(redis);
+    let warm = range(&fe.url, expr, start, end).await;
+    assert_eq!(
+        x_cache(&warm),
+        "hit",
+        "the memory tier answers without redis"
+    );
+    assert!(compare(expr, &direct, &warm, false).is_none());
 }

@@ -651,3 +651,39 @@ pub fn redis_config(downstream_url: &str, port: u16) -> Config {
     c.validate().expect("redis config is valid");
     c
 }
+
+/// How many times Redis on `port` ran `command` (from `INFO commandstats`).
+pub fn redis_command_calls(port: u16, command: &str) -> u64 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(b"INFO commandstats\r\n");
+    // The answer is a bulk string: `$<length>\r\n<text>\r\n`.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let header_end = raw.windows(2).position(|w| w == b"\r\n");
+        let expected = header_end.and_then(|h| {
+            std::str::from_utf8(&raw[1..h])
+                .ok()?
+                .parse::<usize>()
+                .ok()
+                .map(|len| h + 2 + len)
+        });
+        if expected.is_some_and(|len| raw.len() >= len) {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let prefix = format!("cmdstat_{command}:calls=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -20,10 +20,12 @@
 //! - Identical in-flight fetches (same key and range) share one querier request.
 
 pub mod backend;
+pub mod batch;
 pub mod extents;
 pub mod key;
 pub mod memory;
 pub mod redis;
+pub mod tiered;
 pub mod value;
 
 use std::collections::HashMap;

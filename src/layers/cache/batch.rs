@@ -1,0 +1,163 @@
+//! Read batching: concurrent `get_many` calls (the pieces of one split query look up
+//! their entries at the same moment) are combined into one backend call — one Redis
+//! `MGET` for all pieces instead of one round trip each.
+//!
+//! A background task takes the first waiting request, yields once so that requests
+//! issued in the same instant can queue up, drains them (up to [`MAX_BATCH`] keys), makes
+//! one call, and hands each caller its values. No timer is involved, so a lone request
+//! is never delayed.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::backend::{Backend, BackendError, BackendFuture};
+
+/// Most keys in one combined call.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<Vec<Option<Bytes>>, String>>;
+
+/// Wraps a backend, batching its reads; writes pass through.
+pub struct Batching {
+    inner: Arc<dyn Backend>,
+    queue: OnceLock<mpsc::UnboundedSender<(Vec<u64>, Reply)>>,
+}
+
+impl Batching {
+    /// Wraps `inner`. The batching task starts on first use (inside the runtime).
+    pub fn new(inner: Arc<dyn Backend>) -> Batching {
+        Batching {
+            inner,
+            queue: OnceLock::new(),
+        }
+    }
+
+    fn sender(&self) -> &mpsc::UnboundedSender<(Vec<u64>, Reply)> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(self.inner.clone(), rx));
+            tx
+        })
+    }
+}
+
+async fn run(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<(Vec<u64>, Reply)>) {
+    while let Some(first) = rx.recv().await {
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        let mut total = batch[0].0.len();
+        while total < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => {
+                    total += req.0.len();
+                    batch.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let keys: Vec<u64> = batch.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        let result = inner.get_many(&keys).await;
+        let mut offset = 0;
+        for (k, reply) in batch {
+            let part = match &result {
+                Ok(values) => values
+                    .get(offset..offset + k.len())
+                    .map(<[Option<Bytes>]>::to_vec)
+                    .ok_or_else(|| "backend answered too few values".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            offset += k.len();
+            // The caller may have given up (timeout); nothing to do then.
+            let _ = reply.send(part);
+        }
+    }
+}
+
+impl Backend for Batching {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.sender()
+                .send((keys.to_vec(), tx))
+                .map_err(|_| BackendError::Failed("batching task stopped".into()))?;
+            rx.await
+                .map_err(|_| BackendError::Failed("batching task stopped".into()))?
+                .map_err(BackendError::Failed)
+        })
+    }
+
+    fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
+        self.inner.set(key, value, ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the key lists it is asked for; key k holds the value k (as text).
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<Vec<u64>>>);
+
+    impl Backend for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+            self.0.lock().expect("lock").push(keys.to_vec());
+            Box::pin(async move {
+                Ok(keys
+                    .iter()
+                    .map(|k| (k % 2 == 0).then(|| Bytes::from(k.to_string())))
+                    .collect())
+            })
+        }
+        fn set<'a>(&'a self, _: u64, _: Bytes, _: Duration) -> BackendFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_become_one_call_with_each_callers_values() {
+        let rec = Arc::new(Recording::default());
+        let batching = Arc::new(Batching::new(rec.clone()));
+        let mut tasks = Vec::new();
+        for k in 0..8u64 {
+            let b = batching.clone();
+            tasks.push(tokio::spawn(
+                async move { (k, b.get_many(&[k, k + 100]).await) },
+            ));
+        }
+        for t in tasks {
+            let (k, got) = t.await.expect("task");
+            let want: Vec<Option<Bytes>> = [k, k + 100]
+                .iter()
+                .map(|k| (k % 2 == 0).then(|| Bytes::from(k.to_string())))
+                .collect();
+            assert_eq!(got.expect("values"), want, "caller {k} gets its own values");
+        }
+        let calls = rec.0.lock().expect("lock");
+        assert_eq!(calls.len(), 1, "one combined call: {calls:?}");
+        assert_eq!(calls[0].len(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_lone_read_is_answered() {
+        let rec = Arc::new(Recording::default());
+        let batching = Batching::new(rec.clone());
+        assert_eq!(
+            batching.get_many(&[2]).await.expect("values"),
+            vec![Some(Bytes::from("2"))]
+        );
+        assert_eq!(batching.get_many(&[3]).await.expect("values"), vec![None]);
+        assert_eq!(rec.0.lock().expect("lock").len(), 2);
+    }
+}
