@@ -229,8 +229,12 @@ pub enum CacheBackendKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (a single Redis; unused with `cluster = true`).
     pub url: String,
+    /// Use a Redis Cluster discovered from `nodes`.
+    pub cluster: bool,
+    /// Seed nodes of the Redis Cluster (`redis://host:port`).
+    pub nodes: Vec<String>,
     /// After a failed connection attempt, calls fail at once (as misses) for this long
     /// before the next attempt.
     #[serde(with = "humantime_serde")]
@@ -241,6 +245,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/0".to_owned(),
+            cluster: false,
+            nodes: Vec::new(),
             reconnect_backoff: Duration::from_secs(1),
         }
     }

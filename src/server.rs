@@ -315,6 +315,8 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
         CacheBackendKind::Redis => {
             let redis = RedisBackend::new(RedisOptions {
                 url: c.redis.url.clone(),
+                cluster: c.redis.cluster,
+                nodes: c.redis.nodes.clone(),
                 timeout: c.op_timeout,
                 reconnect_backoff: c.redis.reconnect_backoff,
             })

@@ -10,6 +10,7 @@ use crate::split_equivalence::compare;
 use crate::support::{
     Reply, Supervised, bed, blocking, counting_proxy, form, free_port, probe_status,
     redis_command_calls, redis_config, secs, send, start_frontend, start_redis,
+    start_redis_cluster,
 };
 
 const H: i64 = 3_600_000;
@@ -202,4 +203,54 @@ async fn two_tier_serves_hot_entries_from_memory_when_redis_is_gone() {
         "the memory tier answers without redis"
     );
     assert!(compare(expr, &direct, &warm, false).is_none());
+}
+
+#[tokio::test]
+async fn redis_cluster_backend() {
+    let tb = bed().await;
+    let (_nodes, ports) = blocking(start_redis_cluster).await;
+    let mut config = redis_config(&tb.prom_url, ports[0]);
+    config.cache.redis.cluster = true;
+    config.cache.redis.nodes = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    config.validate().expect("cluster config is valid");
+    let fe = start_frontend(config).await;
+    // A long window: its pieces' keys land in different slots, so the one MGET per query
+    // spans several nodes.
+    let (start, end) = (tb.end_ms - 60 * H, tb.end_ms - 2 * H);
+    for expr in EXPRS {
+        let direct = range(&tb.prom_url, expr, start, end).await;
+        let cold = range(&fe.url, expr, start, end).await;
+        assert!(
+            compare(expr, &direct, &cold, false).is_none(),
+            "cold {expr} through the cluster differs"
+        );
+        assert_eq!(x_cache(&cold), "miss", "{expr}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut sets, mut nodes_with_writes) = (0, 0);
+    for &p in &ports {
+        let n = blocking(move || redis_command_calls(p, "set")).await;
+        sets += n;
+        nodes_with_writes += usize::from(n > 0);
+    }
+    assert!(
+        sets >= EXPRS.len() as u64 * 3,
+        "entries were written across the cluster ({sets} SETs)"
+    );
+    assert!(
+        nodes_with_writes >= 2,
+        "keys are spread over the cluster's nodes"
+    );
+    for expr in EXPRS {
+        let direct = range(&tb.prom_url, expr, start, end).await;
+        let warm = range(&fe.url, expr, start, end).await;
+        assert!(
+            compare(expr, &direct, &warm, false).is_none(),
+            "warm {expr} from the cluster differs"
+        );
+        assert_eq!(x_cache(&warm), "hit", "{expr}");
+    }
 }

@@ -687,3 +687,103 @@ pub fn redis_command_calls(port: u16, command: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// A loopback port `p` such that both `p` and `p + 10000` (Redis Cluster's bus port)
+/// are free.
+fn free_cluster_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base =
+        u64::from(std::process::id()) * 7919 + chrono::Utc::now().timestamp_subsec_nanos() as u64;
+    for _ in 0..500 {
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = 20_000 + ((base + k * 104_729) % 25_000) as u16;
+        if StdListener::bind(("127.0.0.1", p)).is_ok()
+            && StdListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free port pair for a redis cluster node");
+}
+
+/// Starts a three-node Redis Cluster (no replicas) and waits until it serves.
+pub fn start_redis_cluster() -> (Vec<Supervised>, Vec<u16>) {
+    require_binary("redis-server", "redis-server");
+    require_binary("redis-cli", "redis-tools");
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let port = free_cluster_port();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("redis-cluster-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        nodes.push(Supervised::start(
+            "redis-server",
+            &args,
+            &dir.join("redis.log"),
+            Some(&dir),
+        ));
+        ports.push(port);
+    }
+    for &p in &ports {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !redis_ping(p) {
+            assert!(Instant::now() < deadline, "cluster node {p} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for p in &ports {
+        create.arg(format!("127.0.0.1:{p}"));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = ports.iter().all(|p| {
+            Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "cluster", "info"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                .unwrap_or(false)
+        });
+        if ok {
+            return (nodes, ports);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis cluster never reached cluster_state:ok"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -7,11 +7,18 @@
 //! defaults block for seconds while Redis is down). The layer additionally bounds every
 //! call with its operation timeout. Keys are `pf:<16 hex digits>`; reads use one `MGET`
 //! for all keys asked together, writes `SET key value EX ttl`.
+//!
+//! Redis Cluster: with `cluster`, the seed `nodes` are used to discover the cluster and
+//! commands are routed by slot (an `MGET` over keys in several slots is split by the
+//! client and reassembled in order).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisResult};
 
 use super::backend::{Backend, BackendError, BackendFuture};
 
@@ -21,17 +28,41 @@ const KEY_PREFIX: &str = "pf:";
 /// Options of the Redis backend.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`); unused with `cluster`.
     pub url: String,
+    /// Talk to a Redis Cluster discovered from `nodes`.
+    pub cluster: bool,
+    /// Seed nodes of the cluster (`redis://host:port`).
+    pub nodes: Vec<String>,
     /// Bound on connecting and on each command.
     pub timeout: Duration,
     /// After a failed connection attempt, wait this long before the next one.
     pub reconnect_backoff: Duration,
 }
 
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn run<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
 /// A Redis-backed cache.
 pub struct RedisBackend {
-    client: redis::Client,
+    client: Client,
     opts: RedisOptions,
     /// An async mutex: concurrent callers wait for a connection attempt in progress
     /// instead of failing while it runs.
@@ -39,15 +70,32 @@ pub struct RedisBackend {
 }
 
 struct ConnState {
-    conn: Option<ConnectionManager>,
+    conn: Option<Conn>,
     next_attempt: Instant,
 }
 
 impl RedisBackend {
     /// Creates the backend; does not connect yet. Fails only for a malformed URL.
     pub fn new(opts: RedisOptions) -> Result<RedisBackend, String> {
-        let client = redis::Client::open(opts.url.as_str())
-            .map_err(|e| format!("redis url {:?}: {e}", opts.url))?;
+        let client = if opts.cluster {
+            if opts.nodes.is_empty() {
+                return Err("redis cluster needs at least one seed node".into());
+            }
+            let cluster = ClusterClient::builder(opts.nodes.iter().map(String::as_str))
+                .retries(1)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+                .connection_timeout(opts.timeout)
+                .response_timeout(opts.timeout)
+                .build()
+                .map_err(|e| format!("redis cluster nodes {:?}: {e}", opts.nodes))?;
+            Client::Cluster(cluster)
+        } else {
+            Client::Single(
+                redis::Client::open(opts.url.as_str())
+                    .map_err(|e| format!("redis url {:?}: {e}", opts.url))?,
+            )
+        };
         Ok(RedisBackend {
             client,
             opts,
@@ -59,7 +107,7 @@ impl RedisBackend {
     }
 
     /// A live connection, or an error right away while in back-off.
-    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+    async fn connection(&self) -> Result<Conn, BackendError> {
         let mut st = self.state.lock().await;
         if let Some(c) = &st.conn {
             return Ok(c.clone());
@@ -71,13 +119,22 @@ impl RedisBackend {
             ));
         }
         st.next_attempt = now + self.opts.reconnect_backoff;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100))
-            .set_connection_timeout(Some(self.opts.timeout))
-            .set_response_timeout(Some(self.opts.timeout));
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        let connect = async {
+            match &self.client {
+                Client::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_number_of_retries(1)
+                        .set_min_delay(Duration::from_millis(10))
+                        .set_max_delay(Duration::from_millis(100))
+                        .set_connection_timeout(Some(self.opts.timeout))
+                        .set_response_timeout(Some(self.opts.timeout));
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Client::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
         let conn = tokio::time::timeout(self.opts.timeout, connect)
             .await
             .map_err(|_| BackendError::Timeout(self.opts.timeout))?
@@ -103,9 +160,8 @@ impl Backend for RedisBackend {
             }
             let mut conn = self.connection().await?;
             let names: Vec<String> = keys.iter().map(|&k| Self::key(k)).collect();
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                .arg(&names)
-                .query_async(&mut conn)
+            let values: Vec<Option<Vec<u8>>> = conn
+                .run(redis::cmd("MGET").arg(&names))
                 .await
                 .map_err(|e| BackendError::Failed(format!("MGET: {e}")))?;
             if values.len() != keys.len() {
@@ -122,12 +178,13 @@ impl Backend for RedisBackend {
     fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
-            let () = redis::cmd("SET")
-                .arg(Self::key(key))
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(Self::key(key))
                 .arg(value.as_ref())
                 .arg("EX")
-                .arg(ttl.as_secs().max(1))
-                .query_async(&mut conn)
+                .arg(ttl.as_secs().max(1));
+            let () = conn
+                .run(&cmd)
                 .await
                 .map_err(|e| BackendError::Failed(format!("SET: {e}")))?;
             Ok(())
@@ -143,12 +200,24 @@ mod tests {
     fn malformed_urls_are_rejected() {
         let opts = |url: &str| RedisOptions {
             url: url.into(),
+            cluster: false,
+            nodes: vec![],
             timeout: Duration::from_millis(100),
             reconnect_backoff: Duration::from_secs(1),
         };
         assert!(RedisBackend::new(opts("redis://127.0.0.1:6379/0")).is_ok());
         assert!(RedisBackend::new(opts("http://x")).is_err());
         assert!(RedisBackend::new(opts("not a url")).is_err());
+        let cluster = |nodes: Vec<String>| RedisOptions {
+            cluster: true,
+            nodes,
+            ..opts("redis://unused")
+        };
+        assert!(
+            RedisBackend::new(cluster(vec![])).is_err(),
+            "a cluster needs seed nodes"
+        );
+        assert!(RedisBackend::new(cluster(vec!["redis://127.0.0.1:7000".into()])).is_ok());
     }
 
     #[tokio::test]
@@ -156,6 +225,8 @@ mod tests {
         // Port 1 on loopback: nothing listens, connections are refused at once.
         let backend = RedisBackend::new(RedisOptions {
             url: "redis://127.0.0.1:1/0".into(),
+            cluster: false,
+            nodes: vec![],
             timeout: Duration::from_millis(200),
             reconnect_backoff: Duration::from_secs(60),
         })
