@@ -42,7 +42,7 @@ pub struct RedisOptions {
 
 enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 #[derive(Clone)]
@@ -89,7 +89,7 @@ impl RedisBackend {
                 .response_timeout(opts.timeout)
                 .build()
                 .map_err(|e| format!("redis cluster nodes {:?}: {e}", opts.nodes))?;
-            Client::Cluster(cluster)
+            Client::Cluster(Box::new(cluster))
         } else {
             Client::Single(
                 redis::Client::open(opts.url.as_str())
