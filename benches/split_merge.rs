@@ -1,6 +1,6 @@
-//! Micro benchmarks of the split layer's pure parts: cutting a 30-day query into day
-//! pieces, and decoding + merging + encoding 30 day-pieces of a 500-series matrix
-//! (throughput reported over the pieces' JSON bytes).
+//! Micro benchmarks of pure parts: cutting a 30-day query into day pieces, decoding +
+//! merging + encoding 30 day-pieces of a 500-series matrix (throughput over the pieces'
+//! JSON bytes), and encoding/decoding a cache value with compression.
 //!
 //! Run: `cargo bench --bench split_merge`.
 
@@ -84,5 +84,37 @@ fn bench_merge(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_split, bench_merge);
+fn bench_cache_value(c: &mut Criterion) {
+    use promql_frontend::layers::cache::extents::Span;
+    use promql_frontend::layers::cache::value::{Entry, StoredExtent};
+    // One day-piece of 500 series at 60 s: what one cache entry holds.
+    let json = piece_json(0, 60_000);
+    let entry = Entry {
+        key: "pf1 bench key".into(),
+        extents: vec![StoredExtent {
+            span: Span {
+                start_ms: START,
+                end_ms: START + DAY - 60_000,
+            },
+            json: bytes::Bytes::from(json.clone()),
+        }],
+    };
+    let encoded = entry.encode();
+    println!(
+        "cache value: {:.1} MB of JSON -> {:.1} MB stored (lz4, {:.2}x)",
+        json.len() as f64 / 1e6,
+        encoded.len() as f64 / 1e6,
+        json.len() as f64 / encoded.len() as f64
+    );
+    let mut group = c.benchmark_group("cache value (1 day x 500 series x 1440 points)");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.sample_size(20);
+    group.bench_function("encode (lz4)", |b| b.iter(|| black_box(entry.encode())));
+    group.bench_function("decode (lz4)", |b| {
+        b.iter(|| black_box(Entry::decode(&encoded).expect("decodes")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_split, bench_merge, bench_cache_value);
 criterion_main!(benches);

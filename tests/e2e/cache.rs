@@ -6,7 +6,10 @@
 use http::Method;
 
 use crate::split_equivalence::{compare, expressions};
-use crate::support::{Reply, bed, counting_proxy, form, secs, send, start_frontend, test_config};
+use crate::support::{
+    CountingProxy, Reply, TestBed, bed, blocking, counting_proxy, form, redis_config, secs, send,
+    start_frontend, start_redis, test_config,
+};
 
 const H: i64 = 3_600_000;
 
@@ -51,10 +54,23 @@ fn x_cache(r: &Reply) -> &str {
 }
 
 #[tokio::test]
-async fn cold_warm_and_moved_end_equal_direct() {
+async fn cold_warm_and_moved_end_equal_direct_memory() {
     let tb = bed().await;
     let proxy = counting_proxy(&tb.prom_url).await;
     let fe = start_frontend(test_config(&proxy.url)).await;
+    cold_warm_and_moved_end(tb, &proxy, &fe.url, "memory").await;
+}
+
+#[tokio::test]
+async fn cold_warm_and_moved_end_equal_direct_redis() {
+    let tb = bed().await;
+    let (_redis, port) = blocking(|| start_redis(None)).await;
+    let proxy = counting_proxy(&tb.prom_url).await;
+    let fe = start_frontend(redis_config(&proxy.url, port)).await;
+    cold_warm_and_moved_end(tb, &proxy, &fe.url, "redis").await;
+}
+
+async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &str, backend: &str) {
     // Two days ending two hours before the data ends: all of it older than the
     // freshness cut-off, crossing two midnights.
     let (start, end) = (tb.end_ms - 50 * H, tb.end_ms - 2 * H);
@@ -65,7 +81,7 @@ async fn cold_warm_and_moved_end_equal_direct() {
     // Cold.
     for expr in expressions() {
         let direct = range(&tb.prom_url, &expr, start, end, step).await;
-        let via = range(&fe.url, &expr, start, end, step).await;
+        let via = range(&fe_url, &expr, start, end, step).await;
         if let Some(p) = differs(&tb.prom_url, &expr, (start, end, step), &direct, &via).await {
             problems.push(format!("cold {expr}: {p}"));
         }
@@ -76,7 +92,7 @@ async fn cold_warm_and_moved_end_equal_direct() {
     let mut hits = 0;
     for (expr, direct) in &directs {
         let before = proxy.requests();
-        let via = range(&fe.url, expr, start, end, step).await;
+        let via = range(&fe_url, expr, start, end, step).await;
         let sent = proxy.requests() - before;
         if let Some(p) = differs(&tb.prom_url, expr, (start, end, step), direct, &via).await {
             problems.push(format!("warm {expr}: {p}"));
@@ -106,9 +122,9 @@ async fn cold_warm_and_moved_end_equal_direct() {
     for (expr, _) in &directs {
         let step = "15";
         let direct = range(&tb.prom_url, expr, start, moved, step).await;
-        let first = range(&fe.url, expr, start, moved, step).await;
+        let first = range(&fe_url, expr, start, moved, step).await;
         let before = proxy.requests();
-        let refreshed = range(&fe.url, expr, start, moved + 30_000, step).await;
+        let refreshed = range(&fe_url, expr, start, moved + 30_000, step).await;
         let sent = proxy.requests() - before;
         let direct_refreshed = range(&tb.prom_url, expr, start, moved + 30_000, step).await;
         for (name, via, d) in [
@@ -139,6 +155,20 @@ async fn cold_warm_and_moved_end_equal_direct() {
             problems.push(format!(
                 "refreshed {expr}: {sent} querier requests for a 30s tail"
             ));
+        }
+    }
+    // Every lookup and skip is counted by backend, result and reason.
+    let metrics = send(Method::GET, &format!("{fe_url}/metrics"), &[], None)
+        .await
+        .text();
+    for needle in [
+        format!("promql_frontend_cache_lookups_total{{backend=\"{backend}\",result=\"hit\"}}"),
+        format!("promql_frontend_cache_lookups_total{{backend=\"{backend}\",result=\"miss\"}}"),
+        "promql_frontend_cache_skips_total{reason=\"negative_offset\"}".to_owned(),
+        format!("promql_frontend_cache_bytes_total{{backend=\"{backend}\",op=\"write\"}}"),
+    ] {
+        if !metrics.contains(&needle) {
+            problems.push(format!("/metrics lacks {needle}"));
         }
     }
     assert!(

@@ -18,6 +18,7 @@ struct Mock {
     calls: Arc<Mutex<Vec<(i64, i64)>>>,
     warn: bool,
     fail: bool,
+    no_store: bool,
     delay: Duration,
 }
 
@@ -35,7 +36,7 @@ impl Service<RangeQuery> for Mock {
             .lock()
             .expect("lock")
             .push((q.start_ms, q.end_ms));
-        let (warn, fail, delay) = (self.warn, self.fail, self.delay);
+        let (warn, fail, no_store, delay) = (self.warn, self.fail, self.no_store, self.delay);
         Box::pin(async move {
             tokio::time::sleep(delay).await;
             if fail {
@@ -47,7 +48,10 @@ impl Service<RangeQuery> for Mock {
                     ),
                 });
             }
-            Ok(QueryResponse::from_slice(answer_json(&q, warn).as_bytes()).expect("valid"))
+            let mut answer =
+                QueryResponse::from_slice(answer_json(&q, warn).as_bytes()).expect("valid");
+            answer.no_store = no_store;
+            Ok(answer)
         })
     }
 }
