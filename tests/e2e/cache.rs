@@ -81,7 +81,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
     // Cold.
     for expr in expressions() {
         let direct = range(&tb.prom_url, &expr, start, end, step).await;
-        let via = range(&fe_url, &expr, start, end, step).await;
+        let via = range(fe_url, &expr, start, end, step).await;
         if let Some(p) = differs(&tb.prom_url, &expr, (start, end, step), &direct, &via).await {
             problems.push(format!("cold {expr}: {p}"));
         }
@@ -92,7 +92,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
     let mut hits = 0;
     for (expr, direct) in &directs {
         let before = proxy.requests();
-        let via = range(&fe_url, expr, start, end, step).await;
+        let via = range(fe_url, expr, start, end, step).await;
         let sent = proxy.requests() - before;
         if let Some(p) = differs(&tb.prom_url, expr, (start, end, step), direct, &via).await {
             problems.push(format!("warm {expr}: {p}"));
@@ -122,9 +122,9 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
     for (expr, _) in &directs {
         let step = "15";
         let direct = range(&tb.prom_url, expr, start, moved, step).await;
-        let first = range(&fe_url, expr, start, moved, step).await;
+        let first = range(fe_url, expr, start, moved, step).await;
         let before = proxy.requests();
-        let refreshed = range(&fe_url, expr, start, moved + 30_000, step).await;
+        let refreshed = range(fe_url, expr, start, moved + 30_000, step).await;
         let sent = proxy.requests() - before;
         let direct_refreshed = range(&tb.prom_url, expr, start, moved + 30_000, step).await;
         for (name, via, d) in [
