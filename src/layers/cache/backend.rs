@@ -32,4 +32,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores `value` under `key` for `ttl`.
     fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()>;
+
+    /// Stores several values for `ttl`; backends that can send them in one round trip
+    /// (a Redis pipeline) override this.
+    fn set_many<'a>(&'a self, items: Vec<(u64, Bytes)>, ttl: Duration) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            for (key, value) in items {
+                self.set(key, value, ttl).await?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -1,6 +1,7 @@
-//! Read batching: concurrent `get_many` calls (the pieces of one split query look up
-//! their entries at the same moment) are combined into one backend call — one Redis
-//! `MGET` for all pieces instead of one round trip each.
+//! Batching: concurrent `get_many` calls (the pieces of one split query look up their
+//! entries at the same moment) are combined into one backend call — one Redis `MGET`
+//! for all pieces instead of one round trip each — and concurrent writes into one
+//! `set_many` (a pipelined `SET ... EX`).
 //!
 //! A background task takes the first waiting request, yields once so that requests
 //! issued in the same instant can queue up, drains them (up to [`MAX_BATCH`] keys), makes
@@ -19,11 +20,13 @@ use super::backend::{Backend, BackendError, BackendFuture};
 pub const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<Vec<Option<Bytes>>, String>>;
+type Write = (u64, Bytes, Duration, oneshot::Sender<Result<(), String>>);
 
-/// Wraps a backend, batching its reads; writes pass through.
+/// Wraps a backend, batching its reads and its writes.
 pub struct Batching {
     inner: Arc<dyn Backend>,
     queue: OnceLock<mpsc::UnboundedSender<(Vec<u64>, Reply)>>,
+    writes: OnceLock<mpsc::UnboundedSender<Write>>,
 }
 
 impl Batching {
@@ -32,7 +35,16 @@ impl Batching {
         Batching {
             inner,
             queue: OnceLock::new(),
+            writes: OnceLock::new(),
         }
+    }
+
+    fn write_sender(&self) -> &mpsc::UnboundedSender<Write> {
+        self.writes.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_writes(self.inner.clone(), rx));
+            tx
+        })
     }
 
     fn sender(&self) -> &mpsc::UnboundedSender<(Vec<u64>, Reply)> {
@@ -76,6 +88,31 @@ async fn run(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<(Vec<u64>,
     }
 }
 
+async fn run_writes(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = rx.recv().await {
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        // One call per distinct TTL (in practice there is one).
+        while let Some(ttl) = batch.first().map(|w| w.2) {
+            let (same, rest): (Vec<Write>, Vec<Write>) =
+                batch.into_iter().partition(|w| w.2 == ttl);
+            batch = rest;
+            let (items, replies): (Vec<(u64, Bytes)>, Vec<_>) =
+                same.into_iter().map(|(k, v, _, r)| ((k, v), r)).unzip();
+            let result = inner.set_many(items, ttl).await.map_err(|e| e.to_string());
+            for reply in replies {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+}
+
 impl Backend for Batching {
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -94,7 +131,15 @@ impl Backend for Batching {
     }
 
     fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
-        self.inner.set(key, value, ttl)
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.write_sender()
+                .send((key, value, ttl, tx))
+                .map_err(|_| BackendError::Failed("batching task stopped".into()))?;
+            rx.await
+                .map_err(|_| BackendError::Failed("batching task stopped".into()))?
+                .map_err(BackendError::Failed)
+        })
     }
 }
 
@@ -103,9 +148,10 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records the key lists it is asked for; key k holds the value k (as text).
+    /// Records the key lists it is asked for (reads) and the batches it writes; key k
+    /// holds the value k (as text).
     #[derive(Default)]
-    struct Recording(Mutex<Vec<Vec<u64>>>);
+    struct Recording(Mutex<Vec<Vec<u64>>>, Mutex<Vec<Vec<u64>>>);
 
     impl Backend for Recording {
         fn name(&self) -> &'static str {
@@ -120,9 +166,37 @@ mod tests {
                     .collect())
             })
         }
-        fn set<'a>(&'a self, _: u64, _: Bytes, _: Duration) -> BackendFuture<'a, ()> {
+        fn set<'a>(&'a self, key: u64, _: Bytes, _: Duration) -> BackendFuture<'a, ()> {
+            self.1.lock().expect("lock").push(vec![key]);
             Box::pin(async { Ok(()) })
         }
+        fn set_many<'a>(&'a self, items: Vec<(u64, Bytes)>, _: Duration) -> BackendFuture<'a, ()> {
+            self.1
+                .lock()
+                .expect("lock")
+                .push(items.iter().map(|(k, _)| *k).collect());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_become_one_batch() {
+        let rec = Arc::new(Recording::default());
+        let batching = Arc::new(Batching::new(rec.clone()));
+        let mut tasks = Vec::new();
+        for k in 0..6u64 {
+            let b = batching.clone();
+            tasks.push(tokio::spawn(async move {
+                b.set(k, Bytes::from_static(b"v"), Duration::from_secs(60))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("written");
+        }
+        let writes = rec.1.lock().expect("lock");
+        assert_eq!(writes.len(), 1, "one pipelined batch: {writes:?}");
+        assert_eq!(writes[0].len(), 6);
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! and the connection manager is configured with one retry and short delays (its
 //! defaults block for seconds while Redis is down). The layer additionally bounds every
 //! call with its operation timeout. Keys are `pf:<16 hex digits>`; reads use one `MGET`
-//! for all keys asked together, writes `SET key value EX ttl`.
+//! for all keys asked together, writes `SET key value EX ttl` (pipelined when several
+//! are written together).
 //!
 //! Redis Cluster: with `cluster`, the seed `nodes` are used to discover the cluster and
 //! commands are routed by slot (an `MGET` over keys in several slots is split by the
@@ -58,6 +59,16 @@ impl Conn {
             Conn::Cluster(c) => cmd.query_async(c).await,
         }
     }
+}
+
+/// `SET key value EX ttl`.
+fn set_cmd(key: u64, value: &[u8], ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(RedisBackend::key(key))
+        .arg(value)
+        .arg("EX")
+        .arg(ttl.as_secs().max(1));
+    cmd
 }
 
 /// A Redis-backed cache.
@@ -178,15 +189,40 @@ impl Backend for RedisBackend {
     fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(Self::key(key))
-                .arg(value.as_ref())
-                .arg("EX")
-                .arg(ttl.as_secs().max(1));
             let () = conn
-                .run(&cmd)
+                .run(&set_cmd(key, &value, ttl))
                 .await
                 .map_err(|e| BackendError::Failed(format!("SET: {e}")))?;
+            Ok(())
+        })
+    }
+
+    fn set_many<'a>(&'a self, items: Vec<(u64, Bytes)>, ttl: Duration) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            match &mut conn {
+                // One pipeline, one round trip.
+                Conn::Single(c) => {
+                    let mut pipe = redis::pipe();
+                    for (key, value) in &items {
+                        pipe.add_command(set_cmd(*key, value, ttl)).ignore();
+                    }
+                    let () = pipe
+                        .query_async(c)
+                        .await
+                        .map_err(|e| BackendError::Failed(format!("pipelined SET: {e}")))?;
+                }
+                // A pipeline over keys in different slots fails with CROSSSLOT: one SET
+                // per key, routed by slot.
+                Conn::Cluster(_) => {
+                    for (key, value) in &items {
+                        let () = conn
+                            .run(&set_cmd(*key, value, ttl))
+                            .await
+                            .map_err(|e| BackendError::Failed(format!("SET: {e}")))?;
+                    }
+                }
+            }
             Ok(())
         })
     }
