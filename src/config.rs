@@ -275,7 +275,9 @@ pub struct CacheConfig {
     /// `anonymous`).
     pub tenant_header: String,
     /// Request headers whose values are hashed into every key, so that clients with
-    /// different credentials never share entries (e.g. `["Authorization"]`).
+    /// different credentials never share entries. Default `["Authorization"]`: a
+    /// querier (or an auth proxy in front of it) may answer by user. Clear it to share
+    /// entries across credentials when every user sees the same data.
     pub key_headers: Vec<String>,
     /// Bound on every cache backend call; a slower call is a miss.
     #[serde(with = "humantime_serde")]
@@ -295,9 +297,9 @@ impl Default for CacheConfig {
             memory_capacity_bytes: 256 * 1024 * 1024,
             ttl: Duration::from_secs(7 * 24 * 3600),
             max_freshness: Duration::from_secs(600),
-            max_item_bytes: 16 * 1024 * 1024,
+            max_item_bytes: 8 * 1024 * 1024,
             tenant_header: "X-Scope-OrgID".to_owned(),
-            key_headers: Vec::new(),
+            key_headers: vec!["Authorization".to_owned()],
             op_timeout: Duration::from_millis(100),
             two_tier: false,
             redis: RedisConfig::default(),

@@ -333,6 +333,7 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
     };
     let opts = CacheOptions {
         key: KeyOptions {
+            namespace: config.downstream.url.trim_end_matches('/').to_owned(),
             tenant_header: header(&c.tenant_header)
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
             key_headers: c.key_headers.iter().filter_map(|h| header(h)).collect(),

@@ -90,6 +90,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
 
     // Warm: cached pieces send nothing downstream.
     let mut hits = 0;
+    let mut cached_exprs = std::collections::HashSet::new();
     for (expr, direct) in &directs {
         let before = proxy.requests();
         let via = range(fe_url, expr, start, end, step).await;
@@ -100,6 +101,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
         match x_cache(&via) {
             "hit" => {
                 hits += 1;
+                cached_exprs.insert(expr.clone());
                 if sent != 0 {
                     problems.push(format!(
                         "warm {expr}: X-Cache hit but {sent} querier requests"
@@ -120,7 +122,8 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
     // The dashboard refreshes with `end` moved forward: only the new tail is fetched.
     let moved = end + 30_000;
     for (expr, _) in &directs {
-        let step = "15";
+        // Same step as the cached runs: the first request ends 30 s later (no new grid
+        // point), the refresh another 30 s later (one new point: the only fetch).
         let direct = range(&tb.prom_url, expr, start, moved, step).await;
         let first = range(fe_url, expr, start, moved, step).await;
         let before = proxy.requests();
@@ -151,7 +154,18 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
                 problems.push(format!("{name} {expr}: {p}"));
             }
         }
-        if x_cache(&refreshed) == "partial" && sent > 1 {
+        if direct_refreshed.status == 200 && refreshed.status != 200 {
+            problems.push(format!("refreshed {expr}: status {}", refreshed.status));
+        }
+        let outcome = x_cache(&refreshed);
+        // `@ end()` names the end itself: a moved end is another query, rightly a miss.
+        let reusable = cached_exprs.contains(expr) && !expr.contains("end()");
+        if reusable && outcome != "hit" && outcome != "partial" {
+            problems.push(format!(
+                "refreshed {expr}: X-Cache {outcome}, expected hit or partial"
+            ));
+        }
+        if outcome == "partial" && sent > 1 {
             problems.push(format!(
                 "refreshed {expr}: {sent} querier requests for a 30s tail"
             ));

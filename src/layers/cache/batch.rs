@@ -18,6 +18,12 @@ use super::backend::{Backend, BackendError, BackendFuture};
 
 /// Most keys in one combined call.
 pub const MAX_BATCH: usize = 256;
+/// Most requests waiting for a batch; beyond it a call fails at once (a miss or a
+/// skipped write) instead of queueing without bound while the backend is slow.
+const QUEUE: usize = 1024;
+/// Bound on one combined backend call (callers give up earlier on their own timeout;
+/// this keeps abandoned batches from piling up).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Reply = oneshot::Sender<Result<Vec<Option<Bytes>>, String>>;
 type Write = (u64, Bytes, Duration, oneshot::Sender<Result<(), String>>);
@@ -25,8 +31,8 @@ type Write = (u64, Bytes, Duration, oneshot::Sender<Result<(), String>>);
 /// Wraps a backend, batching its reads and its writes.
 pub struct Batching {
     inner: Arc<dyn Backend>,
-    queue: OnceLock<mpsc::UnboundedSender<(Vec<u64>, Reply)>>,
-    writes: OnceLock<mpsc::UnboundedSender<Write>>,
+    queue: OnceLock<mpsc::Sender<(Vec<u64>, Reply)>>,
+    writes: OnceLock<mpsc::Sender<Write>>,
 }
 
 impl Batching {
@@ -39,24 +45,24 @@ impl Batching {
         }
     }
 
-    fn write_sender(&self) -> &mpsc::UnboundedSender<Write> {
+    fn write_sender(&self) -> &mpsc::Sender<Write> {
         self.writes.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(run_writes(self.inner.clone(), rx));
             tx
         })
     }
 
-    fn sender(&self) -> &mpsc::UnboundedSender<(Vec<u64>, Reply)> {
+    fn sender(&self) -> &mpsc::Sender<(Vec<u64>, Reply)> {
         self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(run(self.inner.clone(), rx));
             tx
         })
     }
 }
 
-async fn run(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<(Vec<u64>, Reply)>) {
+async fn run(inner: Arc<dyn Backend>, mut rx: mpsc::Receiver<(Vec<u64>, Reply)>) {
     while let Some(first) = rx.recv().await {
         tokio::task::yield_now().await;
         let mut batch = vec![first];
@@ -70,45 +76,71 @@ async fn run(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<(Vec<u64>,
                 Err(_) => break,
             }
         }
-        let keys: Vec<u64> = batch.iter().flat_map(|(k, _)| k.iter().copied()).collect();
-        let result = inner.get_many(&keys).await;
-        let mut offset = 0;
-        for (k, reply) in batch {
-            let part = match &result {
-                Ok(values) => values
-                    .get(offset..offset + k.len())
-                    .map(<[Option<Bytes>]>::to_vec)
-                    .ok_or_else(|| "backend answered too few values".to_owned()),
-                Err(e) => Err(e.to_string()),
-            };
-            offset += k.len();
-            // The caller may have given up (timeout); nothing to do then.
-            let _ = reply.send(part);
+        // Callers that already gave up need no answer.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
+        // Each batch runs on its own task: a slow one does not hold up the next.
+        tokio::spawn(read_batch(inner.clone(), batch));
     }
 }
 
-async fn run_writes(inner: Arc<dyn Backend>, mut rx: mpsc::UnboundedReceiver<Write>) {
+async fn read_batch(inner: Arc<dyn Backend>, batch: Vec<(Vec<u64>, Reply)>) {
+    let keys: Vec<u64> = batch.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+    let result = match tokio::time::timeout(BATCH_TIMEOUT, inner.get_many(&keys)).await {
+        Ok(r) => r,
+        Err(_) => Err(BackendError::Timeout(BATCH_TIMEOUT)),
+    };
+    let mut offset = 0;
+    for (k, reply) in batch {
+        let part = match &result {
+            Ok(values) => values
+                .get(offset..offset + k.len())
+                .map(<[Option<Bytes>]>::to_vec)
+                .ok_or_else(|| "backend answered too few values".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        offset += k.len();
+        // The caller may have given up (timeout); nothing to do then.
+        let _ = reply.send(part);
+    }
+}
+
+/// Most bytes in one batch of writes.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+async fn run_writes(inner: Arc<dyn Backend>, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.recv().await {
         tokio::task::yield_now().await;
+        let mut bytes = first.1.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => {
+                    bytes += w.1.len();
+                    batch.push(w);
+                }
                 Err(_) => break,
             }
         }
-        // One call per distinct TTL (in practice there is one).
-        while let Some(ttl) = batch.first().map(|w| w.2) {
-            let (same, rest): (Vec<Write>, Vec<Write>) =
-                batch.into_iter().partition(|w| w.2 == ttl);
-            batch = rest;
-            let (items, replies): (Vec<(u64, Bytes)>, Vec<_>) =
-                same.into_iter().map(|(k, v, _, r)| ((k, v), r)).unzip();
-            let result = inner.set_many(items, ttl).await.map_err(|e| e.to_string());
-            for reply in replies {
-                let _ = reply.send(result.clone());
-            }
+        tokio::spawn(write_batch(inner.clone(), batch));
+    }
+}
+
+async fn write_batch(inner: Arc<dyn Backend>, mut batch: Vec<Write>) {
+    // One call per distinct TTL (in practice there is one).
+    while let Some(ttl) = batch.first().map(|w| w.2) {
+        let (same, rest): (Vec<Write>, Vec<Write>) = batch.into_iter().partition(|w| w.2 == ttl);
+        batch = rest;
+        let (items, replies): (Vec<(u64, Bytes)>, Vec<_>) =
+            same.into_iter().map(|(k, v, _, r)| ((k, v), r)).unzip();
+        let result = match tokio::time::timeout(BATCH_TIMEOUT, inner.set_many(items, ttl)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("timed out after {BATCH_TIMEOUT:?}")),
+        };
+        for reply in replies {
+            let _ = reply.send(result.clone());
         }
     }
 }
@@ -122,8 +154,8 @@ impl Backend for Batching {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.sender()
-                .send((keys.to_vec(), tx))
-                .map_err(|_| BackendError::Failed("batching task stopped".into()))?;
+                .try_send((keys.to_vec(), tx))
+                .map_err(|e| BackendError::Failed(format!("read queue: {e}")))?;
             rx.await
                 .map_err(|_| BackendError::Failed("batching task stopped".into()))?
                 .map_err(BackendError::Failed)
@@ -134,8 +166,8 @@ impl Backend for Batching {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.write_sender()
-                .send((key, value, ttl, tx))
-                .map_err(|_| BackendError::Failed("batching task stopped".into()))?;
+                .try_send((key, value, ttl, tx))
+                .map_err(|e| BackendError::Failed(format!("write queue: {e}")))?;
             rx.await
                 .map_err(|_| BackendError::Failed("batching task stopped".into()))?
                 .map_err(BackendError::Failed)

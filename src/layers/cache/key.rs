@@ -34,6 +34,9 @@ const KEYED_PARAMS: &[&str] = &[
 /// How keys are built.
 #[derive(Debug, Clone)]
 pub struct KeyOptions {
+    /// Names the data source (the querier URL): frontends in front of different queriers
+    /// that share one Redis never read each other's entries.
+    pub namespace: String,
     /// Header naming the tenant (`X-Scope-OrgID`); missing → `anonymous`.
     pub tenant_header: HeaderName,
     /// Headers whose values are hashed into the key (e.g. `Authorization`), so users
@@ -158,15 +161,24 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
         if !KEYED_PARAMS.contains(&k.as_str()) {
             return Err(Skip::Param);
         }
+        // The querier reads the first value of a single-valued parameter; list
+        // parameters (`name[]`) keep every value, in order.
+        if !k.ends_with("[]") && params.iter().any(|(seen, _)| seen == k) {
+            continue;
+        }
         params.push((k, v));
     }
-    params.sort_unstable();
-    let tenant = q
-        .request_headers
-        .get(&opts.tenant_header)
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty())
-        .unwrap_or("anonymous");
+    // Stable: values of one list parameter keep their order.
+    params.sort_by_key(|(k, _)| *k);
+    let tenant = match q.request_headers.get(&opts.tenant_header) {
+        None => "anonymous".to_owned(),
+        Some(v) if v.is_empty() => "anonymous".to_owned(),
+        Some(v) => match v.to_str() {
+            Ok(t) => t.to_owned(),
+            // Not visible ASCII: key on the exact bytes, never on a lossy form.
+            Err(_) => format!("bytes:{:02x?}", v.as_bytes()),
+        },
+    };
     let mut auth = Vec::new();
     for name in &opts.key_headers {
         for v in q.request_headers.get_all(name) {
@@ -178,6 +190,8 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
     }
     let mut full = String::with_capacity(normalised.len() + 96);
     full.push_str(KEY_VERSION);
+    full.push('\u{1f}');
+    full.push_str(&format!("{}:{}", opts.namespace.len(), opts.namespace));
     // Field separator: a byte no header value, PromQL text or parameter can contain
     // unescaped in a way that shifts fields (lengths are prefixed for free text).
     let sep = '\u{1f}';

@@ -10,6 +10,7 @@ const MIDNIGHT: i64 = 1_699_920_000_000;
 
 fn opts() -> KeyOptions {
     KeyOptions {
+        namespace: "http://prometheus:9090".into(),
         tenant_header: HeaderName::from_static("x-scope-orgid"),
         key_headers: vec![HeaderName::from_static("authorization")],
         interval_ms: D,
@@ -145,6 +146,55 @@ fn what_the_key_includes_and_excludes() {
         );
         assert_eq!(dk.hash, xxh3_64(dk.full.as_bytes()));
     }
+    // The querier reads the first of repeated single-valued parameters.
+    let first_true = query(
+        "up",
+        MIDNIGHT,
+        MIDNIGHT + 60_000,
+        "60",
+        &[("dedup", "true"), ("dedup", "false")],
+    );
+    let first_false = query(
+        "up",
+        MIDNIGHT,
+        MIDNIGHT + 60_000,
+        "60",
+        &[("dedup", "false"), ("dedup", "true")],
+    );
+    let only_true = query(
+        "up",
+        MIDNIGHT,
+        MIDNIGHT + 60_000,
+        "60",
+        &[("dedup", "true")],
+    );
+    assert_ne!(
+        key(&first_true).expect("k").full,
+        key(&first_false).expect("k").full
+    );
+    assert_eq!(
+        key(&first_true).expect("k").full,
+        key(&only_true).expect("k").full
+    );
+    // A tenant header that is not visible ASCII is keyed on its exact bytes.
+    let mut odd = base.clone();
+    odd.request_headers.insert(
+        "x-scope-orgid",
+        HeaderValue::from_bytes(b"t\xe9am").expect("opaque header value"),
+    );
+    let odd_key = key(&odd).expect("cacheable");
+    assert_ne!(odd_key.full, k.full, "not the anonymous entry");
+    assert!(odd_key.full.contains("bytes:"), "{}", odd_key.full);
+    // Another querier behind another frontend: another namespace.
+    let other = piece_key(
+        &base,
+        &KeyOptions {
+            namespace: "http://other:9090".into(),
+            ..opts()
+        },
+    )
+    .expect("k");
+    assert_ne!(other.hash, k.hash);
     // Two users with different credentials never share.
     let u1 = key(&with_header(base.clone(), "authorization", "Bearer u1")).expect("k");
     let u2 = key(&with_header(base.clone(), "authorization", "Bearer u2")).expect("k");

@@ -73,7 +73,8 @@ pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
 
-type FetchKey = (u64, i64, i64);
+/// An in-flight fetch: full key text (never just the hash) and range.
+type FetchKey = (String, i64, i64);
 type SharedResult = Result<QueryResponse, Arc<Error>>;
 
 /// State shared by every service of one layer: backend, in-flight fetches, metrics.
@@ -190,11 +191,17 @@ where
                     Segment::Hit { extent, span } => {
                         hits += 1;
                         let (stored_span, resp) = &cached[extent];
-                        parts.push(if span == *stored_span {
-                            resp.clone()
+                        if span == *stored_span {
+                            parts.push(resp.clone());
                         } else {
-                            trim(resp, span.start_ms, span.end_ms)?
-                        });
+                            match trim(resp, span.start_ms, span.end_ms) {
+                                Ok(t) => parts.push(t),
+                                // Stored data that cannot be cut: a miss, never an error.
+                                Err(_) => {
+                                    return shared.refetch_whole(inner, &query, &key, last).await;
+                                }
+                            }
+                        }
                     }
                     Segment::Gap(span) => {
                         gaps += 1;
@@ -230,15 +237,26 @@ where
                     .pop()
                     .ok_or_else(|| Error::Internal("no cache parts".into()))?
             } else {
-                merge(parts)?
+                match merge(parts) {
+                    Ok(merged) => merged,
+                    // Stored data that does not merge: a miss, never an error.
+                    Err(_) if hits > 0 => {
+                        return shared.refetch_whole(inner, &query, &key, last).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             if !storable {
                 shared.metrics.cache_skip(Skip::Response.as_str());
             } else if !new_extents.is_empty() {
-                let entry = combine(&key, cached, new_extents, step)?;
+                // Combining and encoding happen after the answer, off the request path.
                 let shared = shared.clone();
-                let hash = key.hash;
-                tokio::spawn(async move { shared.write(hash, entry).await });
+                tokio::spawn(async move {
+                    match combine(&key, cached, new_extents, step) {
+                        Ok(entry) => shared.write(key.hash, entry).await,
+                        Err(e) => tracing::debug!(error = %e, "cache entry not stored"),
+                    }
+                });
             }
             Ok(answer)
         })
@@ -292,6 +310,28 @@ impl Shared {
         out
     }
 
+    /// The answer for the whole piece straight from the querier, when the cached data
+    /// turned out unusable; counted as an unreadable entry, not stored.
+    async fn refetch_whole<S>(
+        &self,
+        inner: S,
+        query: &RangeQuery,
+        key: &PieceKey,
+        last: i64,
+    ) -> Result<QueryResponse, Error>
+    where
+        S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        self.metrics.cache_skip("unreadable_entry");
+        RequestStats::bump(&query.stats.cache_misses);
+        let whole = Span {
+            start_ms: query.start_ms,
+            end_ms: last,
+        };
+        self.fetch(inner, query, key, whole).await
+    }
+
     /// Fetches `span` of `query` from the querier, sharing the request with identical
     /// concurrent fetches.
     async fn fetch<S>(
@@ -305,14 +345,14 @@ impl Shared {
         S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
         S::Future: Send + 'static,
     {
-        let fetch_key = (key.hash, span.start_ms, span.end_ms);
+        let fetch_key = (key.full.clone(), span.start_ms, span.end_ms);
         let (cell, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&fetch_key) {
                 Some(cell) => (cell.clone(), false),
                 None => {
                     let cell = Arc::new(OnceCell::new());
-                    map.insert(fetch_key, cell.clone());
+                    map.insert(fetch_key.clone(), cell.clone());
                     (cell, true)
                 }
             }
@@ -320,6 +360,13 @@ impl Shared {
         if !leader {
             self.metrics.coalesced_fetch();
         }
+        // Every participant removes the entry when it finishes or is cancelled, so a
+        // result is shared only by requests that overlapped it, never replayed later.
+        let _guard = InflightGuard {
+            map: &self.inflight,
+            key: fetch_key,
+            cell: cell.clone(),
+        };
         let mut sub = query.clone();
         sub.start_ms = span.start_ms;
         sub.end_ms = span.end_ms;
@@ -327,12 +374,6 @@ impl Shared {
             .get_or_init(|| async move { inner.oneshot(sub).await.map_err(Arc::new) })
             .await
             .clone();
-        if leader {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&fetch_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                map.remove(&fetch_key);
-            }
-        }
         result.map_err(|e| e.duplicate())
     }
 
@@ -373,6 +414,25 @@ impl Shared {
                 error = why,
                 "cache backend failed; serving as a miss"
             );
+        }
+    }
+}
+
+/// Removes an in-flight entry when dropped, if it is still the one this request used.
+struct InflightGuard<'a> {
+    map: &'a Mutex<HashMap<FetchKey, Arc<OnceCell<SharedResult>>>>,
+    key: FetchKey,
+    cell: Arc<OnceCell<SharedResult>>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(&self.key);
         }
     }
 }

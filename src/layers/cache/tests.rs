@@ -109,6 +109,7 @@ fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
     let clock_now = now.clone();
     let opts = CacheOptions {
         key: KeyOptions {
+            namespace: "mock".into(),
             tenant_header: HeaderName::from_static("x-scope-orgid"),
             key_headers: vec![],
             interval_ms: 24 * H,
@@ -266,6 +267,59 @@ async fn request_cache_control() {
 }
 
 #[tokio::test]
+async fn a_no_cache_request_still_stores_its_answer() {
+    let h = harness(Mock::default(), memory());
+    let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+    let (_, outcome) = h
+        .ask(query(
+            q.start_ms,
+            q.end_ms,
+            &[("cache-control", "no-cache")],
+        ))
+        .await;
+    assert_eq!(outcome, Some("miss"));
+    let (answer, outcome) = h.ask(q.clone()).await;
+    assert_eq!(
+        outcome,
+        Some("hit"),
+        "the no-cache request wrote its fresh answer"
+    );
+    assert_eq!(answer, answer_json(&q, false));
+    assert_eq!(h.take_calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_fetch_is_never_replayed() {
+    let h = harness(
+        Mock {
+            delay: Duration::from_secs(5),
+            ..Mock::default()
+        },
+        memory(),
+    );
+    let q = query(
+        MIDNIGHT + H,
+        MIDNIGHT + 2 * H,
+        &[("cache-control", "no-cache")],
+    );
+    // The first request is cancelled while its fetch is in flight.
+    let first = tokio::spawn(h.svc.clone().oneshot(q.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.abort();
+    let _ = first.await;
+    // A later request must ask the querier itself, not wait for or reuse that fetch.
+    h.svc.clone().oneshot(q.clone()).await.expect("answers");
+    assert_eq!(h.take_calls().len(), 2);
+    // And once it finished, nothing is left in flight to be replayed.
+    h.svc.clone().oneshot(q.clone()).await.expect("answers");
+    assert_eq!(
+        h.take_calls().len(),
+        1,
+        "no-cache: a new request, not a replay"
+    );
+}
+
+#[tokio::test]
 async fn partial_answers_and_errors_are_not_stored() {
     let h = harness(
         Mock {
@@ -418,6 +472,7 @@ async fn entries_with_another_key_are_never_served() {
     let k = piece_key(
         &with_analysis,
         &KeyOptions {
+            namespace: "mock".into(),
             tenant_header: HeaderName::from_static("x-scope-orgid"),
             key_headers: vec![],
             interval_ms: 24 * H,

@@ -90,7 +90,9 @@ impl Entry {
                     .get(..4)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
                     .ok_or(ValueError::Corrupt)?;
-                if claimed > MAX_DECODED {
+                // lz4 expands at most 255:1; a larger claim is a lie that would make the
+                // decoder allocate it.
+                if claimed > MAX_DECODED || claimed > rest.len().saturating_mul(255) {
                     return Err(ValueError::TooLarge);
                 }
                 decompressed =
