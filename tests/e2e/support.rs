@@ -600,25 +600,7 @@ pub async fn counting_proxy(target: &str) -> CountingProxy {
 pub fn start_redis(port: Option<u16>) -> (Supervised, u16) {
     require_binary("redis-server", "redis-server");
     let port = port.unwrap_or_else(free_port);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("redis-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("redis dir");
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &dir.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let proc = Supervised::start("redis-server", &args, &dir.join("redis.log"), Some(&dir));
+    let proc = spawn_redis("redis", port, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if redis_ping(port) {
@@ -627,6 +609,31 @@ pub fn start_redis(port: Option<u16>) -> (Supervised, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("redis-server on port {port} did not start:\n{}", proc.log());
+}
+
+/// Starts `redis-server` on `port` without persistence, in its own scratch directory
+/// (removed when it stops), with `extra` arguments.
+fn spawn_redis(name: &str, port: u16, extra: &[&str]) -> Supervised {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("redis dir");
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--dir".to_owned());
+    args.push(dir.display().to_string());
+    Supervised::start("redis-server", &args, &dir.join("redis.log"), Some(&dir))
 }
 
 /// Whether a Redis on 127.0.0.1:port answers PING.
@@ -714,36 +721,15 @@ pub fn start_redis_cluster() -> (Vec<Supervised>, Vec<u16>) {
     let mut ports = Vec::new();
     for _ in 0..3 {
         let port = free_cluster_port();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("redis-cluster-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+        let cluster_args = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
             "2000",
-            "--dir",
-            &dir.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        nodes.push(Supervised::start(
-            "redis-server",
-            &args,
-            &dir.join("redis.log"),
-            Some(&dir),
-        ));
+        ];
+        nodes.push(spawn_redis("redis-cluster", port, &cluster_args));
         ports.push(port);
     }
     for &p in &ports {
