@@ -266,6 +266,18 @@ impl Downstream {
     /// A failure to exchange bytes with the querier: refused or timed-out connections,
     /// TLS failures, resets. The cause chain says which.
     fn transport_error(&self, source: crate::error::BoxError) -> Error {
+        // hyper-util words an expired connect timeout as "deadline has elapsed": say
+        // which timeout it was.
+        if crate::error::error_chain(source.as_ref()).contains("deadline has elapsed") {
+            return Error::Unavailable {
+                endpoint: self.shared.origin.clone(),
+                source: format!(
+                    "no connection within {} (downstream.connect_timeout)",
+                    humantime::format_duration(self.shared.connect_timeout)
+                )
+                .into(),
+            };
+        }
         Error::Unavailable {
             endpoint: self.shared.origin.clone(),
             source,

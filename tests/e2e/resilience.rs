@@ -150,3 +150,47 @@ async fn unparseable_query_with_querier_down_is_still_400() {
             .starts_with("invalid parameter \"query\"")
     );
 }
+
+#[tokio::test]
+async fn unresponsive_connect_is_503_after_the_connect_timeout() {
+    // A listener whose accept queue is full and never drained: the kernel drops further
+    // SYNs, so a new connection hangs in connect() like a black-holed querier.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("local addr");
+    let _listener = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    let mut config = test_config(&format!("http://{addr}"));
+    config.downstream.connect_timeout = Duration::from_millis(500);
+    let fe = start_frontend(config).await;
+    for path in [
+        "/api/v1/query_range?query=up&start=0&end=60&step=15",
+        "/api/v1/labels",
+    ] {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(Method::GET, &format!("{}{path}", fe.url), &[], None),
+        )
+        .await
+        .expect("the frontend gives up at its connect timeout, not the request timeout");
+        assert_eq!(resp.status, 503, "{path}: {}", resp.text());
+        let json = resp.json();
+        assert_eq!(json["errorType"], "unavailable", "{json}");
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no connection within 500ms"),
+            "the message names the connect timeout: {json}"
+        );
+    }
+}
