@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::downstream::BalancePolicy;
+
 /// Prefix of environment variables that override config fields.
 pub const ENV_PREFIX: &str = "PROMQL_FRONTEND_";
 
@@ -28,6 +30,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Default limit on a range-query answer read from the querier: 1 GiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Most querier URLs in `downstream.urls` (attempts track tried URLs in a bit set).
+pub const MAX_DOWNSTREAM_URLS: usize = 64;
 
 /// Request headers forwarded to the querier unless configured otherwise.
 pub const DEFAULT_FORWARD_HEADERS: &[&str] = &[
@@ -84,6 +89,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The querier the frontend forwards to.
     pub downstream: DownstreamConfig,
+    /// How failed querier requests are retried.
+    pub retry: RetryConfig,
     /// How range queries are validated, aligned and split.
     pub query_range: QueryRangeConfig,
     /// The results cache.
@@ -132,11 +139,34 @@ pub struct DownstreamConfig {
     /// Base URL of the querier: `http://` or `https://`, host, port and an optional path
     /// prefix (`http://thanos-query:10902/prefix`). API paths are appended to it.
     pub url: String,
+    /// Several querier replicas serving the same data (an HA pair, several Thanos Query
+    /// replicas), each a URL like `url`. When not empty it replaces `url`.
+    pub urls: Vec<String>,
+    /// How requests are spread over `urls`: `round_robin` or `primary_backup` (the
+    /// first healthy URL in list order). A failed attempt is retried on another URL.
+    pub policy: BalancePolicy,
+    /// An endpoint whose connections fail this many times in a row is ejected: it gets
+    /// no requests for `ejection_period` (unless every endpoint is ejected), then one
+    /// request tries it again. `0` never ejects.
+    pub eject_after_failures: u32,
+    /// How long an ejected endpoint is left alone.
+    #[serde(with = "humantime_serde")]
+    pub ejection_period: Duration,
+    /// Probe every endpoint at `probe_path` this often and eject or restore it by the
+    /// result (in addition to the passive checks on real traffic). `0s`: no active probes.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Overall time for one client request, retries included. A client's `timeout`
+    /// parameter can shorten it, never lengthen it; range queries pass the time left
+    /// to the querier as their `timeout` parameter.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
     /// Time allowed to open a TCP (and TLS) connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Time allowed for one request: until the response headers for passthrough
-    /// requests, until the whole body for range queries.
+    /// Time allowed for one attempt: until the response headers for passthrough
+    /// requests, until the whole body for range queries. Lower it below `deadline` to
+    /// fail over from a querier that hangs.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
@@ -166,6 +196,12 @@ impl Default for DownstreamConfig {
     fn default() -> Self {
         DownstreamConfig {
             url: DEFAULT_DOWNSTREAM_URL.to_owned(),
+            urls: Vec::new(),
+            policy: BalancePolicy::RoundRobin,
+            eject_after_failures: 3,
+            ejection_period: Duration::from_secs(10),
+            health_check_interval: Duration::ZERO,
+            deadline: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(120),
             pool_idle_timeout: Duration::from_secs(90),
@@ -178,6 +214,60 @@ impl Default for DownstreamConfig {
             probe_path: "/api/v1/status/buildinfo".to_owned(),
             tls_ca_file: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl DownstreamConfig {
+    /// The querier URLs in use: `urls` when set, else `url`.
+    pub fn endpoint_urls(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
+}
+
+/// `[retry]`: retries of failed querier requests (transport errors, timeouts, 5xx and
+/// 429 answers; see `Error::is_retryable`), per range-query piece and per passthrough
+/// request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra attempts after the first. `0` turns retries off.
+    pub max_retries: u32,
+    /// Upper bound of the first backoff; each retry doubles it (full jitter: the wait is
+    /// a random time up to the bound).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Largest backoff bound.
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// A 429/503 answer's `Retry-After` is waited for when it is at most this long;
+    /// a longer one ends the retries and goes to the client.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Retries allowed as a percentage of requests over `budget_window`, so an outage
+    /// does not multiply the load on the querier.
+    pub budget_percent: f32,
+    /// Retries always allowed per second, whatever the request rate.
+    pub budget_min_per_second: u32,
+    /// Window over which the budget counts requests (1s to 60s).
+    #[serde(with = "humantime_serde")]
+    pub budget_window: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(10),
+            budget_percent: 20.0,
+            budget_min_per_second: 10,
+            budget_window: Duration::from_secs(10),
         }
     }
 }
@@ -388,11 +478,42 @@ impl Config {
                 msg,
             });
         }
+        for url in &d.urls {
+            if let Err(msg) = validate_downstream_url(url) {
+                return Err(ConfigError::Invalid {
+                    field: "downstream.urls",
+                    msg,
+                });
+            }
+        }
+        if d.urls.len() > MAX_DOWNSTREAM_URLS {
+            return Err(ConfigError::Invalid {
+                field: "downstream.urls",
+                msg: format!("at most {MAX_DOWNSTREAM_URLS} URLs"),
+            });
+        }
+        let r = &self.retry;
+        if r.max_retries > 0 {
+            if r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base {
+                return invalid(
+                    "retry.backoff_base",
+                    "must be greater than 0 and at most retry.backoff_cap",
+                );
+            }
+            if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&r.budget_window) {
+                return invalid("retry.budget_window", "must be between 1s and 60s");
+            }
+            if !(0.0..=1000.0).contains(&r.budget_percent) {
+                return invalid("retry.budget_percent", "must be between 0 and 1000");
+            }
+        }
         for (field, value) in [
             ("downstream.connect_timeout", d.connect_timeout),
             ("downstream.request_timeout", d.request_timeout),
             ("downstream.pool_idle_timeout", d.pool_idle_timeout),
             ("downstream.ready_window", d.ready_window),
+            ("downstream.ejection_period", d.ejection_period),
+            ("downstream.deadline", d.deadline),
         ] {
             if value.is_zero() {
                 return invalid(field, "must be greater than 0");
@@ -600,6 +721,21 @@ mod tests {
                 "downstream.request_timeout",
             ),
             ("[downstream]\nurl = \"ftp://x\"", "downstream.url"),
+            (
+                "[downstream]\nurls = [\"http://a:9090\", \"b:9090\"]",
+                "downstream.urls",
+            ),
+            ("[downstream]\ndeadline = \"0s\"", "downstream.deadline"),
+            (
+                "[downstream]\nejection_period = \"0s\"",
+                "downstream.ejection_period",
+            ),
+            ("[retry]\nbudget_window = \"2m\"", "retry.budget_window"),
+            ("[retry]\nbudget_percent = -1.0", "retry.budget_percent"),
+            (
+                "[retry]\nbackoff_base = \"5s\"\nbackoff_cap = \"1s\"",
+                "retry.backoff_base",
+            ),
             ("[downstream]\nurl = \"not a url\"", "downstream.url"),
             (
                 "[downstream]\nurl = \"http://q:9090/?a=1\"",

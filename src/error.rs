@@ -64,12 +64,14 @@ pub enum Error {
     },
 
     /// The querier did not answer in time.
-    #[error("querier {endpoint} did not answer within {}", humantime::format_duration(*after))]
+    #[error("querier {endpoint} did not answer within {} ({limit})", humantime::format_duration(*after))]
     Timeout {
         /// The querier endpoint that timed out.
         endpoint: String,
         /// The timeout that expired.
         after: Duration,
+        /// Which limit it was: `downstream.request_timeout` or the request's deadline.
+        limit: &'static str,
     },
 
     /// The querier answered with a success status but a body that is not a valid
@@ -117,15 +119,18 @@ impl Error {
     }
 
     /// Whether sending the same request again may succeed: transport failures,
-    /// timeouts and 5xx answers, except a 503 whose body says the query itself timed out
-    /// or was cancelled in the engine (it would fail the same way again).
+    /// timeouts, invalid answers and 5xx answers, except a 5xx whose body says the query
+    /// itself timed out or was cancelled in the engine (it would fail the same way
+    /// again). 429 Too Many Requests is the one retryable 4xx: it means "later", not
+    /// "never". Whether and when a retry happens is the retry layer's business.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             Error::Downstream { status, body, .. } => {
-                status.is_server_error()
-                    && !(body_mentions(body, b"\"errorType\":\"timeout\"")
-                        || body_mentions(body, b"\"errorType\":\"canceled\""))
+                *status == StatusCode::TOO_MANY_REQUESTS
+                    || (status.is_server_error()
+                        && !(body_mentions(body, b"\"errorType\":\"timeout\"")
+                            || body_mentions(body, b"\"errorType\":\"canceled\"")))
             }
             Error::BadResponse(_) => true,
             Error::BadData(_)
@@ -156,13 +161,60 @@ impl Error {
                 endpoint: endpoint.clone(),
                 source: error_chain(source.as_ref()).into(),
             },
-            Error::Timeout { endpoint, after } => Error::Timeout {
+            Error::Timeout {
+                endpoint,
+                after,
+                limit,
+            } => Error::Timeout {
                 endpoint: endpoint.clone(),
                 after: *after,
+                limit,
             },
             Error::BadResponse(m) => Error::BadResponse(m.clone()),
             Error::Canceled => Error::Canceled,
             Error::Internal(m) => Error::Internal(m.clone()),
+        }
+    }
+
+    /// The delay a querier asked for with `Retry-After` (seconds or an HTTP date) on a
+    /// 429 or 503 answer.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let Error::Downstream {
+            status, headers, ..
+        } = self
+        else {
+            return None;
+        };
+        if !matches!(status.as_u16(), 429 | 503) {
+            return None;
+        }
+        let value = headers
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let ms = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+        Some(Duration::from_millis(ms.max(0) as u64))
+    }
+
+    /// A short fixed name for the kind of failure, for metric labels and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_request",
+            Error::Downstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                "status_429"
+            }
+            Error::Downstream { status, .. } if status.is_server_error() => "status_5xx",
+            Error::Downstream { .. } => "status_4xx",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Timeout { .. } => "timeout",
+            Error::BadResponse(_) => "bad_response",
+            Error::Canceled => "canceled",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -235,6 +287,7 @@ mod tests {
         let timeout = Error::Timeout {
             endpoint: "http://q:9090".into(),
             after: Duration::from_secs(2),
+            limit: "downstream.request_timeout",
         };
         let cases: Vec<(Error, u16, &str, bool)> = vec![
             (Error::BadData("x".into()), 400, "bad_data", false),
@@ -246,6 +299,8 @@ mod tests {
             (Error::Internal("x".into()), 500, "internal", false),
             (downstream(400, "{}"), 400, "bad_data", false),
             (downstream(422, "{}"), 422, "execution", false),
+            (downstream(429, "slow down"), 429, "internal", true),
+            (downstream(404, "{}"), 404, "not_found", false),
             (downstream(500, "oops"), 500, "internal", true),
             (downstream(502, "<html>"), 502, "internal", true),
             (
@@ -272,6 +327,37 @@ mod tests {
             assert_eq!(err.error_type(), ty, "{err:?}");
             assert_eq!(err.is_retryable(), retry, "{err:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_on_429_and_503_only() {
+        let with = |status: u16, value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::RETRY_AFTER,
+                value.parse().expect("header value"),
+            );
+            Error::Downstream {
+                status: StatusCode::from_u16(status).expect("status"),
+                headers: Box::new(headers),
+                body: Bytes::new(),
+            }
+        };
+        assert_eq!(with(429, "7").retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(with(503, " 0 ").retry_after(), Some(Duration::ZERO));
+        assert_eq!(with(500, "7").retry_after(), None);
+        assert_eq!(with(503, "soon").retry_after(), None);
+        assert_eq!(with(503, "-3").retry_after(), None);
+        let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+        let date = later.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let got = with(503, &date).retry_after().expect("HTTP date");
+        assert!(
+            got > Duration::from_secs(110) && got <= Duration::from_secs(120),
+            "{got:?}"
+        );
+        let past = with(503, "Wed, 21 Oct 2015 07:28:00 GMT").retry_after();
+        assert_eq!(past, Some(Duration::ZERO));
+        assert_eq!(downstream(429, "x").retry_after(), None);
     }
 
     #[test]

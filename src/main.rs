@@ -18,7 +18,8 @@ struct Args {
     /// Listen address, overriding server.listen.
     #[arg(long, env = "PROMQL_FRONTEND_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Querier base URL, overriding downstream.url.
+    /// Querier base URL, overriding downstream.url and downstream.urls; several
+    /// replicas as a comma-separated list.
     #[arg(long, env = "PROMQL_FRONTEND_DOWNSTREAM_URL")]
     downstream_url: Option<String>,
     /// Validate the configuration, print it, and exit (0 when valid).
@@ -65,8 +66,16 @@ fn load_config(args: &Args) -> Result<Config, promql_frontend::config::ConfigErr
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    if let Some(url) = &args.downstream_url {
-        config.downstream.url = url.clone();
+    if let Some(list) = &args.downstream_url {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if let Some(first) = urls.first() {
+            config.downstream.url = first.clone();
+        }
+        config.downstream.urls = if urls.len() > 1 { urls } else { Vec::new() };
     }
     config.validate()?;
     Ok(config)
@@ -92,7 +101,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("listening on {}: {e}", config.server.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        downstream = %config.downstream.url,
+        downstream = %config.downstream.endpoint_urls().join(","),
         "promql-frontend started"
     );
     frontend.serve(listener, shutdown_signal()).await?;

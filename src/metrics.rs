@@ -135,6 +135,34 @@ struct BackendOpLabels {
     op: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AttemptLabels {
+    downstream: String,
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DownstreamLabels {
+    downstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RetryLabels {
+    downstream: String,
+    reason: &'static str,
+}
+
+/// The `outcome` label of a querier attempt that got an HTTP answer.
+pub fn status_outcome(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=399 => "success",
+        429 => "status_429",
+        400..=499 => "status_4xx",
+        _ => "status_5xx",
+    }
+}
+
 /// All metrics of one frontend instance.
 pub struct Metrics {
     registry: Registry,
@@ -146,6 +174,11 @@ pub struct Metrics {
     cache_backend_errors: Family<BackendOpLabels, Counter>,
     cache_bytes: Family<BackendOpLabels, Counter>,
     coalesced: Counter,
+    attempts: Family<AttemptLabels, Counter>,
+    attempt_duration: Family<DownstreamLabels, Histogram, fn() -> Histogram>,
+    retries: Family<RetryLabels, Counter>,
+    healthy: Family<DownstreamLabels, Gauge>,
+    budget_exhausted: Counter,
 }
 
 impl Metrics {
@@ -215,8 +248,50 @@ impl Metrics {
             "Piece fetches that waited for an identical in-flight fetch instead of asking the querier",
             coalesced.clone(),
         );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "downstream_attempts",
+            "Requests sent to querier endpoints (retries included), by endpoint, kind (query_range, passthrough, probe) and outcome",
+            attempts.clone(),
+        );
+        let attempt_duration: Family<DownstreamLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0, 120.0,
+                ])
+            });
+        registry.register_with_unit(
+            "downstream_attempt_duration",
+            "Time of one attempt at a querier endpoint, until its answer was read (passthrough: until its headers)",
+            prometheus_client::registry::Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "downstream_retries",
+            "Failed querier attempts that were retried, by the endpoint that failed and the reason",
+            retries.clone(),
+        );
+        let healthy = Family::<DownstreamLabels, Gauge>::default();
+        registry.register(
+            "downstream_endpoint_healthy",
+            "1 while a querier endpoint is in rotation, 0 from its ejection until it answers again",
+            healthy.clone(),
+        );
+        let budget_exhausted = Counter::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not made because the retry budget was spent",
+            budget_exhausted.clone(),
+        );
         Metrics {
             registry,
+            attempts,
+            attempt_duration,
+            retries,
+            healthy,
+            budget_exhausted,
             requests,
             duration,
             in_flight,
@@ -259,6 +334,52 @@ impl Metrics {
     /// Counts a coalesced fetch.
     pub fn coalesced_fetch(&self) {
         self.coalesced.inc();
+    }
+
+    /// Records one attempt at a querier endpoint.
+    pub fn downstream_attempt(
+        &self,
+        downstream: &str,
+        kind: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                downstream: downstream.to_owned(),
+                kind,
+                outcome,
+            })
+            .inc();
+        self.attempt_duration
+            .get_or_create(&DownstreamLabels {
+                downstream: downstream.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets whether an endpoint is in rotation.
+    pub fn set_endpoint_healthy(&self, downstream: &str, healthy: bool) {
+        self.healthy
+            .get_or_create(&DownstreamLabels {
+                downstream: downstream.to_owned(),
+            })
+            .set(i64::from(healthy));
+    }
+
+    /// Counts a retry of an attempt that failed at `downstream` for `reason`.
+    pub fn retry(&self, downstream: &str, reason: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                downstream: downstream.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a retry refused by the budget.
+    pub fn retry_budget_exhausted(&self) {
+        self.budget_exhausted.inc();
     }
 
     /// Marks a request as started; the returned guard marks it finished when dropped.

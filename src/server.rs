@@ -31,7 +31,7 @@ use tower::ServiceExt;
 
 use crate::config::CacheBackendKind;
 use crate::config::Config;
-use crate::downstream::{Downstream, DownstreamOptions};
+use crate::downstream::{Downstream, DownstreamOptions, ForwardRequest, HealthOptions};
 use crate::error::{BoxError, Error, error_type_for_status};
 use crate::headers::{ForwardHeaders, strip_hop_by_hop};
 use crate::layers::cache::backend::Backend;
@@ -41,11 +41,13 @@ use crate::layers::cache::memory::MemoryBackend;
 use crate::layers::cache::redis::{RedisBackend, RedisOptions};
 use crate::layers::cache::tiered::Tiered;
 use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
+use crate::layers::retry::{RetryOptions, RetryPolicy};
 use crate::layers::split::SplitOptions;
 use crate::layers::validate::ValidateOptions;
 use crate::metrics::{Endpoint, Metrics};
 use crate::model::RangeQuery;
-use crate::model::query::form_pairs;
+use crate::model::query::{form_pairs, is_form_content_type};
+use crate::model::time::parse_duration_ns;
 use crate::stack::{self, RangeService};
 
 /// Response body type of the server: a local buffer or the querier's stream.
@@ -58,6 +60,7 @@ const GZIP_MIN_BYTES: usize = 1024;
 /// Everything a request handler needs; shared by all connections.
 pub struct Frontend {
     downstream: Downstream,
+    retry: RetryPolicy,
     stack: RangeService,
     forward: ForwardHeaders,
     metrics: Arc<Metrics>,
@@ -67,14 +70,23 @@ pub struct Frontend {
     probe_path: String,
     grace_period: Duration,
     header_read_timeout: Duration,
+    deadline: Duration,
+    health_check_interval: Duration,
 }
 
 impl Frontend {
     /// Builds the frontend from a validated config.
     pub fn new(config: &Config) -> Result<Frontend, Error> {
         let d = &config.downstream;
+        let metrics = Arc::new(Metrics::new());
         let downstream = Downstream::new(&DownstreamOptions {
-            url: d.url.clone(),
+            urls: d.endpoint_urls(),
+            policy: d.policy,
+            health: HealthOptions {
+                eject_after: d.eject_after_failures,
+                ejection_period: d.ejection_period,
+            },
+            metrics: metrics.clone(),
             connect_timeout: d.connect_timeout,
             request_timeout: d.request_timeout,
             pool_idle_timeout: d.pool_idle_timeout,
@@ -83,7 +95,20 @@ impl Frontend {
             max_response_bytes: d.max_response_bytes,
         })?;
         let q = &config.query_range;
-        let metrics = Arc::new(Metrics::new());
+        let r = &config.retry;
+        let retry = RetryPolicy::new(
+            RetryOptions {
+                max_retries: r.max_retries,
+                backoff_base: r.backoff_base,
+                backoff_cap: r.backoff_cap,
+                max_retry_after: r.max_retry_after,
+                budget_percent: r.budget_percent,
+                budget_min_per_second: r.budget_min_per_second,
+                budget_window: r.budget_window,
+            },
+            metrics.clone(),
+            downstream.origins(),
+        );
         let cache = match config.cache.enabled {
             true => Some(cache_layer(config, metrics.clone())?),
             false => None,
@@ -99,10 +124,12 @@ impl Frontend {
                 max_inflight: q.max_inflight_pieces,
             },
             cache,
+            retry: retry.clone(),
         };
         Ok(Frontend {
             stack: stack::build(downstream.clone(), stack_opts),
             downstream,
+            retry,
             forward: ForwardHeaders::new(&d.forward_headers),
             metrics,
             max_body_bytes: config.server.max_body_bytes,
@@ -111,6 +138,8 @@ impl Frontend {
             probe_path: d.probe_path.clone(),
             grace_period: config.server.grace_period,
             header_read_timeout: config.server.header_read_timeout,
+            deadline: d.deadline,
+            health_check_interval: d.health_check_interval,
         })
     }
 
@@ -129,6 +158,13 @@ impl Frontend {
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Aborted when dropped, at the end of this function.
+        let _health_checks = (!this.health_check_interval.is_zero()).then(|| {
+            AbortOnDrop(
+                this.downstream
+                    .spawn_health_checks(this.health_check_interval, this.probe_path.clone()),
+            )
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -217,6 +253,7 @@ impl Frontend {
         let mut request_headers = parts.headers.clone();
         strip_hop_by_hop(&mut request_headers);
         query.request_headers = request_headers;
+        query.deadline = Some(self.deadline_for(query.client_timeout()));
         let stats = query.stats.clone();
         let answer = self.stack.clone().oneshot(query).await?;
         let json = answer.encode();
@@ -232,14 +269,47 @@ impl Frontend {
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let mut headers = self.forward.select(&parts.headers);
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        if let Some(ct) = content_type {
             headers.insert(header::CONTENT_TYPE, ct.clone());
         }
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let resp = self
-            .downstream
-            .forward(parts.method, path_and_query, headers, body)
-            .await?;
+        let content_type = content_type.and_then(|v| v.to_str().ok());
+        let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
+        // The client's `timeout` parameter (URL or form) can shorten the deadline.
+        let form_body: &[u8] = if parts.method == Method::POST {
+            &body
+        } else {
+            &[]
+        };
+        let client_timeout = form_pairs(parts.uri.query(), content_type, form_body)
+            .into_iter()
+            .find(|(k, _)| k == "timeout")
+            .and_then(|(_, v)| parse_duration_ns(&v).ok())
+            .map(|ns| Duration::from_nanos(ns.max(0) as u64));
+        let deadline = self.deadline_for(client_timeout);
+        let request = ForwardRequest {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            headers,
+            body,
+            retryable,
+        };
+        let downstream = &self.downstream;
+        let resp = if retryable {
+            self.retry
+                .run(Some(deadline), None, |route| {
+                    let request = &request;
+                    async move { downstream.forward(request, &route, Some(deadline)).await }
+                })
+                .await?
+        } else {
+            let route = crate::model::Route::default();
+            downstream.forward(&request, &route, Some(deadline)).await?
+        };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(
@@ -248,17 +318,26 @@ impl Frontend {
         ))
     }
 
+    /// When a request received now must be answered: `downstream.deadline` from now, or
+    /// sooner when the client's `timeout` parameter says so.
+    fn deadline_for(&self, client_timeout: Option<Duration>) -> tokio::time::Instant {
+        let allowed = client_timeout.map_or(self.deadline, |t| t.min(self.deadline));
+        tokio::time::Instant::now() + allowed
+    }
+
     async fn ready(&self) -> Response<Body> {
-        if self.downstream.answered_within(self.ready_window)
-            || self.downstream.probe(&self.probe_path).await
+        if self
+            .downstream
+            .ready(self.ready_window, &self.probe_path)
+            .await
         {
             text(StatusCode::OK, "promql-frontend is Ready.\n")
         } else {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
-                    "querier {} has not answered within {}\n",
-                    self.downstream.origin(),
+                    "no querier endpoint ({}) has answered within {}\n",
+                    self.downstream.describe(),
                     humantime::format_duration(self.ready_window)
                 ),
             )
@@ -333,7 +412,15 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
     };
     let opts = CacheOptions {
         key: KeyOptions {
-            namespace: config.downstream.url.trim_end_matches('/').to_owned(),
+            // Replicas of one querier answer alike and share entries; another querier
+            // (set) gets its own.
+            namespace: config
+                .downstream
+                .endpoint_urls()
+                .iter()
+                .map(|u| u.trim_end_matches('/'))
+                .collect::<Vec<_>>()
+                .join(","),
             tenant_header: header(&c.tenant_header)
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
             key_headers: c.key_headers.iter().filter_map(|h| header(h)).collect(),
@@ -346,6 +433,46 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
         clock: system_clock(),
     };
     Ok(CacheLayer::new(opts, backend, metrics))
+}
+
+/// Paths that only read and accept a form POST.
+const READ_PATHS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/query_exemplars",
+    "/api/v1/series",
+    "/api/v1/labels",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
+];
+
+/// Whether sending a passthrough request twice is harmless: GET, HEAD and OPTIONS, and a
+/// form POST (or an empty one) to a read endpoint. Anything else (admin APIs, remote
+/// write, other methods) gets exactly one attempt.
+fn is_idempotent_read(
+    method: &Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => true,
+        Method::POST => {
+            let read_path = READ_PATHS.contains(&path)
+                || (path.starts_with("/api/v1/label/") && path.ends_with("/values"));
+            read_path && (body.is_empty() || is_form_content_type(content_type))
+        }
+        _ => false,
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).
@@ -480,6 +607,36 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reads_are_idempotent() {
+        let form = Some("application/x-www-form-urlencoded");
+        let cases = [
+            (Method::GET, "/api/v1/admin/tsdb/snapshot", None, "", true),
+            (Method::HEAD, "/api/v1/labels", None, "", true),
+            (Method::POST, "/api/v1/query", form, "query=up", true),
+            (Method::POST, "/api/v1/series", None, "", true),
+            (Method::POST, "/api/v1/label/job/values", form, "x=1", true),
+            (
+                Method::POST,
+                "/api/v1/query",
+                Some("application/json"),
+                "{}",
+                false,
+            ),
+            (Method::POST, "/api/v1/admin/tsdb/snapshot", None, "", false),
+            (Method::POST, "/api/v1/write", None, "bytes", false),
+            (Method::PUT, "/api/v1/query", form, "query=up", false),
+            (Method::DELETE, "/api/v1/series", None, "", false),
+        ];
+        for (method, path, ct, body, want) in cases {
+            assert_eq!(
+                is_idempotent_read(&method, path, ct, body.as_bytes()),
+                want,
+                "{method} {path} {ct:?}"
+            );
+        }
+    }
 
     fn with_accept(v: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();

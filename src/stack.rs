@@ -9,6 +9,7 @@ use tower::util::BoxCloneSyncService;
 use crate::downstream::Downstream;
 use crate::error::Error;
 use crate::layers::cache::CacheLayer;
+use crate::layers::retry::{RetryLayer, RetryPolicy};
 use crate::layers::split::{SplitLayer, SplitOptions};
 use crate::layers::step_align::StepAlignLayer;
 use crate::layers::validate::{ValidateLayer, ValidateOptions};
@@ -28,6 +29,8 @@ pub struct StackOptions {
     pub split: SplitOptions,
     /// The results cache, if enabled.
     pub cache: Option<CacheLayer>,
+    /// Retries of failed querier requests.
+    pub retry: RetryPolicy,
 }
 
 /// Composes the stack in front of `downstream`.
@@ -40,11 +43,16 @@ pub fn build(downstream: Downstream, opts: StackOptions) -> RangeService {
         .layer(StepAlignLayer::new(opts.align_start_end_with_step))
         // split: fans out to day-sized pieces; everything below sees one piece at a time.
         .layer(SplitLayer::new(opts.split));
+    // retry: innermost, so one failed piece (or the missing part of one) is sent again
+    // alone, and the cache below the split never sees a failed attempt.
+    let retry = RetryLayer::new(opts.retry);
     match opts.cache {
         // cache: per piece, so each day is stored and reused on its own, and only the
         // missing parts of a piece reach the querier.
-        Some(cache) => BoxCloneSyncService::new(upper.layer(cache).service(downstream)),
-        // downstream: the querier itself.
-        None => BoxCloneSyncService::new(upper.service(downstream)),
+        Some(cache) => {
+            BoxCloneSyncService::new(upper.layer(cache).layer(retry).service(downstream))
+        }
+        // downstream: the querier endpoints themselves.
+        None => BoxCloneSyncService::new(upper.layer(retry).service(downstream)),
     }
 }

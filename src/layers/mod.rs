@@ -2,6 +2,7 @@
 //! `server` or `config`; `stack.rs` composes them.
 
 pub mod cache;
+pub mod retry;
 pub mod split;
 pub mod step_align;
 pub mod validate;

@@ -3,9 +3,11 @@
 
 pub mod query;
 pub mod response;
+pub mod route;
 pub mod stats;
 pub mod time;
 
 pub use query::RangeQuery;
 pub use response::{MatrixData, QueryResponse, RawJson, Series, Status};
+pub use route::Route;
 pub use stats::RequestStats;

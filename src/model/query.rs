@@ -45,6 +45,11 @@ pub struct RangeQuery {
     pub analysis: Option<Arc<crate::promql::Analysis>>,
     /// How the request was served; shared by all its pieces.
     pub stats: Arc<crate::model::RequestStats>,
+    /// When the client's answer is due (the `timeout` parameter capped by
+    /// `downstream.deadline`); no attempt or retry starts after it. `None`: no deadline.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Endpoints tried by earlier attempts of this piece (set by the retry layer).
+    pub route: Option<Arc<crate::model::Route>>,
 }
 
 impl RangeQuery {
@@ -98,6 +103,8 @@ impl RangeQuery {
             request_headers: HeaderMap::new(),
             analysis: None,
             stats: Arc::default(),
+            deadline: None,
+            route: None,
         })
     }
 
@@ -112,6 +119,12 @@ impl RangeQuery {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The client's `timeout` parameter, if it sent a valid one.
+    pub fn client_timeout(&self) -> Option<std::time::Duration> {
+        let ns = parse_duration_ns(self.param("timeout")?).ok()?;
+        Some(std::time::Duration::from_nanos(ns.max(0) as u64))
     }
 
     /// Encodes the query as an `application/x-www-form-urlencoded` body.

@@ -22,6 +22,8 @@ pub struct RequestStats {
     pub downstream_requests: AtomicU64,
     /// Time spent waiting for the querier, summed over requests, nanoseconds.
     pub downstream_nanos: AtomicU64,
+    /// Querier requests that were attempts after a failed one.
+    pub retries: AtomicU64,
 }
 
 impl RequestStats {

@@ -220,7 +220,7 @@ async fn non_json_querier_errors_become_prometheus_json() {
         status: 502,
         headers: vec![("content-type", "text/html".to_owned())],
         body: bytes::Bytes::from_static(b"<html><h1>502 Bad Gateway</h1></html>"),
-        delay: std::time::Duration::ZERO,
+        ..FakeReply::json(502, "")
     }))
     .await;
     let fe = start_frontend(test_config(&fake.url)).await;

@@ -3,11 +3,13 @@
 
 mod cache;
 mod errors;
+mod ha;
 mod passthrough;
 mod promtool;
 mod query_range;
 mod redis_cache;
 mod resilience;
+mod retries;
 mod server;
 mod split_equivalence;
 mod support;

@@ -178,11 +178,16 @@ async fn range_queries_reach_the_querier_as_post_forms_with_headers() {
         "the frontend reads this body, so it asks for gzip"
     );
     // The end is the last evaluation timestamp (start + k·step): the cache asks the
-    // querier for grid points only, which evaluates exactly the same timestamps.
+    // querier for grid points only, which evaluates exactly the same timestamps. The
+    // time left until the request's deadline (2m) goes along as `timeout`.
+    let body = std::str::from_utf8(body).expect("UTF-8 form");
+    let (params, timeout) = body.rsplit_once("&timeout=").expect("a timeout parameter");
     assert_eq!(
-        &body[..],
-        b"query=up&start=1700000000.25&end=1700000570.25&step=30&dedup=true"
+        params,
+        "query=up&start=1700000000.25&end=1700000570.25&step=30&dedup=true"
     );
+    let timeout: f64 = timeout.parse().expect("seconds");
+    assert!(timeout > 100.0 && timeout <= 120.0, "{timeout}");
 }
 
 #[tokio::test]

@@ -57,9 +57,11 @@ impl Supervised {
         let script = r#"log="$1"; cleanup="$2"; shift 2
 "$@" >"$log" 2>&1 &
 pid=$!
+echo "$pid" >"$log.pid"
 cat >/dev/null
 kill "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
+rm -f "$log.pid"
 if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
         let child = Command::new("sh")
             .arg("-c")
@@ -88,6 +90,32 @@ if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
     /// The process's combined output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (a crash: no graceful shutdown, connections
+    /// reset), then waits for the supervisor to finish.
+    pub fn kill_hard(&mut self) {
+        let pid_file = PathBuf::from(format!("{}.pid", self.log.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Ok(pid) = std::fs::read_to_string(&pid_file)
+                && !pid.trim().is_empty()
+            {
+                break pid.trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no pid file {}",
+                pid_file.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let status = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid} failed");
+        self.stop();
     }
 
     /// Stops the process and waits for the supervisor to finish.
@@ -139,6 +167,50 @@ pub fn start_prometheus(data_dir: &Path, cleanup: Option<&Path>) -> (Supervised,
     start_prometheus_with(data_dir, cleanup, &[], |port| {
         probe_status(port, "/-/ready") == Some(200)
     })
+}
+
+/// Starts a real Prometheus on `port` (e.g. again where a killed one listened).
+pub fn start_prometheus_on(data_dir: &Path, port: u16) -> Supervised {
+    require_binary("prometheus", "prometheus");
+    let config = data_dir.with_extension("yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    let args = vec![
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", data_dir.display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--storage.tsdb.retention.time=3650d".to_owned(),
+        "--log.level=warn".to_owned(),
+    ];
+    let log = data_dir.with_extension(format!("{port}.restart.log"));
+    let proc = Supervised::start("prometheus", &args, &log, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if probe_status(port, "/-/ready") == Some(200) {
+            return proc;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "prometheus on port {port} did not become ready:\n{}",
+        proc.log()
+    );
+}
+
+/// Copies the test bed's TSDB to `dir` (a second Prometheus cannot share the first's).
+pub fn copy_tsdb(from: &Path, dir: &Path) {
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(dir)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp -r {} {} failed",
+        from.display(),
+        dir.display()
+    );
+    let _ = std::fs::remove_file(dir.join("lock"));
 }
 
 /// Starts a real Prometheus with extra flags; `ready(port)` says when it is up.
@@ -318,6 +390,8 @@ pub struct FakeReply {
     pub body: Bytes,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Close the connection instead of answering (after `delay`).
+    pub reset: bool,
 }
 
 impl FakeReply {
@@ -328,7 +402,21 @@ impl FakeReply {
             headers: vec![("content-type", "application/json".to_owned())],
             body: Bytes::copy_from_slice(body.as_bytes()),
             delay: Duration::ZERO,
+            reset: false,
         }
+    }
+
+    /// Closes the connection without an answer.
+    pub fn reset() -> FakeReply {
+        FakeReply {
+            reset: true,
+            ..FakeReply::json(200, "")
+        }
+    }
+
+    /// This reply, `delay` later.
+    pub fn after(self, delay: Duration) -> FakeReply {
+        FakeReply { delay, ..self }
     }
 }
 
@@ -342,6 +430,8 @@ pub async fn fake_querier(respond: Responder) -> FakeQuerier {
     let (tx, mut rx) = oneshot::channel::<()>();
     let seen2 = seen.clone();
     tokio::spawn(async move {
+        // Dropped when the fake stops: open connections close too, like a dead process's.
+        let (_open, closed) = tokio::sync::watch::channel(());
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -369,19 +459,27 @@ pub async fn fake_querier(respond: Responder) -> FakeQuerier {
                         .expect("lock")
                         .push((parts.method, pq, parts.headers, body));
                     tokio::time::sleep(reply.delay).await;
+                    if reply.reset {
+                        // An error from the service makes hyper drop the connection.
+                        return Err(std::io::Error::other("scripted connection reset"));
+                    }
                     let mut resp = Response::new(Full::new(reply.body));
                     *resp.status_mut() = StatusCode::from_u16(reply.status).expect("status");
                     for (k, v) in reply.headers {
                         resp.headers_mut()
                             .append(k, v.parse().expect("header value"));
                     }
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, std::io::Error>(resp)
                 }
             });
+            let mut closed = closed.clone();
             tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = closed.changed() => {}
+                }
             });
         }
     });

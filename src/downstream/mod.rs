@@ -1,0 +1,718 @@
+//! The client side: a pooled keep-alive hyper client to one querier or to several
+//! replicas of it.
+//!
+//! [`Downstream`] is both the innermost tower service of the range-query stack
+//! (`Service<RangeQuery>`) and the forwarder for every passthrough request. Each call is
+//! one *attempt*: it picks an endpoint ([`endpoints`]: policy, passive health, endpoints
+//! the request's earlier attempts tried), sends, and records the outcome in the
+//! endpoint's health and in `/metrics`. Retrying is the retry layer's job.
+//!
+//! Timeouts: `connect_timeout` bounds opening a connection; an attempt is bounded by
+//! `request_timeout` and by the request's deadline, whichever comes first (until the
+//! response headers for a passthrough request, until the whole body for a range query).
+//! A range query tells the querier the time left as its `timeout` parameter. A
+//! connection failure becomes `Error::Unavailable`, an expired timeout `Error::Timeout`,
+//! a non-2xx answer `Error::Downstream` with the querier's body.
+
+pub mod endpoints;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+pub use endpoints::{BalancePolicy, HealthOptions};
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::model::{QueryResponse, RangeQuery, Route};
+use crate::{BoxFuture, headers};
+use endpoints::{Endpoints, Transition};
+
+/// Connection and timeout settings for [`Downstream`].
+#[derive(Clone)]
+pub struct DownstreamOptions {
+    /// Querier base URLs (replicas of one querier), each with an optional path prefix.
+    pub urls: Vec<String>,
+    /// How attempts are spread over `urls`.
+    pub policy: BalancePolicy,
+    /// When an endpoint is ejected.
+    pub health: HealthOptions,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed per attempt (see the module docs).
+    pub request_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Most idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// Extra CA certificates (PEM) trusted for `https://` queriers, besides the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Largest range-query answer read from the querier (after gzip decoding).
+    pub max_response_bytes: usize,
+    /// Where attempts and endpoint health are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A passthrough request, kept whole so that it can be sent again.
+#[derive(Debug, Clone)]
+pub struct ForwardRequest {
+    /// The client's method.
+    pub method: Method,
+    /// The client's path and query string, appended to the endpoint's prefix.
+    pub path_and_query: String,
+    /// Headers to send (already filtered by the allow-list).
+    pub headers: HeaderMap,
+    /// The whole request body.
+    pub body: Bytes,
+    /// Whether a failed attempt may be retried. Then a 5xx or 429 answer is read whole
+    /// and returned as `Error::Downstream` so that it can be classified.
+    pub retryable: bool,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A handle to the querier endpoints; cheap to clone.
+#[derive(Clone)]
+pub struct Downstream {
+    shared: Arc<Shared>,
+}
+
+/// One querier endpoint.
+struct Target {
+    /// `scheme://authority`, used to build request URIs, in errors and as metric label.
+    origin: String,
+    /// Path prefix without a trailing slash (`""` or `/prefix`).
+    prefix: String,
+}
+
+struct Shared {
+    client: HttpClient,
+    targets: Vec<Target>,
+    endpoints: Endpoints,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_response_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// How an attempt ended, for health and metrics.
+enum Outcome {
+    /// An HTTP answer with this status.
+    Answered(StatusCode),
+    /// No usable answer.
+    Failed(&'static str),
+}
+
+impl Downstream {
+    /// Builds the client. Fails only for a URL that does not parse (config validation
+    /// catches that first) or an unreadable CA file.
+    pub fn new(opts: &DownstreamOptions) -> Result<Self, Error> {
+        if opts.urls.is_empty() {
+            return Err(Error::Internal("no downstream url".into()));
+        }
+        let mut targets = Vec::with_capacity(opts.urls.len());
+        for url in &opts.urls {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| Error::Internal(format!("downstream url {url:?}: {e}")))?;
+            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                return Err(Error::Internal(format!(
+                    "downstream url {url:?} needs a scheme and a host"
+                )));
+            };
+            targets.push(Target {
+                origin: format!("{scheme}://{authority}"),
+                prefix: uri.path().trim_end_matches('/').to_owned(),
+            });
+        }
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(opts.tls_ca_file.as_deref())?)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(opts.pool_idle_timeout)
+            .pool_max_idle_per_host(opts.pool_max_idle_per_host)
+            .build(tls);
+        for t in &targets {
+            opts.metrics.set_endpoint_healthy(&t.origin, true);
+        }
+        Ok(Downstream {
+            shared: Arc::new(Shared {
+                client,
+                endpoints: Endpoints::new(targets.len(), opts.policy, opts.health),
+                targets,
+                request_timeout: opts.request_timeout,
+                connect_timeout: opts.connect_timeout,
+                max_response_bytes: opts.max_response_bytes,
+                metrics: opts.metrics.clone(),
+            }),
+        })
+    }
+
+    /// Each endpoint's `scheme://host:port`, by index.
+    pub fn origins(&self) -> Vec<String> {
+        self.shared
+            .targets
+            .iter()
+            .map(|t| t.origin.clone())
+            .collect()
+    }
+
+    /// The endpoints' `scheme://host:port`, comma-separated, for logs and errors.
+    pub fn describe(&self) -> String {
+        let origins: Vec<&str> = self
+            .shared
+            .targets
+            .iter()
+            .map(|t| t.origin.as_str())
+            .collect();
+        origins.join(", ")
+    }
+
+    /// Whether some healthy endpoint answered within `window`; if none did, probes every
+    /// endpoint at `path` at once and reports whether any answered (probes restore
+    /// ejected endpoints that answer).
+    pub async fn ready(&self, window: Duration, path: &str) -> bool {
+        let e = &self.shared.endpoints;
+        if (0..e.len()).any(|i| e.is_healthy(i) && e.answered_within(i, window)) {
+            return true;
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for i in 0..e.len() {
+            let (this, path) = (self.clone(), path.to_owned());
+            probes.spawn(async move { this.probe(i, &path).await });
+        }
+        let mut any = false;
+        while let Some(done) = probes.join_next().await {
+            any |= done.unwrap_or(false);
+        }
+        any
+    }
+
+    /// Sends `GET <prefix><path>` to endpoint `index` and reports whether any HTTP answer
+    /// came back within the connect timeout (a probe must not hang as long as a query
+    /// may). The result counts for the endpoint's health like any attempt.
+    pub async fn probe(&self, index: usize, path: &str) -> bool {
+        let s = &self.shared;
+        let Ok(req) = self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
+        else {
+            return false;
+        };
+        let outcome = match tokio::time::timeout(s.connect_timeout, s.client.request(req)).await {
+            Ok(Ok(resp)) => Outcome::Answered(resp.status()),
+            Ok(Err(_)) => Outcome::Failed("unavailable"),
+            Err(_) => Outcome::Failed("timeout"),
+        };
+        let alive = matches!(outcome, Outcome::Answered(_));
+        self.record(index, Instant::now(), &outcome, "probe");
+        alive
+    }
+
+    /// Probes every endpoint every `interval` until the returned task is aborted.
+    pub fn spawn_health_checks(
+        &self,
+        interval: Duration,
+        path: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for i in 0..this.shared.targets.len() {
+                    this.probe(i, &path).await;
+                }
+            }
+        })
+    }
+
+    /// One attempt of a passthrough request: picks an endpoint (skipping those `route`
+    /// tried), forwards the request and returns the querier's response with its body
+    /// still streaming. For a retryable request a 5xx or 429 answer comes back as
+    /// `Error::Downstream` instead.
+    pub async fn forward(
+        &self,
+        req: &ForwardRequest,
+        route: &Route,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Incoming>, Error> {
+        let s = &self.shared;
+        let index = s.endpoints.pick(route.tried());
+        route.mark(index);
+        let started = Instant::now();
+        let result = self.forward_to(index, req, deadline).await;
+        let outcome = match &result {
+            Ok(resp) => Outcome::Answered(resp.status()),
+            Err(e) => outcome_of(e),
+        };
+        self.record(index, started, &outcome, "passthrough");
+        result
+    }
+
+    async fn forward_to(
+        &self,
+        index: usize,
+        req: &ForwardRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Incoming>, Error> {
+        let s = &self.shared;
+        let (budget, limit) = self.attempt_budget(index, deadline)?;
+        let http_req = self.build_request(
+            index,
+            req.method.clone(),
+            &req.path_and_query,
+            req.headers.clone(),
+            req.body.clone(),
+        )?;
+        let exchange = async {
+            let resp = s
+                .client
+                .request(http_req)
+                .await
+                .map_err(|e| self.transport_error(index, e.into()))?;
+            let status = resp.status();
+            if !(req.retryable
+                && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS))
+            {
+                return Ok(resp);
+            }
+            let (parts, body) = resp.into_parts();
+            let body = self.read_body(index, body).await?;
+            Err(downstream_error(parts, body, s.max_response_bytes))
+        };
+        tokio::time::timeout(budget, exchange)
+            .await
+            .map_err(|_| self.timeout_error(index, budget, limit))?
+    }
+
+    /// One attempt of a range query: `POST <prefix>/api/v1/query_range` with a form body
+    /// to an endpoint the query's route has not tried, reading and decoding the whole
+    /// answer.
+    pub async fn query_range(&self, query: RangeQuery) -> Result<QueryResponse, Error> {
+        let s = &self.shared;
+        let index = s
+            .endpoints
+            .pick(query.route.as_ref().map_or(0, |r| r.tried()));
+        if let Some(route) = &query.route {
+            route.mark(index);
+        }
+        let started = Instant::now();
+        let stats = query.stats.clone();
+        let result = self.query_range_at(index, query).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Answered(StatusCode::OK),
+            Err(e) => outcome_of(e),
+        };
+        self.record(index, started, &outcome, "query_range");
+        stats.record_downstream(started.elapsed());
+        result
+    }
+
+    async fn query_range_at(
+        &self,
+        index: usize,
+        mut query: RangeQuery,
+    ) -> Result<QueryResponse, Error> {
+        let (budget, limit) = self.attempt_budget(index, query.deadline)?;
+        if let Some(deadline) = query.deadline {
+            // The querier may stop evaluating when the frontend stops waiting.
+            let left = deadline.saturating_duration_since(Instant::now());
+            query.params.retain(|(k, _)| k != "timeout");
+            query
+                .params
+                .push(("timeout".to_owned(), format!("{:.3}", left.as_secs_f64())));
+        }
+        let mut headers = query.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        // The frontend reads this body, so it asks for gzip itself and decodes it; the
+        // client's own Accept-Encoding applies to the frontend's response instead.
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let req = self.build_request(
+            index,
+            Method::POST,
+            "/api/v1/query_range",
+            headers,
+            Bytes::from(query.to_form()),
+        )?;
+        let shared = &self.shared;
+        let limit_bytes = shared.max_response_bytes;
+        let exchange = async {
+            let resp = shared
+                .client
+                .request(req)
+                .await
+                .map_err(|e| self.transport_error(index, e.into()))?;
+            let (parts, body) = resp.into_parts();
+            let body = self.read_body(index, body).await?;
+            Ok::<_, Error>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(budget, exchange)
+            .await
+            .map_err(|_| self.timeout_error(index, budget, limit))??;
+        if !parts.status.is_success() {
+            return Err(downstream_error(parts, body, limit_bytes));
+        }
+        let body = decode_content_encoding(&parts.headers, body, limit_bytes)?;
+        let mut answer = QueryResponse::from_slice(&body)?;
+        answer.no_store = parts
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
+            });
+        Ok(answer)
+    }
+
+    /// Reads a whole answer body of at most `max_response_bytes`.
+    async fn read_body(&self, index: usize, body: Incoming) -> Result<Bytes, Error> {
+        let limit = self.shared.max_response_bytes;
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Err(e) => Err(self.transport_error(index, e)),
+        }
+    }
+
+    /// The time this attempt may take and which limit that is.
+    fn attempt_budget(
+        &self,
+        index: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(Duration, &'static str), Error> {
+        let per_attempt = self.shared.request_timeout;
+        let Some(deadline) = deadline else {
+            return Ok((per_attempt, "downstream.request_timeout"));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.timeout_error(index, Duration::ZERO, DEADLINE));
+        }
+        Ok(if left < per_attempt {
+            (left, DEADLINE)
+        } else {
+            (per_attempt, "downstream.request_timeout")
+        })
+    }
+
+    fn build_request(
+        &self,
+        index: usize,
+        method: Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        let target = &self.shared.targets[index];
+        let uri: Uri = format!("{}{}{}", target.origin, target.prefix, path_and_query)
+            .parse()
+            .map_err(|e| Error::BadData(format!("invalid request path {path_and_query:?}: {e}")))?;
+        headers::strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// Feeds an attempt's outcome into the endpoint's health and the metrics.
+    fn record(&self, index: usize, started: Instant, outcome: &Outcome, kind: &'static str) {
+        let s = &self.shared;
+        let origin = &s.targets[index].origin;
+        let (label, transition) = match outcome {
+            Outcome::Answered(status) => (
+                crate::metrics::status_outcome(*status),
+                s.endpoints.record_answer(index),
+            ),
+            Outcome::Failed(reason @ "unavailable") => (*reason, s.endpoints.record_failure(index)),
+            Outcome::Failed(reason) => (*reason, Transition::Unchanged),
+        };
+        s.metrics
+            .downstream_attempt(origin, kind, label, started.elapsed());
+        match transition {
+            Transition::Unchanged => {}
+            Transition::Ejected => {
+                s.metrics.set_endpoint_healthy(origin, false);
+                tracing::warn!(
+                    endpoint = %origin,
+                    period = %humantime::format_duration(s.endpoints.ejection_period()),
+                    "querier endpoint ejected after repeated connection failures"
+                );
+            }
+            Transition::Restored => {
+                s.metrics.set_endpoint_healthy(origin, true);
+                tracing::info!(endpoint = %origin, "querier endpoint answers again");
+            }
+        }
+    }
+
+    fn timeout_error(&self, index: usize, after: Duration, limit: &'static str) -> Error {
+        Error::Timeout {
+            endpoint: self.shared.targets[index].origin.clone(),
+            after,
+            limit,
+        }
+    }
+
+    /// A failure to exchange bytes with the querier: refused or timed-out connections,
+    /// TLS failures, resets. The cause chain says which.
+    fn transport_error(&self, index: usize, source: crate::error::BoxError) -> Error {
+        let endpoint = self.shared.targets[index].origin.clone();
+        // hyper-util words an expired connect timeout as "deadline has elapsed": say
+        // which timeout it was.
+        if crate::error::error_chain(source.as_ref()).contains("deadline has elapsed") {
+            return Error::Unavailable {
+                endpoint,
+                source: format!(
+                    "no connection within {} (downstream.connect_timeout)",
+                    humantime::format_duration(self.shared.connect_timeout)
+                )
+                .into(),
+            };
+        }
+        Error::Unavailable { endpoint, source }
+    }
+}
+
+/// Name of the request-deadline limit in timeout errors.
+const DEADLINE: &str = "the request's deadline: downstream.deadline or its timeout parameter";
+
+fn outcome_of(e: &Error) -> Outcome {
+    match e {
+        Error::Downstream { status, .. } => Outcome::Answered(*status),
+        Error::Unavailable { .. } => Outcome::Failed("unavailable"),
+        Error::Timeout { .. } => Outcome::Failed("timeout"),
+        Error::BadResponse(_) => Outcome::Failed("bad_response"),
+        _ => Outcome::Failed("other"),
+    }
+}
+
+impl tower::Service<RangeQuery> for Downstream {
+    type Response = QueryResponse;
+    type Error = Error;
+    type Future = BoxFuture<QueryResponse>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, query: RangeQuery) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.query_range(query).await })
+    }
+}
+
+/// The TLS client config: the system's CA certificates plus those in `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| Error::Internal(format!("reading CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(Error::Internal(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                Error::Internal(format!(
+                    "CA file {}: unusable certificate: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    } else if added == 0 {
+        tracing::warn!("no system CA certificates found; https querier URLs will fail to verify");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Headers of a querier's error answer that the client needs to act on it.
+const KEPT_ERROR_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
+    header::LOCATION,
+];
+
+/// Builds `Error::Downstream` from a non-2xx answer: the body decoded when possible (kept
+/// encoded, with its `Content-Encoding`, otherwise) and the headers a client needs.
+fn downstream_error(parts: http::response::Parts, body: Bytes, limit: usize) -> Error {
+    let mut headers = HeaderMap::new();
+    for name in KEPT_ERROR_HEADERS {
+        if let Some(v) = parts.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    let body = match decode_content_encoding(&parts.headers, body.clone(), limit) {
+        Ok(decoded) => {
+            headers.remove(header::CONTENT_ENCODING);
+            decoded
+        }
+        Err(_) => body,
+    };
+    Error::Downstream {
+        status: parts.status,
+        headers: Box::new(headers),
+        body,
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::BadResponse(format!(
+        "answer larger than downstream.max_response_bytes ({limit} bytes)"
+    ))
+}
+
+/// Decodes a `Content-Encoding: gzip` body of at most `limit` decoded bytes; identity
+/// bodies pass unchanged. Any other encoding is an invalid response (the frontend only
+/// ever asks for gzip).
+pub fn decode_content_encoding(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"identity") => Ok(body),
+        Some(enc) if enc.eq_ignore_ascii_case(b"gzip") => {
+            let mut out = Vec::with_capacity((body.len() * 8).min(limit));
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::BadResponse(format!("undecodable gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err(too_large(limit));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(enc) => Err(Error::BadResponse(format!(
+            "unsupported Content-Encoding {:?}",
+            String::from_utf8_lossy(enc)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).expect("compress");
+        Bytes::from(enc.finish().expect("finish"))
+    }
+
+    fn with_encoding(enc: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        h
+    }
+
+    #[test]
+    fn decodes_gzip_within_the_limit() {
+        let plain = Bytes::from_static(b"{\"status\":\"success\"}");
+        assert_eq!(
+            decode_content_encoding(&HeaderMap::new(), plain.clone(), 100).expect("identity"),
+            plain
+        );
+        assert_eq!(
+            decode_content_encoding(&with_encoding("gzip"), gzip(&plain), 100).expect("gzip"),
+            plain
+        );
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("br"), plain.clone(), 100),
+            Err(Error::BadResponse(_))
+        ));
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("gzip"), plain, 100),
+            Err(Error::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_bombs_are_cut_off() {
+        let bomb = gzip(&vec![b'0'; 10_000_000]);
+        assert!(bomb.len() < 100_000);
+        let err = decode_content_encoding(&with_encoding("gzip"), bomb, 1_000_000)
+            .expect_err("too large");
+        assert!(err.to_string().contains("max_response_bytes"), "{err}");
+    }
+
+    #[test]
+    fn error_answers_keep_useful_headers_and_decoded_bodies() {
+        let resp = http::Response::builder()
+            .status(503)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .header("retry-after", "7")
+            .header("set-cookie", "x=1")
+            .body(())
+            .expect("response");
+        let (parts, ()) = resp.into_parts();
+        let body = b"{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"x\"}";
+        match downstream_error(parts, gzip(body), 1000) {
+            Error::Downstream {
+                status,
+                headers,
+                body: got,
+            } => {
+                assert_eq!(status, 503);
+                assert_eq!(&got[..], &body[..]);
+                assert_eq!(headers["retry-after"], "7");
+                assert!(
+                    headers.get("content-encoding").is_none(),
+                    "body was decoded"
+                );
+                assert!(headers.get("set-cookie").is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
