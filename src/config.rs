@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::downstream::BalancePolicy;
+pub use crate::slowlog::Threshold;
 
 /// Prefix of environment variables that override config fields.
 pub const ENV_PREFIX: &str = "PROMQL_FRONTEND_";
@@ -97,6 +98,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Process logging.
     pub log: LogConfig,
+    /// The slow-query log.
+    pub slow_query_log: SlowQueryLogConfig,
 }
 
 /// `[server]`: the listening side.
@@ -146,8 +149,9 @@ pub struct DownstreamConfig {
     /// first healthy URL in list order). A failed attempt is retried on another URL.
     pub policy: BalancePolicy,
     /// An endpoint whose connections fail this many times in a row is ejected: it gets
-    /// no requests for `ejection_period` (unless every endpoint is ejected), then one
-    /// request tries it again. `0` never ejects.
+    /// no requests for `ejection_period` (unless every endpoint is ejected). Then it is
+    /// back on probation: its first answer clears its record, its first failure ejects it
+    /// again. `0` never ejects.
     pub eject_after_failures: u32,
     /// How long an ejected endpoint is left alone.
     #[serde(with = "humantime_serde")]
@@ -397,6 +401,64 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[slow_query_log]`: one JSON line per slow request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowQueryLogConfig {
+    /// Requests slower than this are logged. `0s`: none; a negative duration (`-1s`):
+    /// every request.
+    #[serde(with = "threshold_serde")]
+    pub threshold: Threshold,
+    /// File the lines are appended to (reopened on SIGHUP). Unset: standard error.
+    pub path: Option<PathBuf>,
+    /// Lines waiting to be written; when the disk falls behind further lines are dropped
+    /// (and counted) rather than slowing requests down.
+    pub queue_size: usize,
+    /// Lines kept in memory for `GET /api/v1/slow_queries`.
+    pub ring_size: usize,
+}
+
+impl Default for SlowQueryLogConfig {
+    fn default() -> Self {
+        SlowQueryLogConfig {
+            threshold: Threshold::Above(Duration::from_secs(5)),
+            path: None,
+            queue_size: 4096,
+            ring_size: 256,
+        }
+    }
+}
+
+/// A [`Threshold`] as a signed humantime duration string.
+mod threshold_serde {
+    use super::Threshold;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(t: &Threshold, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Threshold::Off => s.serialize_str("0s"),
+            Threshold::All => s.serialize_str("-1s"),
+            Threshold::Above(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Threshold, D::Error> {
+        let text = String::deserialize(d)?;
+        let (negative, magnitude) = match text.trim().strip_prefix('-') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, text.trim()),
+        };
+        let value: Duration = humantime::parse_duration(magnitude)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))?;
+        Ok(match (negative, value.is_zero()) {
+            (_, true) => Threshold::Off,
+            (true, false) => Threshold::All,
+            (false, false) => Threshold::Above(value),
+        })
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -493,19 +555,20 @@ impl Config {
             });
         }
         let r = &self.retry;
-        if r.max_retries > 0 {
-            if r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base {
-                return invalid(
-                    "retry.backoff_base",
-                    "must be greater than 0 and at most retry.backoff_cap",
-                );
-            }
-            if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&r.budget_window) {
-                return invalid("retry.budget_window", "must be between 1s and 60s");
-            }
-            if !(0.0..=1000.0).contains(&r.budget_percent) {
-                return invalid("retry.budget_percent", "must be between 0 and 1000");
-            }
+        if r.max_retries > 0 && (r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base) {
+            return invalid(
+                "retry.backoff_base",
+                "must be greater than 0 and at most retry.backoff_cap",
+            );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&r.budget_window) {
+            return invalid("retry.budget_window", "must be between 1s and 60s");
+        }
+        if !(0.0..=1000.0).contains(&r.budget_percent) {
+            return invalid("retry.budget_percent", "must be between 0 and 1000");
+        }
+        if r.budget_min_per_second > 1_000_000 {
+            return invalid("retry.budget_min_per_second", "must be at most 1000000");
         }
         for (field, value) in [
             ("downstream.connect_timeout", d.connect_timeout),
@@ -585,6 +648,17 @@ impl Config {
         }
         if !d.probe_path.starts_with('/') {
             return invalid("downstream.probe_path", "must start with '/'");
+        }
+        if let Some(path) = &self.slow_query_log.path
+            && path.as_os_str().is_empty()
+        {
+            return invalid(
+                "slow_query_log.path",
+                "must not be empty (leave it unset for stderr)",
+            );
+        }
+        if self.slow_query_log.queue_size == 0 {
+            return invalid("slow_query_log.queue_size", "must be greater than 0");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {
@@ -732,6 +806,15 @@ mod tests {
             ),
             ("[retry]\nbudget_window = \"2m\"", "retry.budget_window"),
             ("[retry]\nbudget_percent = -1.0", "retry.budget_percent"),
+            ("[retry]\nbudget_percent = nan", "retry.budget_percent"),
+            (
+                "[retry]\nmax_retries = 0\nbudget_window = \"0s\"",
+                "retry.budget_window",
+            ),
+            (
+                "[retry]\nbudget_min_per_second = 4000000000",
+                "retry.budget_min_per_second",
+            ),
             (
                 "[retry]\nbackoff_base = \"5s\"\nbackoff_cap = \"1s\"",
                 "retry.backoff_base",

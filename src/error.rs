@@ -79,6 +79,14 @@ pub enum Error {
     #[error("querier sent an invalid response: {0}")]
     BadResponse(String),
 
+    /// The querier's answer is larger than `downstream.max_response_bytes` (after gzip
+    /// decoding). Not retried: it would be as large again.
+    #[error("querier answer larger than downstream.max_response_bytes ({limit} bytes)")]
+    ResponseTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
     /// The client went away before the answer was ready.
     #[error("the client cancelled the request")]
     Canceled,
@@ -97,7 +105,7 @@ impl Error {
             Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::Downstream { status, .. } => *status,
             Error::Unavailable { .. } | Error::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::BadResponse(_) => StatusCode::BAD_GATEWAY,
+            Error::BadResponse(_) | Error::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Error::Canceled => StatusCode::from_u16(STATUS_CLIENT_CLOSED_REQUEST)
                 .unwrap_or(StatusCode::BAD_REQUEST),
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +120,7 @@ impl Error {
             Error::Downstream { status, .. } => error_type_for_status(*status),
             Error::Unavailable { .. } => "unavailable",
             Error::Timeout { .. } => "timeout",
-            Error::BadResponse(_) => "bad_response",
+            Error::BadResponse(_) | Error::ResponseTooLarge { .. } => "bad_response",
             Error::Canceled => "canceled",
             Error::Internal(_) => "internal",
         }
@@ -136,6 +144,7 @@ impl Error {
             Error::BadData(_)
             | Error::BodyTooLarge { .. }
             | Error::ClientBody(_)
+            | Error::ResponseTooLarge { .. }
             | Error::Canceled
             | Error::Internal(_) => false,
         }
@@ -171,6 +180,7 @@ impl Error {
                 limit,
             },
             Error::BadResponse(m) => Error::BadResponse(m.clone()),
+            Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
             Error::Canceled => Error::Canceled,
             Error::Internal(m) => Error::Internal(m.clone()),
         }
@@ -213,6 +223,7 @@ impl Error {
             Error::Unavailable { .. } => "unavailable",
             Error::Timeout { .. } => "timeout",
             Error::BadResponse(_) => "bad_response",
+            Error::ResponseTooLarge { .. } => "too_large",
             Error::Canceled => "canceled",
             Error::Internal(_) => "internal",
         }
@@ -295,6 +306,12 @@ mod tests {
             (unavailable, 503, "unavailable", true),
             (timeout, 503, "timeout", true),
             (Error::BadResponse("x".into()), 502, "bad_response", true),
+            (
+                Error::ResponseTooLarge { limit: 9 },
+                502,
+                "bad_response",
+                false,
+            ),
             (Error::Canceled, 499, "canceled", false),
             (Error::Internal("x".into()), 500, "internal", false),
             (downstream(400, "{}"), 400, "bad_data", false),

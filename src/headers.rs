@@ -1,7 +1,7 @@
 //! Header rules shared by the server and the downstream client: hop-by-hop headers never
 //! cross the proxy, and only allow-listed request headers reach the querier.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
 /// `Proxy-Connection`, which old clients still send.
@@ -76,10 +76,42 @@ impl ForwardHeaders {
     }
 }
 
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id` when it is 1 to 128 visible ASCII
+/// characters, otherwise a new random one (16 hex digits).
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let id = format!("{:016x}", crate::random_u64());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_up_otherwise() {
+        let mut h = HeaderMap::new();
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 16);
+        assert_ne!(fresh, request_id(&h), "new ids differ");
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        for bad in ["has space", "", &"x".repeat(129)] {
+            h.insert(
+                REQUEST_ID,
+                HeaderValue::from_str(bad).expect("header value"),
+            );
+            assert_eq!(request_id(&h).len(), 16, "{bad:?} replaced");
+        }
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named() {

@@ -17,12 +17,23 @@ pub mod metrics;
 pub mod model;
 pub mod promql;
 pub mod server;
+pub mod slowlog;
 pub mod stack;
 pub mod testdata;
 
 pub use config::Config;
 pub use error::Error;
 pub use server::Frontend;
+
+/// A random number from the standard library's randomly keyed hasher: fine for jitter
+/// and request ids, not for secrets.
+pub fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one(n)
+}
 
 /// The boxed future every range-query service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;

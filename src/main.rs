@@ -85,8 +85,10 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -104,9 +106,28 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         downstream = %config.downstream.endpoint_urls().join(","),
         "promql-frontend started"
     );
+    reopen_slow_log_on_sighup(frontend.slow_log());
     frontend.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reopens the slow-query log file on every SIGHUP (logrotate's `postrotate`).
+fn reopen_slow_log_on_sighup(log: std::sync::Arc<promql_frontend::slowlog::SlowLog>) {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reopening the slow-query log");
+                    log.reopen();
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
+    }
+    #[cfg(not(unix))]
+    drop(log);
 }
 
 /// Resolves on SIGTERM or SIGINT.

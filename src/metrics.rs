@@ -26,6 +26,7 @@ pub enum Endpoint {
     status,
     format_query,
     parse_query,
+    slow_queries,
     other_api,
     other,
     healthy,
@@ -45,6 +46,7 @@ impl Endpoint {
             "/api/v1/query_exemplars" => Endpoint::query_exemplars,
             "/api/v1/format_query" => Endpoint::format_query,
             "/api/v1/parse_query" => Endpoint::parse_query,
+            "/api/v1/slow_queries" => Endpoint::slow_queries,
             "/-/healthy" => Endpoint::healthy,
             "/-/ready" => Endpoint::ready,
             "/metrics" => Endpoint::metrics,
@@ -55,6 +57,21 @@ impl Endpoint {
             p if p.starts_with("/api/") => Endpoint::other_api,
             _ => Endpoint::other,
         }
+    }
+}
+
+impl Endpoint {
+    /// Whether requests to this endpoint read from the querier's API (and so belong in
+    /// the slow-query log).
+    pub fn is_query_api(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::slow_queries
+                | Endpoint::other
+                | Endpoint::healthy
+                | Endpoint::ready
+                | Endpoint::metrics
+        )
     }
 }
 
@@ -159,7 +176,8 @@ pub fn status_outcome(status: http::StatusCode) -> &'static str {
         200..=399 => "success",
         429 => "status_429",
         400..=499 => "status_4xx",
-        _ => "status_5xx",
+        500..=599 => "status_5xx",
+        _ => "other",
     }
 }
 
@@ -179,6 +197,20 @@ pub struct Metrics {
     retries: Family<RetryLabels, Counter>,
     healthy: Family<DownstreamLabels, Gauge>,
     budget_exhausted: Counter,
+    pieces: Histogram,
+    slow_queries: Family<ResultLabels, Counter>,
+    cache_entries: Family<BackendLabels, Gauge>,
+    cache_held_bytes: Family<BackendLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
 }
 
 impl Metrics {
@@ -285,8 +317,37 @@ impl Metrics {
             "Retries not made because the retry budget was spent",
             budget_exhausted.clone(),
         );
+        let pieces = Histogram::new([1.0, 2.0, 3.0, 4.0, 7.0, 14.0, 31.0, 62.0, 93.0, 366.0]);
+        registry.register(
+            "query_range_pieces",
+            "Pieces each range query was split into (1: not split)",
+            pieces.clone(),
+        );
+        let slow_queries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "slow_queries",
+            "Slow-query log lines, by result (logged, or dropped because the writer fell behind)",
+            slow_queries.clone(),
+        );
+        let cache_entries = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "cache_entries",
+            "Entries held by an in-process cache backend",
+            cache_entries.clone(),
+        );
+        let cache_held_bytes = Family::<BackendLabels, Gauge>::default();
+        registry.register_with_unit(
+            "cache_held",
+            "Bytes held by an in-process cache backend (KiB-rounded weights)",
+            prometheus_client::registry::Unit::Bytes,
+            cache_held_bytes.clone(),
+        );
         Metrics {
             registry,
+            pieces,
+            slow_queries,
+            cache_entries,
+            cache_held_bytes,
             attempts,
             attempt_duration,
             retries,
@@ -336,13 +397,13 @@ impl Metrics {
         self.coalesced.inc();
     }
 
-    /// Records one attempt at a querier endpoint.
+    /// Records one attempt at a querier endpoint and, unless `None` (probes), its time.
     pub fn downstream_attempt(
         &self,
         downstream: &str,
         kind: &'static str,
         outcome: &'static str,
-        took: Duration,
+        took: Option<Duration>,
     ) {
         self.attempts
             .get_or_create(&AttemptLabels {
@@ -351,11 +412,13 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        self.attempt_duration
-            .get_or_create(&DownstreamLabels {
-                downstream: downstream.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+        if let Some(took) = took {
+            self.attempt_duration
+                .get_or_create(&DownstreamLabels {
+                    downstream: downstream.to_owned(),
+                })
+                .observe(took.as_secs_f64());
+        }
     }
 
     /// Sets whether an endpoint is in rotation.
@@ -375,6 +438,29 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Records how many pieces a range query was split into.
+    pub fn query_pieces(&self, n: u64) {
+        self.pieces.observe(n as f64);
+    }
+
+    /// Counts a slow-query log line (`logged` or `dropped`).
+    pub fn slow_query(&self, result: &'static str) {
+        self.slow_queries
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Sets what an in-process cache holds.
+    pub fn cache_held(&self, backend: &'static str, entries: u64, bytes: u64) {
+        let labels = BackendLabels { backend };
+        self.cache_entries
+            .get_or_create(&labels)
+            .set(entries.min(i64::MAX as u64) as i64);
+        self.cache_held_bytes
+            .get_or_create(&labels)
+            .set(bytes.min(i64::MAX as u64) as i64);
     }
 
     /// Counts a retry refused by the budget.
@@ -416,6 +502,37 @@ impl Default for Metrics {
     }
 }
 
+/// Rewrites OpenMetrics text as the classic Prometheus text format (0.0.4): counter
+/// families are named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# UNIT`
+/// and `# EOF` lines (which that format lacks) are left out. Samples are unchanged.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(name, tail)| (p, name, tail))) {
+            Some((prefix, name, tail)) if counters.contains(name) => {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Decrements the in-flight gauge when dropped, so cancelled requests are counted out too.
 pub struct InFlight<'a>(&'a Gauge);
 
@@ -436,6 +553,7 @@ mod tests {
             ("/api/v1/label/job/values", Endpoint::label_values),
             ("/api/v1/status/buildinfo", Endpoint::status),
             ("/api/v1/alerts", Endpoint::other_api),
+            ("/api/v1/slow_queries", Endpoint::slow_queries),
             ("/graph", Endpoint::other),
         ];
         for (path, want) in cases {
@@ -469,6 +587,30 @@ mod tests {
         );
         assert!(
             text.contains("promql_frontend_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let m = Metrics::new();
+        m.observe_request(Endpoint::query, http::StatusCode::OK, Duration::ZERO);
+        let text = to_prometheus_text(&m.encode());
+        assert!(
+            text.contains("# TYPE promql_frontend_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP promql_frontend_requests_total HTTP"),
+            "{text}"
+        );
+        assert!(
+            text.contains("promql_frontend_requests_total{endpoint=\"query\",code=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE promql_frontend_in_flight_requests gauge\n"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
             "{text}"
         );
     }

@@ -2,15 +2,18 @@
 //!
 //! Pure bookkeeping, no I/O. Each endpoint is *healthy* or *ejected until* some instant.
 //! Passive checks: `eject_after` transport failures in a row (connections refused, reset,
-//! timed out while connecting) eject an endpoint for `ejection_period`; when the period
-//! ends it is picked again, and its next answer restores it while its next failure
-//! ejects it again. Any HTTP answer, whatever its status, counts as alive.
+//! timed out while connecting) eject an endpoint for `ejection_period`. When the period
+//! ends the endpoint is back in rotation on probation: its first answer clears the
+//! record, its first failure ejects it again for a whole period. Any HTTP answer,
+//! whatever its status, counts as alive.
 //!
 //! Picking, for an attempt that already tried the endpoints in `tried`:
 //! 1. a healthy endpoint not tried yet, in policy order (round robin: rotating; primary /
 //!    backup: list order);
-//! 2. otherwise an ejected endpoint not tried yet, the one whose ejection ends first;
-//! 3. otherwise (all tried) the same two rules over every endpoint.
+//! 2. otherwise a healthy endpoint already tried (a 5xx from a healthy replica is better
+//!    retried there than on one known to refuse connections);
+//! 3. otherwise (everything ejected) the ejected endpoint not tried yet whose ejection
+//!    ends first, then any ejected one.
 //!
 //! So a request always gets an endpoint: when every endpoint is ejected the frontend still
 //! tries one instead of failing without asking, and recovers as soon as any endpoint
@@ -116,11 +119,10 @@ impl Endpoints {
             .is_none_or(|until| Instant::now() >= until)
     }
 
-    /// Whether endpoint `i` answered anything within `window`.
+    /// Whether endpoint `i` answered anything within `window` and has not failed since.
     pub fn answered_within(&self, i: usize, window: Duration) -> bool {
-        self.get(i)
-            .last_answer
-            .is_some_and(|t| t.elapsed() <= window)
+        let h = self.get(i);
+        h.failures_in_a_row == 0 && h.last_answer.is_some_and(|t| t.elapsed() <= window)
     }
 
     /// The endpoint for an attempt that already tried the endpoints in `tried` (bit set).
@@ -149,14 +151,15 @@ impl Endpoints {
             .clone()
             .filter(|&i| untried(i))
             .find(healthy)
-            .or_else(|| soonest(&mut order.clone().filter(|&i| untried(i))))
             .or_else(|| order.clone().find(healthy))
+            .or_else(|| soonest(&mut order.clone().filter(|&i| untried(i))))
             .or_else(|| soonest(&mut order.clone()))
             .unwrap_or(0)
     }
 
-    /// Records an HTTP answer (any status) from endpoint `i`.
-    pub fn record_answer(&self, i: usize) -> Transition {
+    /// Records an HTTP answer (any status) from endpoint `i`. `on_change` runs under the
+    /// endpoint's lock when its state changes, so what it publishes is never stale.
+    pub fn record_answer(&self, i: usize, on_change: impl FnOnce(Transition)) -> Transition {
         let now = Instant::now();
         self.update(i, |h| {
             let was_ejected = h.ejected_until.is_some();
@@ -166,6 +169,7 @@ impl Endpoints {
                 last_answer: Some(now),
             };
             if was_ejected {
+                on_change(Transition::Restored);
                 Transition::Restored
             } else {
                 Transition::Unchanged
@@ -173,8 +177,9 @@ impl Endpoints {
         })
     }
 
-    /// Records a transport failure of endpoint `i` (no HTTP answer).
-    pub fn record_failure(&self, i: usize) -> Transition {
+    /// Records a transport failure of endpoint `i` (no HTTP answer); `on_change` as for
+    /// [`Endpoints::record_answer`].
+    pub fn record_failure(&self, i: usize, on_change: impl FnOnce(Transition)) -> Transition {
         let opts = self.opts;
         let now = Instant::now();
         self.update(i, |h| {
@@ -190,6 +195,7 @@ impl Endpoints {
             let first = h.ejected_until.is_none();
             h.ejected_until = Some(now + opts.ejection_period);
             if first {
+                on_change(Transition::Ejected);
                 Transition::Ejected
             } else {
                 Transition::Unchanged

@@ -77,8 +77,12 @@ pub struct ForwardRequest {
     /// The whole request body.
     pub body: Bytes,
     /// Whether a failed attempt may be retried. Then a 5xx or 429 answer is read whole
-    /// and returned as `Error::Downstream` so that it can be classified.
+    /// and returned as `Error::Downstream` (every header, body decoded) so that it can be
+    /// classified.
     pub retryable: bool,
+    /// Whether to tell the querier the attempt's time limit as the `timeout` parameter
+    /// (instant queries), replacing the client's.
+    pub timeout_param: bool,
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -91,6 +95,8 @@ pub struct Downstream {
 
 /// One querier endpoint.
 struct Target {
+    /// The configured URL without a trailing slash: the endpoint's metric label.
+    label: String,
     /// `scheme://authority`, used to build request URIs, in errors and as metric label.
     origin: String,
     /// Path prefix without a trailing slash (`""` or `/prefix`).
@@ -133,6 +139,7 @@ impl Downstream {
                 )));
             };
             targets.push(Target {
+                label: url.trim_end_matches('/').to_owned(),
                 origin: format!("{scheme}://{authority}"),
                 prefix: uri.path().trim_end_matches('/').to_owned(),
             });
@@ -155,7 +162,7 @@ impl Downstream {
             .pool_max_idle_per_host(opts.pool_max_idle_per_host)
             .build(tls);
         for t in &targets {
-            opts.metrics.set_endpoint_healthy(&t.origin, true);
+            opts.metrics.set_endpoint_healthy(&t.label, true);
         }
         Ok(Downstream {
             shared: Arc::new(Shared {
@@ -170,12 +177,12 @@ impl Downstream {
         })
     }
 
-    /// Each endpoint's `scheme://host:port`, by index.
-    pub fn origins(&self) -> Vec<String> {
+    /// Each endpoint's metric label (its configured URL), by index.
+    pub fn labels(&self) -> Vec<String> {
         self.shared
             .targets
             .iter()
-            .map(|t| t.origin.clone())
+            .map(|t| t.label.clone())
             .collect()
     }
 
@@ -279,12 +286,16 @@ impl Downstream {
     ) -> Result<Response<Incoming>, Error> {
         let s = &self.shared;
         let (budget, limit) = self.attempt_budget(index, deadline)?;
+        let (path_and_query, body) = match req.timeout_param {
+            true => with_timeout(&req.path_and_query, &req.body, &timeout_param(budget)),
+            false => (req.path_and_query.clone(), req.body.clone()),
+        };
         let http_req = self.build_request(
             index,
             req.method.clone(),
-            &req.path_and_query,
+            &path_and_query,
             req.headers.clone(),
-            req.body.clone(),
+            body,
         )?;
         let exchange = async {
             let resp = s
@@ -298,9 +309,25 @@ impl Downstream {
             {
                 return Ok(resp);
             }
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
             let body = self.read_body(index, body).await?;
-            Err(downstream_error(parts, body, s.max_response_bytes))
+            // Kept whole (all headers, decoded body) so that a final answer reaches the
+            // client as the querier sent it.
+            headers::strip_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body =
+                match decode_content_encoding(&parts.headers, body.clone(), s.max_response_bytes) {
+                    Ok(decoded) => {
+                        parts.headers.remove(header::CONTENT_ENCODING);
+                        decoded
+                    }
+                    Err(_) => body,
+                };
+            Err(Error::Downstream {
+                status: parts.status,
+                headers: Box::new(parts.headers),
+                body,
+            })
         };
         tokio::time::timeout(budget, exchange)
             .await
@@ -336,13 +363,13 @@ impl Downstream {
         mut query: RangeQuery,
     ) -> Result<QueryResponse, Error> {
         let (budget, limit) = self.attempt_budget(index, query.deadline)?;
-        if let Some(deadline) = query.deadline {
-            // The querier may stop evaluating when the frontend stops waiting.
-            let left = deadline.saturating_duration_since(Instant::now());
+        if query.deadline.is_some() {
+            // The querier may stop evaluating when the frontend stops waiting for this
+            // attempt.
             query.params.retain(|(k, _)| k != "timeout");
             query
                 .params
-                .push(("timeout".to_owned(), format!("{:.3}", left.as_secs_f64())));
+                .push(("timeout".to_owned(), timeout_param(budget)));
         }
         let mut headers = query.headers.clone();
         headers.insert(
@@ -447,32 +474,37 @@ impl Downstream {
     /// Feeds an attempt's outcome into the endpoint's health and the metrics.
     fn record(&self, index: usize, started: Instant, outcome: &Outcome, kind: &'static str) {
         let s = &self.shared;
-        let origin = &s.targets[index].origin;
-        let (label, transition) = match outcome {
-            Outcome::Answered(status) => (
-                crate::metrics::status_outcome(*status),
-                s.endpoints.record_answer(index),
-            ),
-            Outcome::Failed(reason @ "unavailable") => (*reason, s.endpoints.record_failure(index)),
-            Outcome::Failed(reason) => (*reason, Transition::Unchanged),
-        };
-        s.metrics
-            .downstream_attempt(origin, kind, label, started.elapsed());
-        match transition {
+        let target = &s.targets[index];
+        // Runs under the endpoint's lock: the gauge always shows the latest state.
+        let publish = |t: Transition| match t {
             Transition::Unchanged => {}
             Transition::Ejected => {
-                s.metrics.set_endpoint_healthy(origin, false);
+                s.metrics.set_endpoint_healthy(&target.label, false);
                 tracing::warn!(
-                    endpoint = %origin,
+                    endpoint = %target.label,
                     period = %humantime::format_duration(s.endpoints.ejection_period()),
                     "querier endpoint ejected after repeated connection failures"
                 );
             }
             Transition::Restored => {
-                s.metrics.set_endpoint_healthy(origin, true);
-                tracing::info!(endpoint = %origin, "querier endpoint answers again");
+                s.metrics.set_endpoint_healthy(&target.label, true);
+                tracing::info!(endpoint = %target.label, "querier endpoint answers again");
             }
-        }
+        };
+        let label = match outcome {
+            Outcome::Answered(status) => {
+                s.endpoints.record_answer(index, publish);
+                crate::metrics::status_outcome(*status)
+            }
+            Outcome::Failed(reason @ "unavailable") => {
+                s.endpoints.record_failure(index, publish);
+                reason
+            }
+            Outcome::Failed(reason) => reason,
+        };
+        let took = (kind != "probe").then(|| started.elapsed());
+        s.metrics
+            .downstream_attempt(&target.label, kind, label, took);
     }
 
     fn timeout_error(&self, index: usize, after: Duration, limit: &'static str) -> Error {
@@ -503,6 +535,45 @@ impl Downstream {
     }
 }
 
+/// A duration as the querier's `timeout` parameter: seconds with milliseconds.
+fn timeout_param(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// The request with its `timeout` parameter (in the query string for a GET, in the form
+/// body for a form POST) replaced by `timeout`. Other parameters stay byte for byte.
+fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) -> (String, Bytes) {
+    fn replace(raw: &str, timeout: &str) -> String {
+        let mut out: Vec<&str> = raw
+            .split('&')
+            .filter(|pair| {
+                let key = pair.split('=').next().unwrap_or("");
+                !pair.is_empty()
+                    && form_urlencoded::parse(key.as_bytes())
+                        .next()
+                        .is_none_or(|(k, _)| k != "timeout")
+            })
+            .collect();
+        let param = format!("timeout={timeout}");
+        out.push(&param);
+        out.join("&")
+    }
+    if !body.is_empty() {
+        // A form body: Prometheus reads it before the query string.
+        return match std::str::from_utf8(body) {
+            Ok(text) => (
+                path_and_query.to_owned(),
+                Bytes::from(replace(text, timeout)),
+            ),
+            Err(_) => (path_and_query.to_owned(), body.clone()),
+        };
+    }
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    (format!("{path}?{}", replace(query, timeout)), body.clone())
+}
+
 /// Name of the request-deadline limit in timeout errors.
 const DEADLINE: &str = "the request's deadline: downstream.deadline or its timeout parameter";
 
@@ -511,7 +582,7 @@ fn outcome_of(e: &Error) -> Outcome {
         Error::Downstream { status, .. } => Outcome::Answered(*status),
         Error::Unavailable { .. } => Outcome::Failed("unavailable"),
         Error::Timeout { .. } => Outcome::Failed("timeout"),
-        Error::BadResponse(_) => Outcome::Failed("bad_response"),
+        Error::BadResponse(_) | Error::ResponseTooLarge { .. } => Outcome::Failed("bad_response"),
         _ => Outcome::Failed("other"),
     }
 }
@@ -602,9 +673,7 @@ fn downstream_error(parts: http::response::Parts, body: Bytes, limit: usize) -> 
 }
 
 fn too_large(limit: usize) -> Error {
-    Error::BadResponse(format!(
-        "answer larger than downstream.max_response_bytes ({limit} bytes)"
-    ))
+    Error::ResponseTooLarge { limit }
 }
 
 /// Decodes a `Content-Encoding: gzip` body of at most `limit` decoded bytes; identity
@@ -674,6 +743,39 @@ mod tests {
             decode_content_encoding(&with_encoding("gzip"), plain, 100),
             Err(Error::BadResponse(_))
         ));
+    }
+
+    #[test]
+    fn timeout_parameter_is_replaced_and_the_rest_kept() {
+        let none = Bytes::new();
+        let cases = [
+            (
+                "/api/v1/query?query=up",
+                "/api/v1/query?query=up&timeout=1.500",
+            ),
+            ("/api/v1/query", "/api/v1/query?timeout=1.500"),
+            (
+                "/api/v1/query?timeout=1h&query=a%2Bb&time=5&timeout=2h",
+                "/api/v1/query?query=a%2Bb&time=5&timeout=1.500",
+            ),
+            (
+                "/api/v1/query?time%6fut=9&x=1",
+                "/api/v1/query?x=1&timeout=1.500",
+            ),
+        ];
+        for (pq, want) in cases {
+            assert_eq!(
+                with_timeout(pq, &none, "1.500"),
+                (want.to_owned(), none.clone())
+            );
+        }
+        let body = Bytes::from_static(b"query=sum(up)&timeout=30s");
+        let (pq, new) = with_timeout("/api/v1/query?timeout=9s", &body, "2.000");
+        assert_eq!(
+            pq, "/api/v1/query?timeout=9s",
+            "the body's value wins in Prometheus"
+        );
+        assert_eq!(&new[..], b"query=sum(up)&timeout=2.000");
     }
 
     #[test]

@@ -123,6 +123,21 @@ impl QueryResponse {
                 .any(|(k, v)| k.to_ascii_lowercase().contains("partial") && v.get() == "true")
     }
 
+    /// Series and samples (floats plus histograms) in the answer.
+    pub fn counts(&self) -> (u64, u64) {
+        let Some(data) = &self.data else {
+            return (0, 0);
+        };
+        let samples = data
+            .result
+            .iter()
+            .flat_map(|s| [&s.values, &s.histograms])
+            .flatten()
+            .map(|raw| array_len(raw.as_str()))
+            .sum();
+        (data.result.len() as u64, samples)
+    }
+
     /// Encodes the response in Prometheus' field order.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
@@ -189,6 +204,41 @@ impl QueryResponse {
         });
         series + 128
     }
+}
+
+/// Elements of a JSON array's text (nested arrays, objects and strings skipped over).
+fn array_len(text: &str) -> u64 {
+    let (mut depth, mut count, mut in_string, mut escaped) = (0u32, 0u64, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                if depth == 1 && count == 0 {
+                    count = 1;
+                }
+            }
+            b'[' | b'{' => {
+                if depth == 1 && count == 0 {
+                    count = 1;
+                }
+                depth += 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => count += 1,
+            b if depth == 1 && count == 0 && !b.is_ascii_whitespace() => count = 1,
+            _ => {}
+        }
+    }
+    count
 }
 
 fn write_extra(out: &mut Vec<u8>, extra: &[(String, Box<RawValue>)]) {
@@ -288,6 +338,19 @@ impl<'de> Deserialize<'de> for MatrixData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_series_and_samples() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"a":"[,]"},"values":[[1,"1"],[2,"NaN"],[3,"+Inf"]]},
+            {"metric":{},"histograms":[[1,{"count":"2","buckets":[[0,"1","2","3"],[1,"2","3","4"]]}]]},
+            {"metric":{},"values":[]},
+            {"metric":{},"values":[ [ 5 , "1" ] ]}]}}"#;
+        let resp = QueryResponse::from_slice(body).expect("decodes");
+        assert_eq!(resp.counts(), (4, 5));
+        assert_eq!(array_len("[]"), 0);
+        assert_eq!(array_len(r#"["a,b","c\"]"]"#), 2);
+    }
 
     #[test]
     fn round_trip_is_byte_identical() {

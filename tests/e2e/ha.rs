@@ -132,11 +132,7 @@ async fn replicas_fail_over_and_recover() {
     while done.load(Ordering::SeqCst) < 60 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    blocking(move || {
-        prom_a.kill_hard();
-        prom_a
-    })
-    .await;
+    blocking(move || prom_a.kill_hard()).await;
     let problems = runner.await.expect("runner");
     assert!(
         problems.is_empty(),
@@ -144,18 +140,45 @@ async fn replicas_fail_over_and_recover() {
         problems.len(),
         problems.join("\n")
     );
-    let metrics = send(Method::GET, &format!("{}/metrics", fe.url), &[], None).await;
-    let ejected =
-        format!("promql_frontend_downstream_endpoint_healthy{{downstream=\"{url_a}\"}} 0");
-    assert!(
-        metrics.text().contains(&ejected),
-        "{ejected} in\n{}",
-        metrics.text()
+    let healthy_a =
+        format!("promql_frontend_downstream_endpoint_healthy{{downstream=\"{url_a}\"}}");
+    let successes_a = format!(
+        "promql_frontend_downstream_attempts_total{{downstream=\"{url_a}\",kind=\"query_range\",outcome=\"success\"}}"
+    );
+    let metrics = metrics_text(&fe.url).await;
+    assert_eq!(
+        metric(&metrics, &healthy_a),
+        Some(0.0),
+        "A ejected:\n{metrics}"
     );
 
-    // Both dead: a clean 503 within the deadline, and not ready.
-    blocking(move || prom_b.kill_hard()).await;
+    // A comes back while B serves: it gets traffic again once its ejection ends.
+    let dir_a = scratch.0.join("a");
+    let mut prom_a = blocking(move || start_prometheus_on(&dir_a, port_a)).await;
+    let before = metric(&metrics, &successes_a).unwrap_or(0.0);
+    let back = Instant::now();
     let qs = query_string(EXPRS[1], windows(tb.end_ms)[0]);
+    loop {
+        let reply = ask(&fe.url, &qs).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let metrics = metrics_text(&fe.url).await;
+        if metric(&metrics, &successes_a).unwrap_or(0.0) > before {
+            assert_eq!(metric(&metrics, &healthy_a), Some(1.0), "{metrics}");
+            break;
+        }
+        assert!(
+            back.elapsed() < ejection + Duration::from_secs(5),
+            "A got no traffic within {ejection:?} of coming back:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both dead: a clean 503 within the deadline, and not ready.
+    blocking(move || {
+        prom_a.kill_hard();
+        prom_b.kill_hard();
+    })
+    .await;
     let started = Instant::now();
     let down = ask(&fe.url, &qs).await;
     assert_eq!(down.status, 503, "{}", down.text());
@@ -165,9 +188,10 @@ async fn replicas_fail_over_and_recover() {
     let ready = send(Method::GET, &format!("{}/-/ready", fe.url), &[], None).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
 
-    // Replica A comes back on its port: answers again within the ejection period.
-    let dir_a = scratch.0.join("a");
-    let _prom_a = blocking(move || start_prometheus_on(&dir_a, port_a)).await;
+    // B comes back on its port. Every endpoint is ejected; the frontend still tries the
+    // one ejected first rather than refusing, so it answers as soon as B is up.
+    let dir_b = scratch.0.join("b");
+    let _prom_b = blocking(move || start_prometheus_on(&dir_b, port_b)).await;
     let back = Instant::now();
     let mut recovered = None;
     while back.elapsed() < ejection {
@@ -182,4 +206,17 @@ async fn replicas_fail_over_and_recover() {
     assert_eq!(compare(EXPRS[1], &direct[&qs], &reply, true), None);
     let ready = send(Method::GET, &format!("{}/-/ready", fe.url), &[], None).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+async fn metrics_text(base: &str) -> String {
+    send(Method::GET, &format!("{base}/metrics"), &[], None)
+        .await
+        .text()
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }

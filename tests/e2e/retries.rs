@@ -261,6 +261,7 @@ async fn the_deadline_goes_downstream_as_timeout() {
     let fake = faulty(|_| None).await;
     let mut c = config(&fake.url);
     c.downstream.deadline = Duration::from_secs(40);
+    c.downstream.request_timeout = Duration::from_secs(300);
     let fe = start_frontend(c).await;
     let timeouts = |fake: &FakeQuerier| -> Vec<f64> {
         fake.seen
@@ -297,6 +298,25 @@ async fn the_deadline_goes_downstream_as_timeout() {
         let last = sent.last().copied().unwrap_or_default();
         assert!(last > low && last <= high, "timeout={asked}: sent {last}");
     }
+    // An attempt limit below the deadline is what the querier is told.
+    let mut c = config(&fake.url);
+    c.downstream.request_timeout = Duration::from_secs(3);
+    let fe = start_frontend(c).await;
+    let reply = send(Method::GET, &format!("{}{}&x=1", fe.url, path()), &[], None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(timeouts(&fake).last().copied(), Some(3.0));
+    // Instant queries (passthrough) are told too, in place of the client's value.
+    let reply = send(
+        Method::GET,
+        &format!("{}/api/v1/query?query=up&timeout=1h", fe.url),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = fake.seen.lock().expect("lock");
+    let (_, pq, _, _) = seen.last().expect("the instant query");
+    assert_eq!(pq, "/api/v1/query?query=up&timeout=3.000");
 }
 
 #[tokio::test]
@@ -340,37 +360,92 @@ async fn passthrough_reads_are_retried_and_writes_are_not() {
 
 #[tokio::test]
 async fn primary_backup_uses_the_backup_only_while_the_primary_fails() {
-    let primary = faulty(|_| None).await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    let primary = faulty(move |_| flag.load(Ordering::SeqCst).then(FakeReply::reset)).await;
     let backup = faulty(|_| None).await;
     let mut c = config(&primary.url);
     c.downstream.urls = vec![primary.url.clone(), backup.url.clone()];
     c.downstream.policy = promql_frontend::config::BalancePolicy::PrimaryBackup;
+    c.downstream.eject_after_failures = 2;
+    c.downstream.ejection_period = Duration::from_millis(500);
     c.cache.enabled = false;
     let fe = start_frontend(c).await;
-    for _ in 0..3 {
+    let ask = || async {
         let reply = send(Method::GET, &format!("{}{}", fe.url, path()), &[], None).await;
-        assert_eq!(reply.status, 200);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    };
+    for _ in 0..3 {
+        ask().await;
     }
     assert_eq!(query_range_attempts(&primary), 3);
     assert_eq!(query_range_attempts(&backup), 0);
 
-    // The primary goes away: every request still succeeds, through the backup.
-    let backup_url = backup.url.clone();
-    drop(primary);
+    // The primary fails: every request still succeeds, through the backup, and after
+    // two failures the primary is not even tried.
+    down.store(true, Ordering::SeqCst);
     for _ in 0..5 {
-        let reply = send(Method::GET, &format!("{}{}", fe.url, path()), &[], None).await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
+        ask().await;
     }
     assert_eq!(query_range_attempts(&backup), 5);
-    let metrics = send(Method::GET, &format!("{}/metrics", fe.url), &[], None).await;
-    let want = format!(
-        "promql_frontend_downstream_attempts_total{{downstream=\"{backup_url}\",kind=\"query_range\",outcome=\"success\"}} 5"
+    assert_eq!(
+        query_range_attempts(&primary),
+        3 + 2,
+        "ejected after two failures"
     );
+
+    // The primary recovers: once its ejection ends, traffic goes back to it.
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..3 {
+        ask().await;
+    }
+    assert_eq!(query_range_attempts(&primary), 5 + 3);
+    assert_eq!(query_range_attempts(&backup), 5);
+}
+
+#[tokio::test]
+async fn a_final_passthrough_error_reaches_the_client_as_sent() {
+    let fake = fake_querier(Arc::new(|_, _, _, _| FakeReply {
+        status: 502,
+        headers: vec![
+            ("content-type", "text/html".to_owned()),
+            ("x-upstream", "lb-7".to_owned()),
+        ],
+        body: Bytes::from_static(b"<html><h1>502 Bad Gateway</h1></html>"),
+        ..FakeReply::json(502, "")
+    }))
+    .await;
+    let fe = start_frontend(config(&fake.url)).await;
+    let reply = send(
+        Method::GET,
+        &format!("{}/federate?match[]=up", fe.url),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.headers["content-type"], "text/html");
+    assert_eq!(reply.headers["x-upstream"], "lb-7");
+    assert_eq!(&reply.body[..], b"<html><h1>502 Bad Gateway</h1></html>");
+    assert_eq!(fake.seen.lock().expect("lock").len(), 3, "retried first");
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_limit_is_not_retried() {
+    let fake = faulty(|_| None).await;
+    let mut c = config(&fake.url);
+    c.downstream.max_response_bytes = 100;
+    let fe = start_frontend(c).await;
+    let reply = send(Method::GET, &format!("{}{}", fe.url, path()), &[], None).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["errorType"], "bad_response");
     assert!(
-        metrics.text().contains(&want),
-        "{want} in\n{}",
-        metrics.text()
+        reply.text().contains("max_response_bytes"),
+        "{}",
+        reply.text()
     );
+    assert_eq!(query_range_attempts(&fake), 1);
 }
 
 #[tokio::test]

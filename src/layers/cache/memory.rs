@@ -54,6 +54,13 @@ impl MemoryBackend {
         MemoryBackend { cache }
     }
 
+    /// Entries and bytes currently held (approximate: KiB-rounded weights), after
+    /// pending evictions.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size() * 1024)
+    }
+
     /// Bytes currently held (approximate: KiB-rounded weights), after pending evictions.
     pub async fn weighted_bytes(&self) -> u64 {
         self.cache.run_pending_tasks().await;

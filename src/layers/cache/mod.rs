@@ -370,11 +370,29 @@ impl Shared {
         let mut sub = query.clone();
         sub.start_ms = span.start_ms;
         sub.end_ms = span.end_ms;
-        let result = cell
-            .get_or_init(|| async move { inner.oneshot(sub).await.map_err(Arc::new) })
-            .await
-            .clone();
-        result.map_err(|e| e.duplicate())
+        let own = sub.clone();
+        let fallback = inner.clone();
+        let shared = cell.get_or_init(|| async move { inner.oneshot(sub).await.map_err(Arc::new) });
+        // A waiter keeps its own deadline, and the leader's may be shorter: a timeout
+        // is never shared, the waiter then asks itself.
+        let waiting_since = tokio::time::Instant::now();
+        let result = match (leader, query.deadline) {
+            (false, Some(deadline)) => match tokio::time::timeout_at(deadline, shared).await {
+                Ok(result) => result.clone(),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        endpoint: "the querier".into(),
+                        after: deadline.saturating_duration_since(waiting_since),
+                        limit: "the request's deadline, waiting for an identical fetch",
+                    });
+                }
+            },
+            _ => shared.await.clone(),
+        };
+        match result {
+            Err(e) if !leader && matches!(*e, Error::Timeout { .. }) => fallback.oneshot(own).await,
+            other => other.map_err(|e| e.duplicate()),
+        }
     }
 
     /// Stores an entry, bounded by the operation timeout; failures are counted only.

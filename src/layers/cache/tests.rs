@@ -38,6 +38,16 @@ impl Service<RangeQuery> for Mock {
             .push((q.start_ms, q.end_ms));
         let (warn, fail, no_store, delay) = (self.warn, self.fail, self.no_store, self.delay);
         Box::pin(async move {
+            // Like the downstream client: no waiting past the request's deadline.
+            let until = tokio::time::Instant::now() + delay;
+            if let Some(deadline) = q.deadline.filter(|d| *d < until) {
+                tokio::time::sleep_until(deadline).await;
+                return Err(Error::Timeout {
+                    endpoint: "mock".into(),
+                    after: delay,
+                    limit: "deadline",
+                });
+            }
             tokio::time::sleep(delay).await;
             if fail {
                 return Err(Error::Downstream {
@@ -154,6 +164,13 @@ impl Harness {
             String::from_utf8(resp.encode()).expect("utf-8"),
             stats.cache_outcome(),
         )
+    }
+
+    /// Lets other tasks run until the querier has seen `n` requests.
+    async fn wait_for_calls(&self, n: usize) {
+        while self.mock.calls.lock().expect("lock").len() < n {
+            tokio::task::yield_now().await;
+        }
     }
 
     fn take_calls(&self) -> Vec<(i64, i64)> {
@@ -399,6 +416,58 @@ async fn identical_concurrent_fetches_are_coalesced() {
         h.take_calls().len(),
         1,
         "eight identical requests, one querier request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_waiters_keep_their_own_deadlines() {
+    let h = harness(
+        Mock {
+            delay: Duration::from_secs(3),
+            ..Mock::default()
+        },
+        memory(),
+    );
+    let q = query(MIDNIGHT + H, MIDNIGHT + 2 * H, &[]);
+    let with_deadline = |secs: u64| {
+        let mut q = q.clone();
+        q.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(secs));
+        q
+    };
+    // A leader in a hurry times out; the patient waiter is not failed with it.
+    let leader = tokio::spawn(h.svc.clone().oneshot(with_deadline(1)));
+    h.wait_for_calls(1).await;
+    let waiter = tokio::spawn(h.svc.clone().oneshot(with_deadline(60)));
+    let leader = leader.await.expect("task");
+    assert!(matches!(leader, Err(Error::Timeout { .. })), "{leader:?}");
+    let answer = waiter.await.expect("task").expect("the waiter asks itself");
+    assert_eq!(
+        String::from_utf8(answer.encode()).expect("utf-8"),
+        answer_json(&q, false)
+    );
+    assert_eq!(
+        h.take_calls().len(),
+        2,
+        "the leader's fetch and the waiter's own"
+    );
+
+    // A waiter in a hurry gives up at its own deadline, not the leader's.
+    let q2 = query(MIDNIGHT + 3 * H, MIDNIGHT + 4 * H, &[]);
+    let mut slow = q2.clone();
+    slow.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(60));
+    let mut hurried = q2.clone();
+    hurried.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+    let started = tokio::time::Instant::now();
+    let leader = tokio::spawn(h.svc.clone().oneshot(slow));
+    h.wait_for_calls(1).await;
+    let waiter = h.svc.clone().oneshot(hurried).await;
+    assert!(matches!(waiter, Err(Error::Timeout { .. })), "{waiter:?}");
+    assert!(started.elapsed() <= Duration::from_secs(1));
+    leader.await.expect("task").expect("the leader finishes");
+    assert_eq!(
+        h.take_calls().len(),
+        1,
+        "the hurried waiter shared the fetch"
     );
 }
 

@@ -7,7 +7,9 @@
 //!   `backoff_base · 2^n` (capped at `backoff_cap`; "full jitter", so that clients that
 //!   failed together do not come back together);
 //! - a `Retry-After` on a 429/503 answer is waited for (when at most `max_retry_after`;
-//!   a longer one goes back to the client, who was told when to come back);
+//!   a longer one goes back to the client, who was told when to come back), unless an
+//!   endpoint the request has not tried yet remains: the retry goes there at once, since
+//!   the wait was asked for by another endpoint;
 //! - no attempt starts after the request's deadline, and no wait runs past it;
 //! - a retry budget shared by all requests (`budget_percent` of the requests of the last
 //!   `budget_window`, plus `budget_min_per_second`) turns a querier outage into fast
@@ -21,7 +23,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -137,7 +138,8 @@ impl RetryPolicy {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let delay = match self.plan(&err, retries, deadline) {
+            let untried_left = (route.tried().count_ones() as usize) < p.endpoints.len();
+            let delay = match self.plan(&err, retries, deadline, untried_left) {
                 Ok(delay) => delay,
                 Err(why) => {
                     if why != GiveUp::NotRetryable {
@@ -161,11 +163,14 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `retries + 1` after `err`, or why there is none.
+    /// `untried_left`: some endpoint has not been tried by this request yet (the retry
+    /// goes there, so another endpoint's `Retry-After` does not apply).
     pub fn plan(
         &self,
         err: &Error,
         retries: u32,
         deadline: Option<Instant>,
+        untried_left: bool,
     ) -> Result<Duration, GiveUp> {
         let p = &self.inner;
         if !err.is_retryable() {
@@ -176,7 +181,7 @@ impl RetryPolicy {
         }
         let bound = backoff_bound(p.opts.backoff_base, p.opts.backoff_cap, retries);
         let mut delay = bound.mul_f64((p.jitter)().clamp(0.0, 1.0));
-        if let Some(asked) = err.retry_after() {
+        if let Some(asked) = err.retry_after().filter(|_| !untried_left) {
             if asked > p.opts.max_retry_after {
                 return Err(GiveUp::RetryAfterTooLong);
             }
@@ -200,14 +205,9 @@ pub fn backoff_bound(base: Duration, cap: Duration, retries: u32) -> Duration {
         .min(cap)
 }
 
-/// A uniformly distributed number in `[0, 1)`, from the standard library's randomly
-/// keyed hasher (no dependency for a jitter that needs no cryptographic quality).
+/// A uniformly distributed number in `[0, 1)` (jitter needs no cryptographic quality).
 fn random_unit() -> f64 {
-    use std::hash::BuildHasher;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bits = std::collections::hash_map::RandomState::new().hash_one(n);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    (crate::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Adds retries to a range-query service.

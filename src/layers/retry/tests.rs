@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -78,8 +79,19 @@ fn opts() -> RetryOptions {
 }
 
 fn policy(opts: RetryOptions, jitter: fn() -> f64) -> (RetryPolicy, Arc<Metrics>) {
+    policy_for(2, opts, jitter)
+}
+
+/// A policy over `endpoints` endpoints named `http://a:9090`, `http://b:9090`, ...
+fn policy_for(
+    endpoints: u8,
+    opts: RetryOptions,
+    jitter: fn() -> f64,
+) -> (RetryPolicy, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let names = vec!["http://a:9090".to_owned(), "http://b:9090".to_owned()];
+    let names = (0..endpoints)
+        .map(|i| format!("http://{}:9090", (b'a' + i) as char))
+        .collect();
     let p = RetryPolicy::with_jitter(opts, metrics.clone(), names, jitter);
     (p, metrics)
 }
@@ -240,7 +252,7 @@ async fn client_errors_and_engine_failures_are_not_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_waited_for_unless_too_long() {
-    let (p, _) = policy(opts(), || 0.0);
+    let (p, _) = policy_for(1, opts(), || 0.0);
     let mock = Mock::failing(vec![
         status(503, "busy", Some("3")),
         status(429, "slow", Some("1")),
@@ -258,6 +270,26 @@ async fn retry_after_is_waited_for_unless_too_long() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(mock.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_endpoints_retry_after_does_not_delay_an_untried_one() {
+    let (p, _) = policy_for(2, opts(), || 0.0);
+    // The first endpoint asks for a day; the second has not been tried: go there now.
+    let mock = Mock::failing(vec![status(503, "busy", Some("86400"))]);
+    call(&p, &mock, query())
+        .await
+        .expect("second endpoint answers");
+    assert_eq!(mock.gaps(), [Duration::ZERO]);
+    // Both tried: the second's Retry-After applies.
+    let mock = Mock::failing(vec![
+        status(503, "busy", Some("86400")),
+        status(503, "busy", Some("2")),
+    ]);
+    call(&p, &mock, query())
+        .await
+        .expect("third attempt answers");
+    assert_eq!(mock.gaps(), [0, 2].map(Duration::from_secs).to_vec());
 }
 
 #[tokio::test(start_paused = true)]

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
 
 use crate::BoxFuture;
 use crate::error::Error;
@@ -150,11 +151,21 @@ where
                 sub.end_ms = piece.end_ms;
                 let svc = inner.clone();
                 let (per_query, global) = (per_query.clone(), global.clone());
-                tasks.spawn(async move {
-                    let _query_permit = per_query.acquire_owned().await;
-                    let _global_permit = global.acquire_owned().await;
-                    (i, svc.oneshot(sub).await)
-                });
+                // A span per piece, inside the request's span.
+                let span = tracing::debug_span!(
+                    "piece",
+                    index = i,
+                    start_ms = piece.start_ms,
+                    end_ms = piece.end_ms
+                );
+                tasks.spawn(
+                    async move {
+                        let _query_permit = per_query.acquire_owned().await;
+                        let _global_permit = global.acquire_owned().await;
+                        (i, svc.oneshot(sub).await)
+                    }
+                    .instrument(span),
+                );
             }
             let mut answers: Vec<Option<QueryResponse>> = vec![None; pieces.len()];
             while let Some(joined) = tasks.join_next().await {

@@ -4,7 +4,7 @@
 //! Routes:
 //! - `/api/v1/query_range` (GET or POST form): decoded into a [`RangeQuery`], sent
 //!   through the range-query stack (`stack.rs`), encoded back.
-//! - `/-/healthy`, `/-/ready`, `/metrics`: answered locally.
+//! - `/-/healthy`, `/-/ready`, `/metrics`, `/api/v1/slow_queries`: answered locally.
 //! - everything else: forwarded unchanged (method, path, query string, body, allow-listed
 //!   headers) and the querier's response streamed back with hop-by-hop headers removed.
 //!
@@ -48,7 +48,12 @@ use crate::metrics::{Endpoint, Metrics};
 use crate::model::RangeQuery;
 use crate::model::query::{form_pairs, is_form_content_type};
 use crate::model::time::parse_duration_ns;
+use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, RangeService};
+use observe::{Lines, Observed, Pending, error_message};
+use tracing::Instrument;
+
+mod observe;
 
 /// Response body type of the server: a local buffer or the querier's stream.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -72,6 +77,12 @@ pub struct Frontend {
     header_read_timeout: Duration,
     deadline: Duration,
     health_check_interval: Duration,
+    slow_log: Arc<SlowLog>,
+    tenant_header: http::HeaderName,
+    /// In-process cache tiers, whose size `/metrics` reports.
+    memory_caches: Vec<Arc<MemoryBackend>>,
+    /// Becomes true when shutdown starts (ends `follow` streams).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Frontend {
@@ -107,12 +118,24 @@ impl Frontend {
                 budget_window: r.budget_window,
             },
             metrics.clone(),
-            downstream.origins(),
+            downstream.labels(),
         );
+        let mut memory_caches = Vec::new();
         let cache = match config.cache.enabled {
-            true => Some(cache_layer(config, metrics.clone())?),
+            true => Some(cache_layer(config, metrics.clone(), &mut memory_caches)?),
             false => None,
         };
+        let sl = &config.slow_query_log;
+        let slow_log = SlowLog::new(
+            SlowLogOptions {
+                threshold: sl.threshold,
+                path: sl.path.clone(),
+                queue_size: sl.queue_size,
+                ring_size: sl.ring_size,
+            },
+            metrics.clone(),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
         let stack_opts = stack::StackOptions {
             validate: ValidateOptions {
                 max_query_length: q.max_query_length,
@@ -140,7 +163,17 @@ impl Frontend {
             header_read_timeout: config.server.header_read_timeout,
             deadline: d.deadline,
             health_check_interval: d.health_check_interval,
+            slow_log: Arc::new(slow_log),
+            tenant_header: http::HeaderName::from_bytes(config.cache.tenant_header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
+            memory_caches,
+            closing: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// The slow-query log, e.g. to reopen its file on SIGHUP.
+    pub fn slow_log(&self) -> Arc<SlowLog> {
+        self.slow_log.clone()
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then drains.
@@ -197,6 +230,7 @@ impl Frontend {
             }
         }
         drop(listener);
+        this.closing.send_replace(true);
         tracing::info!(grace_period = ?this.grace_period, "shutting down: draining in-flight requests");
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
@@ -207,20 +241,53 @@ impl Frontend {
         Ok(())
     }
 
-    /// Answers one request; never fails (errors become Prometheus error JSON).
-    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request; never fails (errors become Prometheus error JSON). Runs in a
+    /// span carrying the request id, so every log line of the request names it.
+    async fn handle(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+        let request_id = crate::headers::request_id(req.headers());
+        // Forwarded to the querier like a client's own id (when allow-listed).
+        req.headers_mut()
+            .insert(crate::headers::REQUEST_ID, request_id.clone());
+        let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+        let span = tracing::info_span!("request", request_id = %id);
+        let mut resp = self.handle_request(peer, req, &id).instrument(span).await;
+        resp.headers_mut()
+            .insert(crate::headers::REQUEST_ID, request_id);
+        resp
+    }
+
+    async fn handle_request(
+        &self,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        request_id: &str,
+    ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.start_request();
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let mut pending = (self.slow_log.enabled() && endpoint.is_query_api()).then(|| {
+            Pending::new(
+                peer,
+                &method,
+                &path,
+                req.headers(),
+                &self.tenant_header,
+                request_id,
+            )
+        });
         let resp = match (endpoint, &method) {
-            (Endpoint::query_range, &Method::GET | &Method::POST) => self.query_range(req).await,
+            (Endpoint::query_range, &Method::GET | &Method::POST) => {
+                self.query_range(req, pending.as_mut()).await
+            }
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),
-            (Endpoint::metrics, _) => Ok(self.metrics_page()),
-            _ => self.passthrough(req).await,
+            (Endpoint::metrics, _) => Ok(self.metrics_page(req.headers()).await),
+            (Endpoint::slow_queries, &Method::GET) => self.slow_queries(&req),
+            _ => self.passthrough(req, pending.as_mut()).await,
         };
+        let error = resp.as_ref().err().map(error_message);
         let resp = resp.unwrap_or_else(|e| error_response(&e));
         let took = started.elapsed();
         self.metrics.observe_request(endpoint, resp.status(), took);
@@ -232,10 +299,21 @@ impl Frontend {
             took_ms = took.as_secs_f64() * 1e3,
             "request"
         );
-        resp
+        match pending {
+            Some(mut pending) => {
+                pending.outcome(resp.status(), error);
+                let log = self.slow_log.clone();
+                resp.map(|body| Observed::new(body, pending, log).boxed())
+            }
+            None => resp,
+        }
     }
 
-    async fn query_range(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    async fn query_range(
+        &self,
+        req: Request<Incoming>,
+        pending: Option<&mut Pending>,
+    ) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let content_type = parts
@@ -255,7 +333,24 @@ impl Frontend {
         query.request_headers = request_headers;
         query.deadline = Some(self.deadline_for(query.client_timeout()));
         let stats = query.stats.clone();
-        let answer = self.stack.clone().oneshot(query).await?;
+        let mut pending = pending;
+        if let Some(p) = pending.as_deref_mut() {
+            p.range_query(
+                &query.query,
+                query.start_ms,
+                query.end_ms,
+                query.step_ns,
+                stats.clone(),
+            );
+        }
+        let answer = self.stack.clone().oneshot(query).await;
+        self.metrics
+            .query_pieces(stats.pieces.load(std::sync::atomic::Ordering::Relaxed));
+        let answer = answer?;
+        if let Some(p) = pending {
+            let (series, samples) = answer.counts();
+            p.answer_counts(series, samples);
+        }
         let json = answer.encode();
         let mut resp = self.json_response(&parts.headers, json);
         if let Some(outcome) = stats.cache_outcome() {
@@ -265,7 +360,11 @@ impl Frontend {
         Ok(resp)
     }
 
-    async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    async fn passthrough(
+        &self,
+        req: Request<Incoming>,
+        pending: Option<&mut Pending>,
+    ) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let mut headers = self.forward.select(&parts.headers);
@@ -281,10 +380,14 @@ impl Frontend {
         } else {
             &[]
         };
-        let client_timeout = form_pairs(parts.uri.query(), content_type, form_body)
-            .into_iter()
+        let pairs = form_pairs(parts.uri.query(), content_type, form_body);
+        if let Some(p) = pending {
+            p.read_params(&pairs);
+        }
+        let client_timeout = pairs
+            .iter()
             .find(|(k, _)| k == "timeout")
-            .and_then(|(_, v)| parse_duration_ns(&v).ok())
+            .and_then(|(_, v)| parse_duration_ns(v).ok())
             .map(|ns| Duration::from_nanos(ns.max(0) as u64));
         let deadline = self.deadline_for(client_timeout);
         let request = ForwardRequest {
@@ -297,18 +400,35 @@ impl Frontend {
             headers,
             body,
             retryable,
+            timeout_param: retryable && parts.uri.path() == "/api/v1/query",
         };
         let downstream = &self.downstream;
-        let resp = if retryable {
+        let result = if retryable {
             self.retry
                 .run(Some(deadline), None, |route| {
                     let request = &request;
                     async move { downstream.forward(request, &route, Some(deadline)).await }
                 })
-                .await?
+                .await
         } else {
             let route = crate::model::Route::default();
-            downstream.forward(&request, &route, Some(deadline)).await?
+            downstream.forward(&request, &route, Some(deadline)).await
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            // The querier's final error answer, read whole to classify it: passed on as
+            // it came (status, headers, body).
+            Err(Error::Downstream {
+                status,
+                headers,
+                body,
+            }) => {
+                let mut resp = Response::new(full(body));
+                *resp.status_mut() = status;
+                *resp.headers_mut() = *headers;
+                return Ok(resp);
+            }
+            Err(e) => return Err(e),
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -344,12 +464,104 @@ impl Frontend {
         }
     }
 
-    fn metrics_page(&self) -> Response<Body> {
-        let mut resp = Response::new(full(Bytes::from(self.metrics.encode())));
+    /// `GET /api/v1/slow_queries`: the last `limit` (default all kept) slow-query log
+    /// lines, newest first, as `{"status":"success","data":[...]}`; with `follow=true`
+    /// new lines as they are logged, as newline-delimited JSON, until shutdown.
+    fn slow_queries(&self, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+        let pairs = form_pairs(req.uri().query(), None, &[]);
+        let first = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let limit = match first("limit") {
+            None | Some("") => usize::MAX,
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                Error::BadData(format!(
+                    "invalid parameter \"limit\": {v:?} is not a non-negative integer"
+                ))
+            })?,
+        };
+        let follow = match first("follow") {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(v) => {
+                return Err(Error::BadData(format!(
+                    "invalid parameter \"follow\": {v:?} is not true or false"
+                )));
+            }
+        };
+        if !follow {
+            let mut json = b"{\"status\":\"success\",\"data\":[".to_vec();
+            for (i, line) in self.slow_log.recent(limit).iter().enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json.extend_from_slice(line.trim_ascii_end());
+            }
+            json.extend_from_slice(b"]}");
+            return Ok(self.json_response(req.headers(), json));
+        }
+        let mut lines = self.slow_log.follow();
+        let mut closing = self.closing.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            loop {
+                let line = tokio::select! {
+                    line = lines.recv() => line,
+                    _ = closing.wait_for(|c| *c) => break,
+                    () = tx.closed() => break,
+                };
+                match line {
+                    Ok(line) => {
+                        if tx.send(line).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A follower that fell behind skips what it missed.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let mut resp = Response::new(Lines(rx).boxed());
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static("application/x-ndjson"),
         );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+
+    /// `/metrics`: OpenMetrics for clients that ask for it (Prometheus does), the
+    /// classic Prometheus text format otherwise (curl, `promtool check metrics`).
+    async fn metrics_page(&self, req_headers: &HeaderMap) -> Response<Body> {
+        for cache in &self.memory_caches {
+            let (entries, bytes) = cache.usage().await;
+            self.metrics.cache_held("memory", entries, bytes);
+        }
+        let openmetrics = req_headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/openmetrics-text"));
+        let text = self.metrics.encode();
+        let (body, content_type) = if openmetrics {
+            (
+                text,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        } else {
+            (
+                crate::metrics::to_prometheus_text(&text),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        };
+        let mut resp = Response::new(full(Bytes::from(body)));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
 
@@ -382,7 +594,11 @@ impl Frontend {
 
 /// The cache layer described by the config (windows: the split interval, or days when
 /// splitting is off).
-fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Error> {
+fn cache_layer(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    memory_caches: &mut Vec<Arc<MemoryBackend>>,
+) -> Result<CacheLayer, Error> {
     let c = &config.cache;
     let header = |name: &str| http::HeaderName::from_bytes(name.as_bytes()).ok();
     let interval = match config.query_range.split_interval {
@@ -390,7 +606,11 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
         d => d,
     };
     let backend: Arc<dyn Backend> = match c.backend {
-        CacheBackendKind::Memory => Arc::new(MemoryBackend::new(c.memory_capacity_bytes)),
+        CacheBackendKind::Memory => {
+            let memory = Arc::new(MemoryBackend::new(c.memory_capacity_bytes));
+            memory_caches.push(memory.clone());
+            memory
+        }
         CacheBackendKind::Redis => {
             let redis = RedisBackend::new(RedisOptions {
                 url: c.redis.url.clone(),
@@ -404,6 +624,7 @@ fn cache_layer(config: &Config, metrics: Arc<Metrics>) -> Result<CacheLayer, Err
             let shared: Arc<dyn Backend> = Arc::new(Batching::new(Arc::new(redis)));
             if c.two_tier {
                 let near = Arc::new(MemoryBackend::new(c.memory_capacity_bytes));
+                memory_caches.push(near.clone());
                 Arc::new(Tiered::new(near, shared, c.ttl))
             } else {
                 shared
@@ -538,7 +759,10 @@ pub fn error_response(err: &Error) -> Response<Body> {
             (*status, headers, Bytes::from(json))
         }
         other => {
-            if matches!(other, Error::Internal(_) | Error::BadResponse(_)) {
+            if matches!(
+                other,
+                Error::Internal(_) | Error::BadResponse(_) | Error::ResponseTooLarge { .. }
+            ) {
                 tracing::warn!(error = %other, "answering with an error");
             }
             let mut headers = HeaderMap::new();

@@ -1,0 +1,324 @@
+//! The slow-query log: one JSON object per line for every request slower than a
+//! threshold, shaped like Prometheus' query log (`params{query,start,end,step}`,
+//! `httpRequest{clientIP,method,path}`) plus what the frontend knows about the request
+//! (tenant, Grafana headers, pieces, cache outcome, retries, querier time, sizes).
+//!
+//! It sits at the HTTP edge rather than inside the range-query stack: it covers
+//! passthrough requests too, and a request's duration runs until the last byte of its
+//! answer was handed to the client.
+//!
+//! Writing never blocks a request: lines go through a bounded queue to one writer thread
+//! (a full queue drops the line and counts it). The writer appends each line with one
+//! `write` call to a file opened in append mode, so `tail -f` never sees half a line,
+//! and reopens the file on [`SlowLog::reopen`] (SIGHUP, for logrotate). The last lines
+//! are also kept in memory for `GET /api/v1/slow_queries` and broadcast to its followers.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+
+/// Which requests are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threshold {
+    /// None.
+    Off,
+    /// Those that took longer than this.
+    Above(Duration),
+    /// Every request.
+    All,
+}
+
+/// Settings of the slow-query log.
+#[derive(Debug, Clone)]
+pub struct SlowLogOptions {
+    /// Which requests are logged.
+    pub threshold: Threshold,
+    /// The file lines are appended to; `None`: standard error.
+    pub path: Option<PathBuf>,
+    /// Lines waiting for the writer; more are dropped.
+    pub queue_size: usize,
+    /// Lines kept in memory for `/api/v1/slow_queries`.
+    pub ring_size: usize,
+}
+
+/// The logger; shared by every request.
+pub struct SlowLog {
+    threshold: Threshold,
+    writer: Option<SyncSender<Msg>>,
+    /// A reopen that did not fit in the queue; the writer does it before its next line.
+    reopen_pending: Arc<AtomicBool>,
+    ring: Mutex<VecDeque<Bytes>>,
+    ring_size: usize,
+    followers: broadcast::Sender<Bytes>,
+    metrics: Arc<Metrics>,
+}
+
+enum Msg {
+    Line(Bytes),
+    Reopen,
+}
+
+/// One logged request.
+#[derive(Debug, Default, Serialize)]
+pub struct Entry {
+    /// When the request arrived, RFC 3339 with milliseconds, UTC.
+    pub time: String,
+    /// The request id (`X-Request-Id`).
+    pub request_id: String,
+    /// The query parameters, as Prometheus' query log names them.
+    pub params: Params,
+    /// The HTTP request.
+    #[serde(rename = "httpRequest")]
+    pub http_request: HttpRequest,
+    /// From request received to the last byte of the answer handed over.
+    pub duration_seconds: f64,
+    /// The status sent.
+    pub status: u16,
+    /// The error message, for an error answer.
+    pub error: Option<String>,
+    /// The tenant header's value.
+    pub tenant: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Grafana's `X-Dashboard-Uid`.
+    pub dashboard_uid: Option<String>,
+    /// Grafana's `X-Panel-Id`.
+    pub panel_id: Option<String>,
+    /// Grafana's `X-Grafana-Org-Id`.
+    pub org_id: Option<String>,
+    /// Grafana's `X-Query-Group-Id`.
+    pub query_group_id: Option<String>,
+    /// Pieces a range query was split into (0 for other requests).
+    pub splits: u64,
+    /// How the cache served the pieces.
+    pub cache: CacheFacts,
+    /// Querier attempts that were retries.
+    pub retries: u64,
+    /// Time spent waiting for the querier, summed over range-query pieces.
+    pub downstream_seconds: f64,
+    /// Bytes of the answer body sent (after compression).
+    pub response_bytes: u64,
+    /// Series in a range query's answer (`null` for passthrough answers, which stream
+    /// through unread).
+    pub series: Option<u64>,
+    /// Samples (floats and histograms) in a range query's answer.
+    pub samples: Option<u64>,
+}
+
+/// `params` of a log line.
+#[derive(Debug, Default, Serialize)]
+pub struct Params {
+    /// The PromQL (`query`; for series/labels requests their `match[]` selectors).
+    pub query: Option<String>,
+    /// Start, RFC 3339 (instant queries: their `time`).
+    pub start: Option<String>,
+    /// End, RFC 3339 (instant queries: their `time`).
+    pub end: Option<String>,
+    /// Step in seconds (instant queries: 0).
+    pub step: Option<f64>,
+}
+
+/// `httpRequest` of a log line.
+#[derive(Debug, Default, Serialize)]
+pub struct HttpRequest {
+    /// The client's address.
+    #[serde(rename = "clientIP")]
+    pub client_ip: String,
+    /// The method.
+    pub method: String,
+    /// The path (no query string: it may hold credentials).
+    pub path: String,
+}
+
+/// `cache` of a log line: pieces by cache outcome.
+#[derive(Debug, Default, Serialize)]
+pub struct CacheFacts {
+    /// Pieces answered from the cache.
+    pub hits: u64,
+    /// Pieces not in the cache.
+    pub misses: u64,
+    /// Pieces answered partly from the cache.
+    pub partial: u64,
+    /// Pieces the cache did not handle.
+    pub skipped: u64,
+}
+
+impl SlowLog {
+    /// Opens the log file (so that a bad path fails at start-up) and starts the writer.
+    pub fn new(opts: SlowLogOptions, metrics: Arc<Metrics>) -> std::io::Result<SlowLog> {
+        let (followers, _) = broadcast::channel(64);
+        let reopen_pending = Arc::new(AtomicBool::new(false));
+        let writer = match opts.threshold {
+            Threshold::Off => None,
+            _ => Some(start_writer(
+                opts.path.clone(),
+                opts.queue_size.max(1),
+                reopen_pending.clone(),
+            )?),
+        };
+        Ok(SlowLog {
+            threshold: opts.threshold,
+            writer,
+            reopen_pending,
+            ring: Mutex::new(VecDeque::with_capacity(opts.ring_size)),
+            ring_size: opts.ring_size,
+            followers,
+            metrics,
+        })
+    }
+
+    /// Whether any request is logged.
+    pub fn enabled(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Whether a request that took `took` is logged.
+    pub fn is_slow(&self, took: Duration) -> bool {
+        match self.threshold {
+            Threshold::Off => false,
+            Threshold::All => true,
+            Threshold::Above(limit) => took > limit,
+        }
+    }
+
+    /// Logs one request: to the writer (or counted as dropped when its queue is full),
+    /// the in-memory ring and the followers.
+    pub fn record(&self, entry: &Entry) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "slow-query log entry not serializable");
+                return;
+            }
+        };
+        line.push(b'\n');
+        let line = Bytes::from(line);
+        if self.ring_size > 0 {
+            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            if ring.len() == self.ring_size {
+                ring.pop_front();
+            }
+            ring.push_back(line.clone());
+        }
+        // No follower is not an error.
+        let _ = self.followers.send(line.clone());
+        match writer.try_send(Msg::Line(line)) {
+            Ok(()) => self.metrics.slow_query("logged"),
+            Err(TrySendError::Full(_)) => self.metrics.slow_query("dropped"),
+            Err(TrySendError::Disconnected(_)) => self.metrics.slow_query("dropped"),
+        }
+    }
+
+    /// Asks the writer to reopen the file (after logrotate renamed it). Lines already
+    /// queued go to the old file; the next ones to a new file at the configured path.
+    pub fn reopen(&self) {
+        if let Some(writer) = &self.writer
+            && writer.try_send(Msg::Reopen).is_err()
+        {
+            self.reopen_pending.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The last `limit` lines, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Bytes> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// New lines as they are logged.
+    pub fn follow(&self) -> broadcast::Receiver<Bytes> {
+        self.followers.subscribe()
+    }
+}
+
+/// Where lines go.
+enum Sink {
+    Stderr,
+    File(PathBuf, std::fs::File),
+}
+
+fn open_append(path: &PathBuf) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Starts the writer thread; it ends when the sender is dropped.
+fn start_writer(
+    path: Option<PathBuf>,
+    queue: usize,
+    reopen_pending: Arc<AtomicBool>,
+) -> std::io::Result<SyncSender<Msg>> {
+    let mut sink = match path {
+        Some(path) => {
+            let file = open_append(&path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("slow query log {}: {e}", path.display()))
+            })?;
+            Sink::File(path, file)
+        }
+        None => Sink::Stderr,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(queue);
+    std::thread::Builder::new()
+        .name("slow-query-log".into())
+        .spawn(move || {
+            for msg in rx {
+                let msg = match msg {
+                    Msg::Line(line) if reopen_pending.swap(false, Ordering::Relaxed) => {
+                        reopen(&mut sink);
+                        Msg::Line(line)
+                    }
+                    other => other,
+                };
+                match (msg, &mut sink) {
+                    (Msg::Line(line), Sink::Stderr) => {
+                        let _ = std::io::stderr().lock().write_all(&line);
+                    }
+                    (Msg::Line(line), Sink::File(path, file)) => {
+                        // One write of the whole line: appends are never interleaved.
+                        if let Err(e) = file.write_all(&line) {
+                            tracing::warn!(path = %path.display(), error = %e, "slow-query log write failed");
+                        }
+                    }
+                    (Msg::Reopen, sink) => reopen(sink),
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Opens the configured path again (a renamed file keeps only what was written before).
+fn reopen(sink: &mut Sink) {
+    if let Sink::File(path, file) = sink {
+        match open_append(path) {
+            Ok(new) => *file = new,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "slow-query log reopen failed; still writing to the old file");
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+#[cfg(test)]
+#[path = "slowlog_tests.rs"]
+mod tests;

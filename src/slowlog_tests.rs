@@ -1,0 +1,187 @@
+use std::path::Path;
+use std::time::Instant;
+
+use super::*;
+
+fn options(path: &Path, threshold: Threshold) -> SlowLogOptions {
+    SlowLogOptions {
+        threshold,
+        path: Some(path.to_owned()),
+        queue_size: 100_000,
+        ring_size: 3,
+    }
+}
+
+fn entry(n: usize) -> Entry {
+    Entry {
+        time: "2026-11-25T14:00:00.000Z".into(),
+        request_id: format!("req-{n}"),
+        params: Params {
+            query: Some(format!("sum(rate(x{{n=\"{n}\", s=\"a\\nb\"}}[5m]))")),
+            ..Params::default()
+        },
+        status: 200,
+        ..Entry::default()
+    }
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("slowlog-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Waits (bounded) until `path` holds `lines` lines, and returns them.
+fn wait_for_lines(path: &Path, lines: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let got: Vec<String> = text.lines().map(str::to_owned).collect();
+        if got.len() >= lines || Instant::now() > until {
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "a half line: {text:?}"
+            );
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn thresholds() {
+    let dir = scratch("thresholds");
+    let m = Arc::new(Metrics::new());
+    let off = SlowLog::new(options(&dir.join("off"), Threshold::Off), m.clone()).expect("log");
+    assert!(!off.enabled() && !off.is_slow(Duration::from_secs(1000)));
+    assert!(!dir.join("off").exists(), "no file when off");
+    let all = SlowLog::new(options(&dir.join("all"), Threshold::All), m.clone()).expect("log");
+    assert!(all.is_slow(Duration::ZERO));
+    let above = SlowLog::new(
+        options(&dir.join("above"), Threshold::Above(Duration::from_secs(5))),
+        m,
+    )
+    .expect("log");
+    assert!(!above.is_slow(Duration::from_secs(5)));
+    assert!(above.is_slow(Duration::from_millis(5001)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_writers_never_interleave_lines() {
+    let dir = scratch("concurrent");
+    let path = dir.join("slow.log");
+    let metrics = Arc::new(Metrics::new());
+    let log = Arc::new(SlowLog::new(options(&path, Threshold::All), metrics.clone()).expect("log"));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    log.record(&entry(t * 1000 + i));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer thread");
+    }
+    let lines = wait_for_lines(&path, 4000);
+    assert_eq!(lines.len(), 4000);
+    let mut ids = std::collections::HashSet::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        ids.insert(v["request_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 4000, "every entry exactly once");
+    assert!(
+        metrics
+            .encode()
+            .contains("promql_frontend_slow_queries_total{result=\"logged\"} 4000")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reopen_after_rename_writes_to_a_new_file() {
+    let dir = scratch("reopen");
+    let path = dir.join("slow.log");
+    let rotated = dir.join("slow.log.1");
+    let log = SlowLog::new(options(&path, Threshold::All), Arc::new(Metrics::new())).expect("log");
+    log.record(&entry(1));
+    assert_eq!(wait_for_lines(&path, 1).len(), 1);
+    std::fs::rename(&path, &rotated).expect("rotate");
+    log.reopen();
+    log.record(&entry(2));
+    let new = wait_for_lines(&path, 1);
+    assert_eq!(new.len(), 1);
+    assert!(new[0].contains("req-2"));
+    let old = wait_for_lines(&rotated, 1);
+    assert_eq!(old.len(), 1);
+    assert!(old[0].contains("req-1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts() {
+    let dir = scratch("full");
+    let path = dir.join("slow.log");
+    let metrics = Arc::new(Metrics::new());
+    let opts = SlowLogOptions {
+        queue_size: 1,
+        ..options(&path, Threshold::All)
+    };
+    let log = SlowLog::new(opts, metrics.clone()).expect("log");
+    for i in 0..2000 {
+        log.record(&entry(i));
+    }
+    let text = metrics.encode();
+    let count = |result: &str| -> u64 {
+        let prefix = format!("promql_frontend_slow_queries_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.parse().expect("number"))
+    };
+    assert_eq!(count("logged") + count("dropped"), 2000);
+    assert!(count("dropped") > 0, "a one-line queue overflows:\n{text}");
+    let lines = wait_for_lines(&path, count("logged") as usize);
+    assert_eq!(lines.len() as u64, count("logged"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn ring_is_newest_first_and_followers_see_new_lines() {
+    let dir = scratch("ring");
+    let log = SlowLog::new(
+        options(&dir.join("slow.log"), Threshold::All),
+        Arc::new(Metrics::new()),
+    )
+    .expect("log");
+    let mut follower = log.follow();
+    for i in 0..5 {
+        log.record(&entry(i));
+    }
+    let recent = log.recent(10);
+    assert_eq!(recent.len(), 3, "ring_size");
+    assert!(String::from_utf8_lossy(&recent[0]).contains("req-4"));
+    assert!(String::from_utf8_lossy(&recent[2]).contains("req-2"));
+    assert_eq!(log.recent(1).len(), 1);
+    let first = follower.recv().await.expect("a line");
+    assert!(String::from_utf8_lossy(&first).contains("req-0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_path_fails_at_start() {
+    let err = SlowLog::new(
+        options(Path::new("/nonexistent-dir/x/slow.log"), Threshold::All),
+        Arc::new(Metrics::new()),
+    )
+    .err()
+    .expect("unwritable path");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/x/slow.log"),
+        "{err}"
+    );
+}
