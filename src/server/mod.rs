@@ -381,7 +381,8 @@ impl Frontend {
             &[]
         };
         let pairs = form_pairs(parts.uri.query(), content_type, form_body);
-        if let Some(p) = pending {
+        let mut pending = pending;
+        if let Some(p) = pending.as_deref_mut() {
             p.read_params(&pairs);
         }
         let client_timeout = pairs
@@ -403,16 +404,23 @@ impl Frontend {
             timeout_param: retryable && parts.uri.path() == "/api/v1/query",
         };
         let downstream = &self.downstream;
+        let stats = Arc::new(crate::model::RequestStats::default());
+        if let Some(p) = pending {
+            p.stats(stats.clone());
+        }
+        let attempt = |route: Arc<crate::model::Route>| {
+            let (request, stats) = (&request, &stats);
+            async move {
+                let started = Instant::now();
+                let result = downstream.forward(request, &route, Some(deadline)).await;
+                stats.record_downstream(started.elapsed());
+                result
+            }
+        };
         let result = if retryable {
-            self.retry
-                .run(Some(deadline), None, |route| {
-                    let request = &request;
-                    async move { downstream.forward(request, &route, Some(deadline)).await }
-                })
-                .await
+            self.retry.run(Some(deadline), Some(&stats), attempt).await
         } else {
-            let route = crate::model::Route::default();
-            downstream.forward(&request, &route, Some(deadline)).await
+            attempt(Arc::default()).await
         };
         let resp = match result {
             Ok(resp) => resp,

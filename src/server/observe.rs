@@ -115,6 +115,11 @@ impl Pending {
         };
     }
 
+    /// Records the counters of a passthrough request.
+    pub fn stats(&mut self, stats: Arc<RequestStats>) {
+        self.stats = Some(stats);
+    }
+
     /// Records the series and samples of a decoded answer.
     pub fn answer_counts(&mut self, series: u64, samples: u64) {
         self.entry.series = Some(series);

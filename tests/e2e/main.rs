@@ -13,4 +13,5 @@ mod retries;
 mod server;
 mod split_equivalence;
 mod support;
+mod telemetry;
 mod tls;
