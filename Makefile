@@ -1,6 +1,6 @@
 # Two entry points: `make demo` runs the frontend in front of a demo Prometheus,
 # `make test` installs what the tests need, checks formatting and lints, and runs the tests.
-.PHONY: demo test deps lint
+.PHONY: demo test deps lint bench bench-micro
 
 demo:
 	scripts/demo.sh
@@ -14,3 +14,12 @@ test: deps lint
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
+
+# The end-to-end benchmark: release build, generated data, real Prometheus, Redis and
+# nginx; writes its section of BENCHMARKS.md. About 15 minutes on 2 cores.
+bench:
+	scripts/install-deps.sh --bench
+	cargo bench --locked --bench e2e
+
+bench-micro:
+	cargo bench --locked --bench split_merge

@@ -1,6 +1,7 @@
-//! Micro benchmarks of pure parts: cutting a 30-day query into day pieces, decoding +
-//! merging + encoding 30 day-pieces of a 500-series matrix (throughput over the pieces'
-//! JSON bytes), and encoding/decoding a cache value with compression.
+//! Micro benchmarks of pure parts: cutting a 30-day query into day pieces, the cache key
+//! of a typical Grafana query, extent partition and trimming, decoding + merging +
+//! encoding 30 day-pieces of a 500-series matrix (throughput over the pieces' JSON
+//! bytes), and encoding/decoding a cache value with compression.
 //!
 //! Run: `cargo bench --bench split_merge`.
 
@@ -116,5 +117,72 @@ fn bench_cache_value(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_split, bench_merge, bench_cache_value);
+fn bench_cache_key(c: &mut Criterion) {
+    use promql_frontend::layers::cache::key::{KeyOptions, piece_key};
+    use promql_frontend::model::RangeQuery;
+    use promql_frontend::promql::Analysis;
+    let expr = "histogram_quantile(0.95, sum by (le, handler) (rate(request_duration_seconds_bucket{job=\"api\", handler=~\"/api/.*\"}[5m])))";
+    let pairs: Vec<(String, String)> = [
+        ("query", expr.to_owned()),
+        ("start", format_seconds_ms(START)),
+        ("end", format_seconds_ms(START + 6 * 3_600_000)),
+        ("step", "30".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .to_vec();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-scope-orgid", http::HeaderValue::from_static("team-a"));
+    headers.insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc"),
+    );
+    let mut q = RangeQuery::from_form(pairs, http::HeaderMap::new()).expect("valid query");
+    q.request_headers = headers;
+    q.analysis = Some(std::sync::Arc::new(Analysis::of(expr)));
+    let opts = KeyOptions {
+        namespace: "http://thanos-query:10902".into(),
+        tenant_header: http::HeaderName::from_static("x-scope-orgid"),
+        key_headers: vec![http::HeaderName::from_static("authorization")],
+        interval_ms: DAY,
+    };
+    c.bench_function("cache key of a Grafana histogram_quantile panel", |b| {
+        b.iter(|| black_box(piece_key(black_box(&q), &opts).expect("cacheable")))
+    });
+    c.bench_function("parse + analyse that PromQL (validate layer)", |b| {
+        b.iter(|| black_box(Analysis::of(black_box(expr))))
+    });
+}
+
+fn bench_extents(c: &mut Criterion) {
+    use promql_frontend::layers::cache::extents::{Span, partition, trim};
+    let step = 60_000;
+    // An entry holding four extents of one day; the request spans the day.
+    let extents: Vec<Span> = (0..4)
+        .map(|i| Span {
+            start_ms: START + i * 6 * 3_600_000,
+            end_ms: START + i * 6 * 3_600_000 + 5 * 3_600_000,
+        })
+        .collect();
+    c.bench_function("partition a day request over 4 extents", |b| {
+        b.iter(|| black_box(partition(black_box(&extents), START, START + DAY - step, step)))
+    });
+    let day = QueryResponse::from_slice(piece_json(0, step).as_bytes()).expect("valid piece");
+    let mut group = c.benchmark_group("trim");
+    group.sample_size(20);
+    group.bench_function("trim a 500-series day to its middle 12 h", |b| {
+        b.iter(|| {
+            black_box(trim(&day, START + 6 * 3_600_000, START + 18 * 3_600_000).expect("trims"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_split,
+    bench_cache_key,
+    bench_extents,
+    bench_merge,
+    bench_cache_value
+);
 criterion_main!(benches);

@@ -10,6 +10,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# `--bench`: also nginx, the caching proxy `make bench` compares against.
+if [ "${1:-}" = "--bench" ]; then
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2

@@ -92,6 +92,12 @@ if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (not the supervisor's), once the supervisor has written it.
+    pub fn pid(&self) -> Option<u32> {
+        let pid_file = PathBuf::from(format!("{}.pid", self.log.display()));
+        std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+    }
+
     /// Kills the process with SIGKILL (a crash: no graceful shutdown, connections
     /// reset), then waits for the supervisor to finish.
     pub fn kill_hard(&mut self) {
