@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -90,7 +90,8 @@ impl Client {
     }
 
     async fn post_form(&self, url: &str, body: String, headers: &[(&str, &str)]) -> Answer {
-        let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
+        let mut req =
+            Request::post(url).header("content-type", "application/x-www-form-urlencoded");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -109,8 +110,11 @@ impl FrontendProc {
     fn start(dir: &Path, name: &str, toml: &str) -> FrontendProc {
         let port = free_port();
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{toml}"))
-            .expect("write config");
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{toml}"),
+        )
+        .expect("write config");
         let args = vec!["--config".to_owned(), config.display().to_string()];
         let proc = Supervised::start(
             env!("CARGO_BIN_EXE_promql-frontend"),
@@ -120,7 +124,11 @@ impl FrontendProc {
         );
         let until = Instant::now() + Duration::from_secs(20);
         while probe_status(port, "/-/healthy") != Some(200) {
-            assert!(Instant::now() < until, "{name} did not start:\n{}", proc.log());
+            assert!(
+                Instant::now() < until,
+                "{name} did not start:\n{}",
+                proc.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         FrontendProc {
@@ -140,8 +148,8 @@ impl FrontendProc {
 
     /// (current RSS, peak RSS since the last reset), MiB.
     fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -215,7 +223,11 @@ http {{
     let proc = Supervised::start("nginx", &args, &root.join("stderr.log"), None);
     let until = Instant::now() + Duration::from_secs(10);
     while probe_status(port, "/api/v1/status/buildinfo").is_none() {
-        assert!(Instant::now() < until, "nginx did not start:\n{}", proc.log());
+        assert!(
+            Instant::now() < until,
+            "nginx did not start:\n{}",
+            proc.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (proc, format!("http://127.0.0.1:{port}"))
@@ -250,12 +262,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// Requests per second of `make` at `concurrency` for `secs` seconds.
-async fn throughput(
-    client: &Client,
-    concurrency: usize,
-    secs: u64,
-    url: &str,
-) -> (f64, u64) {
+async fn throughput(client: &Client, concurrency: usize, secs: u64, url: &str) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -279,7 +286,10 @@ async fn throughput(
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     let n = done.load(Ordering::Relaxed);
-    (n as f64 / started.elapsed().as_secs_f64(), errors.load(Ordering::Relaxed))
+    (
+        n as f64 / started.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// A Prometheus metric's value summed over every series whose line starts with `prefix`.
@@ -300,7 +310,10 @@ async fn downstream_work(client: &Client, fe: &str) -> (f64, f64) {
     let text = String::from_utf8_lossy(&body);
     (
         metric_sum(&text, "promql_frontend_downstream_attempts_total{"),
-        metric_sum(&text, "promql_frontend_downstream_attempt_duration_seconds_sum{"),
+        metric_sum(
+            &text,
+            "promql_frontend_downstream_attempt_duration_seconds_sum{",
+        ),
     )
 }
 
@@ -321,7 +334,10 @@ const HEAVY: &[(&str, &str)] = &[
         "histogram_quantile",
         "histogram_quantile(0.9, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))",
     ),
-    ("sum by rate", "sum by (code) (rate(http_requests_total[5m]))"),
+    (
+        "sum by rate",
+        "sum by (code) (rate(http_requests_total[5m]))",
+    ),
 ];
 
 /// Grafana's choice of step for ~1,000 points over `range_ms`: the smallest "nice"
@@ -335,17 +351,49 @@ fn grafana_step_s(range_ms: i64) -> i64 {
 /// The 12 panels: (title, PromQL, range).
 const PANELS: &[(&str, &str, i64)] = &[
     ("req rate", "sum(rate(http_requests_total[5m]))", 6 * H),
-    ("req rate by code", "sum by (code) (rate(http_requests_total[5m]))", 24 * H),
-    ("errors", "sum(rate(http_requests_total{code=~\"5..\"}[5m]))", 7 * DAY),
-    ("p90 latency", "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))", 6 * H),
-    ("p99 by handler", "histogram_quantile(0.99, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))", 2 * DAY),
-    ("p50 7d", "histogram_quantile(0.5, sum by (le) (rate(request_duration_seconds_bucket[5m])))", 7 * DAY),
+    (
+        "req rate by code",
+        "sum by (code) (rate(http_requests_total[5m]))",
+        24 * H,
+    ),
+    (
+        "errors",
+        "sum(rate(http_requests_total{code=~\"5..\"}[5m]))",
+        7 * DAY,
+    ),
+    (
+        "p90 latency",
+        "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
+        6 * H,
+    ),
+    (
+        "p99 by handler",
+        "histogram_quantile(0.99, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))",
+        2 * DAY,
+    ),
+    (
+        "p50 7d",
+        "histogram_quantile(0.5, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
+        7 * DAY,
+    ),
     ("temperature", "temperature_celsius", 12 * H),
     ("free memory", "node_memory_free_bytes", 24 * H),
     ("up", "up", 6 * H),
-    ("batch jobs", "sum(increase(batch_jobs_processed_total[1h]))", 7 * DAY),
-    ("req rate by handler", "sum by (handler) (rate(http_requests_total[5m]))", 2 * DAY),
-    ("avg temperature", "avg by (sensor) (temperature_celsius)", 7 * DAY),
+    (
+        "batch jobs",
+        "sum(increase(batch_jobs_processed_total[1h]))",
+        7 * DAY,
+    ),
+    (
+        "req rate by handler",
+        "sum by (handler) (rate(http_requests_total[5m]))",
+        2 * DAY,
+    ),
+    (
+        "avg temperature",
+        "avg by (sensor) (temperature_celsius)",
+        7 * DAY,
+    ),
 ];
 
 /// One dashboard load at `now`: every panel at once, as a Grafana POST form with start
@@ -365,7 +413,11 @@ async fn load_dashboard(client: &Client, base: &str, now: i64) -> Vec<Duration> 
         let (client, url) = (client.clone(), format!("{base}/api/v1/query_range"));
         tasks.spawn(async move {
             let a = client
-                .post_form(&url, body, &[("x-dashboard-uid", "bench"), ("accept-encoding", "gzip")])
+                .post_form(
+                    &url,
+                    body,
+                    &[("x-dashboard-uid", "bench"), ("accept-encoding", "gzip")],
+                )
                 .await;
             assert_eq!(a.status, 200, "panel {expr}");
             a.took
@@ -664,7 +716,10 @@ fn write_chart(dir: &Path, series: &[(String, Vec<f64>)]) {
         .flat_map(|(_, v)| v.iter().copied())
         .fold(max, f64::min)
         .max(0.01);
-    let (lo, hi) = (min.log10().floor(), max.log10().ceil().max(min.log10().floor() + 1.0));
+    let (lo, hi) = (
+        min.log10().floor(),
+        max.log10().ceil().max(min.log10().floor() + 1.0),
+    );
     let x = |i: usize, n: usize| left + (w - left - 20.0) * i as f64 / (n.max(2) - 1) as f64;
     let y = |v: f64| (h - bottom) - (h - bottom - 20.0) * (v.max(0.01).log10() - lo) / (hi - lo);
     let mut svg = String::new();
@@ -681,7 +736,11 @@ fn write_chart(dir: &Path, series: &[(String, Vec<f64>)]) {
             w - 20.0,
             left - 6.0,
             y(v) + 4.0,
-            if v < 1.0 { format!("{v}") } else { format!("{v:.0}") },
+            if v < 1.0 {
+                format!("{v}")
+            } else {
+                format!("{v:.0}")
+            },
             y = y(v),
         );
         decade += 1.0;

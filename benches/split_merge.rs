@@ -164,7 +164,14 @@ fn bench_extents(c: &mut Criterion) {
         })
         .collect();
     c.bench_function("partition a day request over 4 extents", |b| {
-        b.iter(|| black_box(partition(black_box(&extents), START, START + DAY - step, step)))
+        b.iter(|| {
+            black_box(partition(
+                black_box(&extents),
+                START,
+                START + DAY - step,
+                step,
+            ))
+        })
     });
     let day = QueryResponse::from_slice(piece_json(0, step).as_bytes()).expect("valid piece");
     let mut group = c.benchmark_group("trim");

@@ -416,6 +416,11 @@ pub struct SlowQueryLogConfig {
     pub queue_size: usize,
     /// Lines kept in memory for `GET /api/v1/slow_queries`.
     pub ring_size: usize,
+    /// Serve `GET /api/v1/slow_queries`. It shows every tenant's slow queries (query
+    /// text, tenant, client address) to whoever can reach the port: turn it off, or
+    /// restrict the path at the network or auth proxy, where tenants must not see each
+    /// other's queries.
+    pub api: bool,
 }
 
 impl Default for SlowQueryLogConfig {
@@ -425,6 +430,7 @@ impl Default for SlowQueryLogConfig {
             path: None,
             queue_size: 4096,
             ring_size: 256,
+            api: true,
         }
     }
 }
@@ -657,8 +663,11 @@ impl Config {
                 "must not be empty (leave it unset for stderr)",
             );
         }
-        if self.slow_query_log.queue_size == 0 {
-            return invalid("slow_query_log.queue_size", "must be greater than 0");
+        if self.slow_query_log.queue_size == 0 || self.slow_query_log.queue_size > 1_000_000 {
+            return invalid("slow_query_log.queue_size", "must be between 1 and 1000000");
+        }
+        if self.slow_query_log.ring_size > 100_000 {
+            return invalid("slow_query_log.ring_size", "must be at most 100000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {

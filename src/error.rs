@@ -26,6 +26,10 @@ pub enum Error {
     #[error("{0}")]
     BadData(String),
 
+    /// The frontend serves nothing at this path (a local endpoint that is turned off).
+    #[error("{0}")]
+    NotFound(String),
+
     /// The request body is larger than the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -101,6 +105,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadData(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::Downstream { status, .. } => *status,
@@ -117,6 +122,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_data",
+            Error::NotFound(_) => "not_found",
             Error::Downstream { status, .. } => error_type_for_status(*status),
             Error::Unavailable { .. } => "unavailable",
             Error::Timeout { .. } => "timeout",
@@ -142,6 +148,7 @@ impl Error {
             }
             Error::BadResponse(_) => true,
             Error::BadData(_)
+            | Error::NotFound(_)
             | Error::BodyTooLarge { .. }
             | Error::ClientBody(_)
             | Error::ResponseTooLarge { .. }
@@ -155,6 +162,7 @@ impl Error {
     pub fn duplicate(&self) -> Error {
         match self {
             Error::BadData(m) => Error::BadData(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
             Error::BodyTooLarge { limit } => Error::BodyTooLarge { limit: *limit },
             Error::ClientBody(e) => Error::ClientBody(error_chain(e.as_ref()).into()),
             Error::Downstream {
@@ -215,6 +223,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_request",
+            Error::NotFound(_) => "not_found",
             Error::Downstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "status_429"
             }
@@ -303,6 +312,7 @@ mod tests {
         let cases: Vec<(Error, u16, &str, bool)> = vec![
             (Error::BadData("x".into()), 400, "bad_data", false),
             (Error::BodyTooLarge { limit: 10 }, 413, "bad_data", false),
+            (Error::NotFound("off".into()), 404, "not_found", false),
             (unavailable, 503, "unavailable", true),
             (timeout, 503, "timeout", true),
             (Error::BadResponse("x".into()), 502, "bad_response", true),

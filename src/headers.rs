@@ -79,12 +79,15 @@ impl ForwardHeaders {
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id: the client's `X-Request-Id` when it is 1 to 128 visible ASCII
-/// characters, otherwise a new random one (16 hex digits).
+/// The request's id: the client's `X-Request-Id` when it is 1 to 128 characters of
+/// `[A-Za-z0-9._:-]` (safe in every log format), otherwise a new random one (16 hex
+/// digits).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&REQUEST_ID)
         && (1..=128).contains(&v.len())
-        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
     {
         return v.clone();
     }
@@ -104,7 +107,9 @@ mod tests {
         assert_ne!(fresh, request_id(&h), "new ids differ");
         h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");
-        for bad in ["has space", "", &"x".repeat(129)] {
+        h.insert(REQUEST_ID, HeaderValue::from_static("7f3a.b:9_x-1"));
+        assert_eq!(request_id(&h), "7f3a.b:9_x-1");
+        for bad in ["has space", "", &"x".repeat(129), "a\"b=c", "a,b"] {
             h.insert(
                 REQUEST_ID,
                 HeaderValue::from_str(bad).expect("header value"),

@@ -98,6 +98,8 @@ fn init_logging(config: &Config) {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let frontend = Frontend::new(&config)?;
+    // Before anything slow, so an early logrotate SIGHUP does not end the process.
+    reopen_slow_log_on_sighup(frontend.slow_log());
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.server.listen))?;
@@ -106,7 +108,6 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         downstream = %config.downstream.endpoint_urls().join(","),
         "promql-frontend started"
     );
-    reopen_slow_log_on_sighup(frontend.slow_log());
     frontend.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -516,6 +516,13 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         if line.starts_with("# UNIT ") || line == "# EOF" {
             continue;
         }
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" unknown"))
+        {
+            out.push_str(&format!("# TYPE {name} untyped\n"));
+            continue;
+        }
         let meta = ["# HELP ", "# TYPE "]
             .into_iter()
             .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
@@ -612,6 +619,18 @@ mod tests {
         assert!(
             !text.contains("# EOF") && !text.contains("# UNIT"),
             "{text}"
+        );
+        // Every family of the registry has a type the classic format knows.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let kind = line.rsplit(' ').next().unwrap_or("");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            to_prometheus_text("# TYPE x unknown\nx 1\n# EOF\n"),
+            "# TYPE x untyped\nx 1\n"
         );
     }
 }

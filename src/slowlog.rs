@@ -170,7 +170,7 @@ impl SlowLog {
             threshold: opts.threshold,
             writer,
             reopen_pending,
-            ring: Mutex::new(VecDeque::with_capacity(opts.ring_size)),
+            ring: Mutex::new(VecDeque::new()),
             ring_size: opts.ring_size,
             followers,
             metrics,
@@ -191,8 +191,9 @@ impl SlowLog {
         }
     }
 
-    /// Logs one request: to the writer (or counted as dropped when its queue is full),
-    /// the in-memory ring and the followers.
+    /// Logs one request: to the writer (counted as `logged` once queued, or `dropped`
+    /// when its queue is full), the in-memory ring and the followers (those see every
+    /// line, dropped from the file or not).
     pub fn record(&self, entry: &Entry) {
         let Some(writer) = &self.writer else {
             return;
@@ -222,8 +223,10 @@ impl SlowLog {
         }
     }
 
-    /// Asks the writer to reopen the file (after logrotate renamed it). Lines already
-    /// queued go to the old file; the next ones to a new file at the configured path.
+    /// Asks the writer to reopen the file (after logrotate renamed it). Lines queued
+    /// before the call go to the old file, the later ones to a new file at the configured
+    /// path; when the queue is full the reopen happens before the next line the writer
+    /// takes, so a few lines queued before the call may go to the new file.
     pub fn reopen(&self) {
         if let Some(writer) = &self.writer
             && writer.try_send(Msg::Reopen).is_err()
@@ -276,6 +279,8 @@ fn start_writer(
     std::thread::Builder::new()
         .name("slow-query-log".into())
         .spawn(move || {
+            let mut last_warning = None;
+            let mut failures = 0u64;
             for msg in rx {
                 let msg = match msg {
                     Msg::Line(line) if reopen_pending.swap(false, Ordering::Relaxed) => {
@@ -291,7 +296,13 @@ fn start_writer(
                     (Msg::Line(line), Sink::File(path, file)) => {
                         // One write of the whole line: appends are never interleaved.
                         if let Err(e) = file.write_all(&line) {
-                            tracing::warn!(path = %path.display(), error = %e, "slow-query log write failed");
+                            failures += 1;
+                            // A full disk fails every line: say so once a minute.
+                            if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60)) {
+                                tracing::warn!(path = %path.display(), error = %e, failures, "slow-query log writes failing");
+                                last_warning = Some(std::time::Instant::now());
+                                failures = 0;
+                            }
                         }
                     }
                     (Msg::Reopen, sink) => reopen(sink),

@@ -76,7 +76,7 @@ pub struct ForwardRequest {
     pub headers: HeaderMap,
     /// The whole request body.
     pub body: Bytes,
-    /// Whether a failed attempt may be retried. Then a 5xx or 429 answer is read whole
+    /// Whether a failed attempt may be retried. Then a 4xx or 5xx answer is read whole
     /// and returned as `Error::Downstream` (every header, body decoded) so that it can be
     /// classified.
     pub retryable: bool,
@@ -303,10 +303,10 @@ impl Downstream {
                 .request(http_req)
                 .await
                 .map_err(|e| self.transport_error(index, e.into()))?;
+            // Error answers to reads are small: read them whole, to classify them for
+            // a retry and to log the querier's message.
             let status = resp.status();
-            if !(req.retryable
-                && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS))
-            {
+            if !(req.retryable && (status.is_client_error() || status.is_server_error())) {
                 return Ok(resp);
             }
             let (mut parts, body) = resp.into_parts();

@@ -78,6 +78,7 @@ pub struct Frontend {
     deadline: Duration,
     health_check_interval: Duration,
     slow_log: Arc<SlowLog>,
+    slow_queries_api: bool,
     tenant_header: http::HeaderName,
     /// In-process cache tiers, whose size `/metrics` reports.
     memory_caches: Vec<Arc<MemoryBackend>>,
@@ -164,6 +165,7 @@ impl Frontend {
             deadline: d.deadline,
             health_check_interval: d.health_check_interval,
             slow_log: Arc::new(slow_log),
+            slow_queries_api: sl.api,
             tenant_header: http::HeaderName::from_bytes(config.cache.tenant_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
             memory_caches,
@@ -267,7 +269,10 @@ impl Frontend {
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let mut pending = (self.slow_log.enabled() && endpoint.is_query_api()).then(|| {
+        // Query API reads; other `/api/` paths only when they read (GET).
+        let logged =
+            endpoint.is_query_api() && (endpoint != Endpoint::other_api || method == Method::GET);
+        let mut pending = (self.slow_log.enabled() && logged).then(|| {
             Pending::new(
                 peer,
                 &method,
@@ -327,13 +332,17 @@ impl Frontend {
             &[]
         };
         let pairs = form_pairs(parts.uri.query(), content_type, form_body);
+        let mut pending = pending;
+        if let Some(p) = pending.as_deref_mut() {
+            // What the client asked, even when it is rejected below.
+            p.read_params(&pairs);
+        }
         let mut query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
         let mut request_headers = parts.headers.clone();
         strip_hop_by_hop(&mut request_headers);
         query.request_headers = request_headers;
         query.deadline = Some(self.deadline_for(query.client_timeout()));
         let stats = query.stats.clone();
-        let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             p.range_query(
                 &query.query,
@@ -344,8 +353,11 @@ impl Frontend {
             );
         }
         let answer = self.stack.clone().oneshot(query).await;
-        self.metrics
-            .query_pieces(stats.pieces.load(std::sync::atomic::Ordering::Relaxed));
+        // 0 when validation rejected the query before the split.
+        let pieces = stats.pieces.load(std::sync::atomic::Ordering::Relaxed);
+        if pieces > 0 {
+            self.metrics.query_pieces(pieces);
+        }
         let answer = answer?;
         if let Some(p) = pending {
             let (series, samples) = answer.counts();
@@ -405,7 +417,7 @@ impl Frontend {
         };
         let downstream = &self.downstream;
         let stats = Arc::new(crate::model::RequestStats::default());
-        if let Some(p) = pending {
+        if let Some(p) = pending.as_deref_mut() {
             p.stats(stats.clone());
         }
         let attempt = |route: Arc<crate::model::Route>| {
@@ -426,11 +438,18 @@ impl Frontend {
             Ok(resp) => resp,
             // The querier's final error answer, read whole to classify it: passed on as
             // it came (status, headers, body).
-            Err(Error::Downstream {
-                status,
-                headers,
-                body,
-            }) => {
+            Err(err @ Error::Downstream { .. }) => {
+                if let Some(p) = pending.as_deref_mut() {
+                    p.error(error_message(&err));
+                }
+                let Error::Downstream {
+                    status,
+                    headers,
+                    body,
+                } = err
+                else {
+                    return Err(err);
+                };
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
                 *resp.headers_mut() = *headers;
@@ -500,6 +519,11 @@ impl Frontend {
                 )));
             }
         };
+        if !self.slow_queries_api {
+            return Err(Error::NotFound(
+                "the slow-query API is off (slow_query_log.api = false)".into(),
+            ));
+        }
         if !follow {
             let mut json = b"{\"status\":\"success\",\"data\":[".to_vec();
             for (i, line) in self.slow_log.recent(limit).iter().enumerate() {
@@ -522,11 +546,11 @@ impl Frontend {
                     () = tx.closed() => break,
                 };
                 match line {
-                    Ok(line) => {
-                        if tx.send(line).await.is_err() {
-                            break;
-                        }
-                    }
+                    // A follower that does not read must not hold up shutdown.
+                    Ok(line) => tokio::select! {
+                        sent = tx.send(line) => if sent.is_err() { break },
+                        _ = closing.wait_for(|c| *c) => break,
+                    },
                     // A follower that fell behind skips what it missed.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

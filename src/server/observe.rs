@@ -126,10 +126,17 @@ impl Pending {
         self.entry.samples = Some(samples);
     }
 
+    /// Records an error message (the querier's, for an answer passed on as it came).
+    pub fn error(&mut self, message: String) {
+        self.entry.error = Some(message);
+    }
+
     /// Records the status and, for an error answer, its message.
     pub fn outcome(&mut self, status: http::StatusCode, error: Option<String>) {
         self.entry.status = status.as_u16();
-        self.entry.error = error;
+        if error.is_some() {
+            self.entry.error = error;
+        }
     }
 
     /// The finished entry, once `bytes` of the body were sent.
@@ -184,8 +191,13 @@ impl Observed {
         }
     }
 
-    fn finish(&mut self) {
-        if let Some((pending, log)) = self.done.take() {
+    /// Logs the request if slow; `complete`: the whole body was handed over.
+    fn finish(&mut self, complete: bool) {
+        if let Some((mut pending, log)) = self.done.take() {
+            if !complete && pending.entry.error.is_none() {
+                pending.entry.error =
+                    Some("the client went away before the whole answer was sent".into());
+            }
             let (entry, took) = pending.finish(self.bytes);
             if log.is_slow(took) {
                 log.record(&entry);
@@ -209,10 +221,11 @@ impl HttpBody for Observed {
                     self.bytes += data.len() as u64;
                 }
                 if self.inner.is_end_stream() {
-                    self.finish();
+                    self.finish(true);
                 }
             }
-            Poll::Ready(_) => self.finish(),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
             Poll::Pending => {}
         }
         polled
@@ -229,7 +242,8 @@ impl HttpBody for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.finish();
+        // Still pending here: the body was not read to its end.
+        self.finish(false);
     }
 }
 

@@ -166,7 +166,16 @@ async fn slow_query_log_lines_carry_the_request_facts() {
     )
     .await;
     assert_eq!(bad.status, 400);
-    let got = lines(&path, 3).await;
+    // A querier error on a passthrough read: logged with the querier's message.
+    let bad_instant = send(
+        Method::GET,
+        &format!("{}/api/v1/query?query=rate(up)", fe.url),
+        &[("x-request-id", "bad-instant")],
+        None,
+    )
+    .await;
+    assert_eq!(bad_instant.status, 400, "{}", bad_instant.text());
+    let got = lines(&path, 4).await;
     let instant_line = got
         .iter()
         .find(|l| l["request_id"] == generated.as_str())
@@ -191,13 +200,27 @@ async fn slow_query_log_lines_carry_the_request_facts() {
     assert_eq!(instant_line["response_bytes"], instant.body.len());
     let bad_line = got
         .iter()
-        .find(|l| l["status"] == 400)
+        .find(|l| l["status"] == 400 && l["httpRequest"]["path"] == "/api/v1/query_range")
         .expect("bad query logged");
     assert!(
         bad_line["error"]
             .as_str()
             .is_some_and(|e| e.contains("parse")),
         "{bad_line}"
+    );
+    assert_eq!(
+        bad_line["params"]["query"], "sum(",
+        "logged even though rejected"
+    );
+    let querier_error = got
+        .iter()
+        .find(|l| l["request_id"] == "bad-instant")
+        .expect("querier error logged");
+    assert_eq!(querier_error["status"], 400);
+    assert_eq!(
+        querier_error["error"],
+        bad_instant.json()["error"],
+        "the querier's own message"
     );
 
     // 32 concurrent slow queries: every line whole.
@@ -213,8 +236,8 @@ async fn slow_query_log_lines_carry_the_request_facts() {
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.expect("task"), 200);
     }
-    let got = lines(&path, 35).await;
-    assert_eq!(got.len(), 35);
+    let got = lines(&path, 36).await;
+    assert_eq!(got.len(), 36);
 }
 
 #[tokio::test]
