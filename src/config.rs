@@ -379,6 +379,10 @@ pub struct CacheConfig {
     /// With `backend = "redis"`: keep a memory cache of `memory_capacity_bytes` in front
     /// of Redis, so hot entries are served without a network round trip.
     pub two_tier: bool,
+    /// Memory for whole answers to exact repeats of a range query (served without
+    /// splitting, reading entries or merging), in each replica. `0`: off. Counts on top of
+    /// `memory_capacity_bytes`.
+    pub response_capacity_bytes: u64,
     /// The Redis backend (used when `backend = "redis"`).
     pub redis: RedisConfig,
 }
@@ -396,6 +400,7 @@ impl Default for CacheConfig {
             key_headers: vec!["Authorization".to_owned()],
             op_timeout: Duration::from_millis(100),
             two_tier: false,
+            response_capacity_bytes: 64 * 1024 * 1024,
             redis: RedisConfig::default(),
         }
     }

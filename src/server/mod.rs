@@ -39,15 +39,16 @@ use crate::layers::cache::batch::Batching;
 use crate::layers::cache::key::KeyOptions;
 use crate::layers::cache::memory::MemoryBackend;
 use crate::layers::cache::redis::{RedisBackend, RedisOptions};
+use crate::layers::cache::response::{ResponseCache, Stored};
 use crate::layers::cache::tiered::Tiered;
 use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
 use crate::layers::retry::{RetryOptions, RetryPolicy};
 use crate::layers::split::SplitOptions;
 use crate::layers::validate::ValidateOptions;
 use crate::metrics::{Endpoint, Metrics};
-use crate::model::RangeQuery;
 use crate::model::query::{form_pairs, is_form_content_type};
 use crate::model::time::parse_duration_ns;
+use crate::model::{RangeQuery, RequestStats};
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, RangeService};
 use observe::{Lines, Observed, Pending, error_message};
@@ -79,6 +80,8 @@ pub struct Frontend {
     health_check_interval: Duration,
     slow_log: Arc<SlowLog>,
     slow_queries_api: bool,
+    /// Whole answers to exact repeats (see `layers::cache::response`).
+    response_cache: Option<ResponseCache>,
     tenant_header: http::HeaderName,
     /// In-process cache tiers, whose size `/metrics` reports.
     memory_caches: Vec<Arc<MemoryBackend>>,
@@ -166,6 +169,15 @@ impl Frontend {
             health_check_interval: d.health_check_interval,
             slow_log: Arc::new(slow_log),
             slow_queries_api: sl.api,
+            response_cache: (config.cache.enabled && config.cache.response_capacity_bytes > 0)
+                .then(|| {
+                    ResponseCache::new(
+                        config.cache.response_capacity_bytes,
+                        config.cache.ttl,
+                        key_options(config),
+                        config.cache.max_freshness,
+                    )
+                }),
             tenant_header: http::HeaderName::from_bytes(config.cache.tenant_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
             memory_caches,
@@ -352,6 +364,27 @@ impl Frontend {
                 stats.clone(),
             );
         }
+        let lookup = self
+            .response_cache
+            .as_ref()
+            .and_then(|rc| rc.lookup_for(&query));
+        if let (Some(rc), Some(l)) = (&self.response_cache, &lookup) {
+            if let Some(hit) = rc.get(l).await {
+                self.metrics.cache_lookup("response", "hit");
+                RequestStats::bump(&stats.cache_hits);
+                if let Some(p) = pending {
+                    p.answer_counts(hit.series, hit.samples);
+                }
+                let mut resp = self.stored_response(&parts.headers, &hit);
+                resp.headers_mut()
+                    .insert("x-cache", HeaderValue::from_static("hit"));
+                return Ok(resp);
+            }
+            if l.read {
+                self.metrics.cache_lookup("response", "miss");
+            }
+        }
+        let end_ms = query.end_ms;
         let answer = self.stack.clone().oneshot(query).await;
         // 0 when validation rejected the query before the split.
         let pieces = stats.pieces.load(std::sync::atomic::Ordering::Relaxed);
@@ -363,9 +396,29 @@ impl Frontend {
             let (series, samples) = answer.counts();
             p.answer_counts(series, samples);
         }
-        let json = answer.encode();
-        let mut resp = self.json_response(&parts.headers, json);
-        if let Some(outcome) = stats.cache_outcome() {
+        let json = Bytes::from(answer.encode());
+        let outcome = stats.cache_outcome();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let skipped = stats
+            .cache_skipped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut resp = match (&self.response_cache, lookup) {
+            (Some(rc), Some(l))
+                if outcome.is_some()
+                    && rc.storable(
+                        end_ms,
+                        now_ms,
+                        skipped,
+                        answer.is_partial() || answer.no_store,
+                    ) =>
+            {
+                let (series, samples) = answer.counts();
+                let stored = rc.put(l, json, series, samples).await;
+                self.stored_response(&parts.headers, &stored)
+            }
+            _ => self.json_response(&parts.headers, json),
+        };
+        if let Some(outcome) = outcome {
             resp.headers_mut()
                 .insert("x-cache", HeaderValue::from_static(outcome));
         }
@@ -439,7 +492,7 @@ impl Frontend {
             // The querier's final error answer, read whole to classify it: passed on as
             // it came (status, headers, body).
             Err(err @ Error::Downstream { .. }) => {
-                if let Some(p) = pending.as_deref_mut() {
+                if let Some(p) = pending {
                     p.error(error_message(&err));
                 }
                 let Error::Downstream {
@@ -574,6 +627,10 @@ impl Frontend {
             let (entries, bytes) = cache.usage().await;
             self.metrics.cache_held("memory", entries, bytes);
         }
+        if let Some(rc) = &self.response_cache {
+            let (entries, bytes) = rc.usage().await;
+            self.metrics.cache_held("response", entries, bytes);
+        }
         let openmetrics = req_headers
             .get_all(header::ACCEPT)
             .iter()
@@ -598,17 +655,35 @@ impl Frontend {
     }
 
     /// A 200 JSON response, gzipped when allowed and worth it.
-    fn json_response(&self, req_headers: &HeaderMap, json: Vec<u8>) -> Response<Body> {
-        let gzip = self.gzip_responses && json.len() >= GZIP_MIN_BYTES && accepts_gzip(req_headers);
-        let (body, encoded) = if gzip {
-            match gzip_bytes(&json) {
-                Ok(z) => (z, true),
-                Err(_) => (json, false),
-            }
-        } else {
-            (json, false)
+    fn json_response(&self, req_headers: &HeaderMap, json: impl Into<Bytes>) -> Response<Body> {
+        let json: Bytes = json.into();
+        let gzip = self
+            .wants_gzip(req_headers, json.len())
+            .then(|| gzip_bytes(&json).ok().map(Bytes::from))
+            .flatten();
+        self.json_body(json, gzip)
+    }
+
+    /// A stored answer, with its kept gzip form when the client takes gzip.
+    fn stored_response(&self, req_headers: &HeaderMap, stored: &Stored) -> Response<Body> {
+        let gzip = self
+            .wants_gzip(req_headers, stored.json.len())
+            .then(|| stored.gzip(|b| gzip_bytes(b).ok()))
+            .flatten();
+        self.json_body(stored.json.clone(), gzip)
+    }
+
+    fn wants_gzip(&self, req_headers: &HeaderMap, len: usize) -> bool {
+        self.gzip_responses && len >= GZIP_MIN_BYTES && accepts_gzip(req_headers)
+    }
+
+    /// A 200 JSON response: `gzip` when given, `json` otherwise.
+    fn json_body(&self, json: Bytes, gzip: Option<Bytes>) -> Response<Body> {
+        let (body, encoded) = match gzip {
+            Some(z) => (z, true),
+            None => (json, false),
         };
-        let mut resp = Response::new(full(Bytes::from(body)));
+        let mut resp = Response::new(full(body));
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -624,19 +699,38 @@ impl Frontend {
     }
 }
 
-/// The cache layer described by the config (windows: the split interval, or days when
-/// splitting is off).
-fn cache_layer(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    memory_caches: &mut Vec<Arc<MemoryBackend>>,
-) -> Result<CacheLayer, Error> {
+/// How cache keys are built (windows: the split interval, or days when splitting is off).
+fn key_options(config: &Config) -> KeyOptions {
     let c = &config.cache;
     let header = |name: &str| http::HeaderName::from_bytes(name.as_bytes()).ok();
     let interval = match config.query_range.split_interval {
         d if d.is_zero() => Duration::from_secs(24 * 3600),
         d => d,
     };
+    KeyOptions {
+        // Replicas of one querier answer alike and share entries; another querier (set)
+        // gets its own.
+        namespace: config
+            .downstream
+            .endpoint_urls()
+            .iter()
+            .map(|u| u.trim_end_matches('/'))
+            .collect::<Vec<_>>()
+            .join(","),
+        tenant_header: header(&c.tenant_header)
+            .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
+        key_headers: c.key_headers.iter().filter_map(|h| header(h)).collect(),
+        interval_ms: interval.as_millis().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// The cache layer described by the config.
+fn cache_layer(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    memory_caches: &mut Vec<Arc<MemoryBackend>>,
+) -> Result<CacheLayer, Error> {
+    let c = &config.cache;
     let backend: Arc<dyn Backend> = match c.backend {
         CacheBackendKind::Memory => {
             let memory = Arc::new(MemoryBackend::new(c.memory_capacity_bytes));
@@ -664,21 +758,7 @@ fn cache_layer(
         }
     };
     let opts = CacheOptions {
-        key: KeyOptions {
-            // Replicas of one querier answer alike and share entries; another querier
-            // (set) gets its own.
-            namespace: config
-                .downstream
-                .endpoint_urls()
-                .iter()
-                .map(|u| u.trim_end_matches('/'))
-                .collect::<Vec<_>>()
-                .join(","),
-            tenant_header: header(&c.tenant_header)
-                .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
-            key_headers: c.key_headers.iter().filter_map(|h| header(h)).collect(),
-            interval_ms: interval.as_millis().min(i64::MAX as u128) as i64,
-        },
+        key: key_options(config),
         max_freshness: c.max_freshness,
         ttl: c.ttl,
         max_item_bytes: c.max_item_bytes,

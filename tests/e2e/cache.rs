@@ -224,3 +224,68 @@ async fn identical_concurrent_requests_share_querier_requests() {
         "8 identical requests over {pieces} pieces sent {sent} querier requests (want at most one per piece)"
     );
 }
+
+/// Exact repeats of an old window are answered whole from the response cache: the same
+/// bytes (plain and gzip) as the first answer, equal to Prometheus', nothing sent to
+/// Prometheus, never shared across tenants; a window reaching into the last
+/// `max_freshness` is never answered whole.
+#[tokio::test]
+async fn exact_repeats_are_answered_whole_and_only_for_old_windows() {
+    let tb = bed().await;
+    let proxy = counting_proxy(&tb.prom_url).await;
+    let fe = start_frontend(test_config(&proxy.url)).await;
+    let expr = "sum by (code) (rate(http_requests_total[5m]))";
+    let (start, end) = (tb.end_ms - 30 * H, tb.end_ms - 2 * H);
+    let qs = form(&[
+        ("query", expr),
+        ("start", &secs(start)),
+        ("end", &secs(end)),
+        ("step", "60"),
+    ]);
+    let ask = |tenant: &'static str, gzip: bool| {
+        let url = format!("{}/api/v1/query_range?{qs}", fe.url);
+        async move {
+            let mut headers = vec![("x-scope-orgid", tenant)];
+            if gzip {
+                headers.push(("accept-encoding", "gzip"));
+            }
+            send(Method::GET, &url, &headers, None).await
+        }
+    };
+    let direct = range(&tb.prom_url, expr, start, end, "60").await;
+    let first = ask("team-a", false).await;
+    assert_eq!(x_cache(&first), "miss");
+    assert_eq!(
+        differs(&tb.prom_url, expr, (start, end, "60"), &direct, &first).await,
+        None
+    );
+    let asked = proxy.requests();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for gzip in [true, false, true] {
+        let again = ask("team-a", gzip).await;
+        assert_eq!(x_cache(&again), "hit");
+        assert_eq!(again.headers.contains_key("content-encoding"), gzip);
+        assert_eq!(again.decoded(), first.body, "the same bytes");
+    }
+    assert_eq!(proxy.requests(), asked, "nothing sent to Prometheus");
+    // Another tenant starts cold.
+    let other = ask("team-b", false).await;
+    assert_eq!(x_cache(&other), "miss");
+    assert!(proxy.requests() > asked);
+
+    // A window ending now: repeats still fetch the fresh tail.
+    let fresh = form(&[
+        ("query", expr),
+        ("start", &secs(tb.end_ms - 6 * H)),
+        ("end", &secs(chrono::Utc::now().timestamp_millis())),
+        ("step", "60"),
+    ]);
+    let url = format!("{}/api/v1/query_range?{fresh}", fe.url);
+    send(Method::GET, &url, &[], None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = proxy.requests();
+    let repeat = send(Method::GET, &url, &[], None).await;
+    assert_eq!(repeat.status, 200);
+    assert_eq!(x_cache(&repeat), "partial", "the tail is fetched again");
+    assert!(proxy.requests() > before);
+}

@@ -419,10 +419,20 @@ async fn metrics_parse_and_count_known_requests() {
         ),
         (
             r#"promql_frontend_cache_lookups_total{backend="memory",result="hit"}"#.to_owned(),
-            2.0,
+            0.0,
         ),
-        ("promql_frontend_query_range_pieces_count".to_owned(), 2.0),
-        ("promql_frontend_query_range_pieces_sum".to_owned(), 4.0),
+        // The exact repeat of a window older than max_freshness: a whole-answer hit.
+        (
+            r#"promql_frontend_cache_lookups_total{backend="response",result="miss"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"promql_frontend_cache_lookups_total{backend="response",result="hit"}"#.to_owned(),
+            1.0,
+        ),
+        // The response-cache hit never reaches the split.
+        ("promql_frontend_query_range_pieces_count".to_owned(), 1.0),
+        ("promql_frontend_query_range_pieces_sum".to_owned(), 2.0),
         (
             format!(
                 r#"promql_frontend_downstream_attempts_total{{downstream="{prom}",kind="query_range",outcome="success"}}"#

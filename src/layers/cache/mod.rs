@@ -25,6 +25,7 @@ pub mod extents;
 pub mod key;
 pub mod memory;
 pub mod redis;
+pub mod response;
 pub mod tiered;
 pub mod value;
 

@@ -1,0 +1,319 @@
+//! The response cache: whole encoded answers to exact repeats of a range query, in
+//! memory, in front of the range-query stack.
+//!
+//! A dashboard's long panels ask the same windows again and again (reloads, several
+//! viewers, Grafana's query caching off). For such a repeat the piece cache still
+//! decompresses, decodes, merges and re-encodes every day; this cache answers it with
+//! the bytes sent the first time (and their gzip form, made once).
+//!
+//! Correctness follows from the piece cache's rules, which decide what may be stored:
+//! an answer is kept only when every piece of it went through the piece cache as
+//! cacheable (no [`super::key::Skip`]), its whole window ends before the freshness
+//! cut-off (`now − max_freshness`: data there no longer changes), it has no warnings or
+//! partial flag, and neither the querier nor the client said `no-store`. The key is the
+//! exact request: querier set, tenant, the `cache.key_headers` values, the query text,
+//! start, end, step and every other parameter but `timeout`; the full key is stored and
+//! compared, so a hash collision is a miss. `Cache-Control: no-cache` skips the read,
+//! `no-store` skips the cache altogether. Entries live for the piece cache's TTL.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::key::{KEY_VERSION, KeyOptions, directives};
+use crate::model::RangeQuery;
+
+/// One stored answer.
+pub struct Stored {
+    key: String,
+    /// The encoded JSON answer.
+    pub json: Bytes,
+    gzip: OnceLock<Bytes>,
+    /// Series in the answer (for the slow-query log).
+    pub series: u64,
+    /// Samples in the answer.
+    pub samples: u64,
+}
+
+impl Stored {
+    /// The gzip form of the answer, made by `compress` on first use and kept.
+    pub fn gzip(&self, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<Bytes> {
+        if let Some(z) = self.gzip.get() {
+            return Some(z.clone());
+        }
+        let z = Bytes::from(compress(&self.json)?);
+        Some(self.gzip.get_or_init(|| z).clone())
+    }
+}
+
+struct Ttl(Duration);
+
+impl Expiry<u64, Arc<Stored>> for Ttl {
+    fn expire_after_create(
+        &self,
+        _key: &u64,
+        _v: &Arc<Stored>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+/// The cache; cheap to share behind an `Arc`.
+pub struct ResponseCache {
+    entries: Cache<u64, Arc<Stored>>,
+    key: KeyOptions,
+    max_freshness_ms: i64,
+}
+
+/// How a request may use the cache.
+pub struct Lookup {
+    key: String,
+    hash: u64,
+    /// Whether a stored answer may be served (not `no-cache`).
+    pub read: bool,
+}
+
+impl ResponseCache {
+    /// A cache of at most `capacity_bytes` of answers (their gzip forms included).
+    pub fn new(
+        capacity_bytes: u64,
+        ttl: Duration,
+        key: KeyOptions,
+        max_freshness: Duration,
+    ) -> Self {
+        let entries = Cache::builder()
+            // Weights in KiB: a u32 covers any answer.
+            .max_capacity((capacity_bytes / 1024).max(1))
+            .weigher(|_k: &u64, v: &Arc<Stored>| {
+                // The gzip form, made later, is counted up front at a typical ratio.
+                let bytes = v.json.len() as u64 + v.json.len() as u64 / 8 + v.key.len() as u64;
+                bytes.div_ceil(1024).min(u32::MAX as u64) as u32
+            })
+            .expire_after(Ttl(ttl))
+            .build();
+        ResponseCache {
+            entries,
+            key,
+            max_freshness_ms: max_freshness.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    /// Entries and bytes held (approximate: KiB-rounded weights), after pending evictions.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks().await;
+        (
+            self.entries.entry_count(),
+            self.entries.weighted_size() * 1024,
+        )
+    }
+
+    /// How `q` may use the cache, or `None` when it must not (`no-store`).
+    pub fn lookup_for(&self, q: &RangeQuery) -> Option<Lookup> {
+        let dirs = directives(&q.request_headers);
+        if dirs.no_store {
+            return None;
+        }
+        let key = request_key(q, &self.key);
+        Some(Lookup {
+            hash: xxh3_64(key.as_bytes()),
+            key,
+            read: !dirs.no_cache,
+        })
+    }
+
+    /// The stored answer for `lookup`, if any.
+    pub async fn get(&self, lookup: &Lookup) -> Option<Arc<Stored>> {
+        if !lookup.read {
+            return None;
+        }
+        let hit = self.entries.get(&lookup.hash).await?;
+        (hit.key == lookup.key).then_some(hit)
+    }
+
+    /// Whether an answer ending at `end_ms` may be stored, given how the stack served it: every
+    /// piece cacheable (`pieces_skipped == 0`), the window older than the freshness
+    /// cut-off at `now_ms`, the answer complete and not `no-store`.
+    pub fn storable(
+        &self,
+        end_ms: i64,
+        now_ms: i64,
+        pieces_skipped: u64,
+        partial_or_no_store: bool,
+    ) -> bool {
+        pieces_skipped == 0
+            && !partial_or_no_store
+            && end_ms <= now_ms.saturating_sub(self.max_freshness_ms)
+    }
+
+    /// Stores an answer.
+    pub async fn put(&self, lookup: Lookup, json: Bytes, series: u64, samples: u64) -> Arc<Stored> {
+        let stored = Arc::new(Stored {
+            key: lookup.key,
+            json,
+            gzip: OnceLock::new(),
+            series,
+            samples,
+        });
+        self.entries.insert(lookup.hash, stored.clone()).await;
+        stored
+    }
+}
+
+/// The full key of a request: every input that can change its answer, length-prefixed
+/// so that no field can run into the next.
+pub fn request_key(q: &RangeQuery, opts: &KeyOptions) -> String {
+    let mut key = String::with_capacity(q.query.len() + 160);
+    let mut field = |name: &str, value: &[u8]| {
+        key.push_str(name);
+        key.push_str(&format!("{}:", value.len()));
+        // Header values may hold bytes that are not UTF-8: hex keeps them exact.
+        match std::str::from_utf8(value) {
+            Ok(text) => key.push_str(text),
+            Err(_) => key.push_str(&format!("{value:02x?}")),
+        }
+        key.push('\u{1f}');
+    };
+    field("v=", KEY_VERSION.as_bytes());
+    field("response=", b"1");
+    field("ns=", opts.namespace.as_bytes());
+    let tenant = q
+        .request_headers
+        .get(&opts.tenant_header)
+        .map_or(&b""[..], |v| v.as_bytes());
+    field("tenant=", tenant);
+    for name in &opts.key_headers {
+        for v in q.request_headers.get_all(name) {
+            field(name.as_str(), v.as_bytes());
+        }
+    }
+    field("query=", q.query.as_bytes());
+    field("start=", q.start_ms.to_string().as_bytes());
+    field("end=", q.end_ms.to_string().as_bytes());
+    field("step=", q.step_ns.to_string().as_bytes());
+    for (k, v) in &q.params {
+        if k != "timeout" {
+            field(&format!("{}:{k}=", k.len()), v.as_bytes());
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn opts() -> KeyOptions {
+        KeyOptions {
+            namespace: "http://q:9090".into(),
+            tenant_header: HeaderName::from_static("x-scope-orgid"),
+            key_headers: vec![HeaderName::from_static("authorization")],
+            interval_ms: 86_400_000,
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)], headers: &[(&'static str, &'static str)]) -> RangeQuery {
+        let mut all = vec![
+            ("query", "sum(rate(x[5m]))"),
+            ("start", "1700000000"),
+            ("end", "1700003600"),
+            ("step", "60"),
+        ];
+        all.extend_from_slice(pairs);
+        let pairs = all
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut q = RangeQuery::from_form(pairs, HeaderMap::new()).expect("valid");
+        for (k, v) in headers {
+            q.request_headers.append(*k, HeaderValue::from_static(v));
+        }
+        q
+    }
+
+    #[test]
+    fn keys_separate_everything_that_changes_an_answer() {
+        let base = request_key(&query(&[], &[]), &opts());
+        let others = [
+            request_key(&query(&[], &[("x-scope-orgid", "b")]), &opts()),
+            request_key(&query(&[], &[("authorization", "Bearer y")]), &opts()),
+            request_key(&query(&[("dedup", "false")], &[]), &opts()),
+            request_key(
+                &RangeQuery {
+                    query: "sum(rate(y[5m]))".into(),
+                    ..query(&[], &[])
+                },
+                &opts(),
+            ),
+        ];
+        for other in &others {
+            assert_ne!(&base, other);
+        }
+        let mut moved = query(&[], &[]);
+        moved.end_ms += 60_000;
+        assert_ne!(base, request_key(&moved, &opts()));
+        // `timeout` does not change the answer.
+        assert_eq!(
+            base,
+            request_key(&query(&[("timeout", "5s")], &[]), &opts())
+        );
+        let mut other_ns = opts();
+        other_ns.namespace = "http://other:9090".into();
+        assert_ne!(base, request_key(&query(&[], &[]), &other_ns));
+    }
+
+    #[tokio::test]
+    async fn stores_serves_and_honours_cache_control() {
+        let cache = ResponseCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+            opts(),
+            Duration::from_secs(600),
+        );
+        let q = query(&[], &[]);
+        let now = q.end_ms + 3_600_000;
+        assert!(cache.storable(q.end_ms, now, 0, false));
+        assert!(
+            !cache.storable(q.end_ms, q.end_ms + 60_000, 0, false),
+            "too fresh"
+        );
+        assert!(
+            !cache.storable(q.end_ms, now, 1, false),
+            "a piece was uncacheable"
+        );
+        assert!(!cache.storable(q.end_ms, now, 0, true), "partial");
+        let lookup = cache.lookup_for(&q).expect("cacheable");
+        assert!(cache.get(&lookup).await.is_none());
+        cache
+            .put(
+                lookup,
+                Bytes::from_static(b"{\"status\":\"success\"}"),
+                1,
+                2,
+            )
+            .await;
+        let again = cache.lookup_for(&q).expect("cacheable");
+        let hit = cache.get(&again).await.expect("hit");
+        assert_eq!(&hit.json[..], b"{\"status\":\"success\"}");
+        let z = hit.gzip(|b| Some(b.to_vec())).expect("gzip");
+        assert_eq!(
+            hit.gzip(|_| panic!("made once")).expect("kept"),
+            z,
+            "the gzip form is kept"
+        );
+
+        let no_cache = query(&[], &[("cache-control", "no-cache")]);
+        let l = cache.lookup_for(&no_cache).expect("stores");
+        assert!(cache.get(&l).await.is_none(), "no-cache skips the read");
+        let no_store = query(&[], &[("cache-control", "no-store")]);
+        assert!(cache.lookup_for(&no_store).is_none());
+        let other_tenant = query(&[], &[("x-scope-orgid", "b")]);
+        let l = cache.lookup_for(&other_tenant).expect("cacheable");
+        assert!(cache.get(&l).await.is_none(), "tenants never share");
+    }
+}
