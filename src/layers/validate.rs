@@ -33,16 +33,34 @@ pub struct ValidateOptions {
     pub max_query_length: Duration,
 }
 
+/// Most distinct query texts whose analysis is kept.
+const PARSED_CAPACITY: u64 = 4096;
+
+/// Analyses by query text. Dashboards send the same PromQL over and over, and parsing is
+/// the costliest step before the cache (~0.2 ms for a `histogram_quantile` panel, see
+/// BENCHMARKS.md); an analysis depends on the text alone.
+type Parsed = moka::sync::Cache<String, Arc<Analysis>>;
+
 /// Adds [`ValidateService`] to a stack.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone)]
 pub struct ValidateLayer {
     opts: ValidateOptions,
+    parsed: Parsed,
 }
 
 impl ValidateLayer {
-    /// Creates the layer.
+    /// Creates the layer (and the analysis cache its services share).
     pub fn new(opts: ValidateOptions) -> ValidateLayer {
-        ValidateLayer { opts }
+        ValidateLayer {
+            opts,
+            parsed: Parsed::new(PARSED_CAPACITY),
+        }
+    }
+}
+
+impl Default for ValidateLayer {
+    fn default() -> Self {
+        ValidateLayer::new(ValidateOptions::default())
     }
 }
 
@@ -53,15 +71,17 @@ impl<S> Layer<S> for ValidateLayer {
         ValidateService {
             inner,
             opts: self.opts,
+            parsed: self.parsed.clone(),
         }
     }
 }
 
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ValidateService<S> {
     inner: S,
     opts: ValidateOptions,
+    parsed: Parsed,
 }
 
 impl<S> Service<RangeQuery> for ValidateService<S>
@@ -88,7 +108,9 @@ where
                 humantime::format_duration(limit)
             )))));
         }
-        let analysis = Arc::new(Analysis::of(&query.query));
+        let analysis = self.parsed.get_with_by_ref(query.query.as_str(), || {
+            Arc::new(Analysis::of(&query.query))
+        });
         query.analysis = Some(analysis.clone());
         let fut = self.inner.call(query);
         Box::pin(async move {

@@ -162,3 +162,30 @@ async fn ranges_over_max_query_length_are_rejected_before_the_querier() {
         "the querier was not asked"
     );
 }
+
+#[tokio::test]
+async fn repeated_query_texts_are_parsed_once() {
+    fn ok() -> Result<QueryResponse, Error> {
+        QueryResponse::from_slice(
+            br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+        )
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = ValidateLayer::default();
+    for expr in ["sum(rate(x[5m]))", "sum(rate(x[5m]))", "max(y)"] {
+        // A fresh service per request, as the stack clones it: the cache is shared.
+        let svc = layer.layer(Scripted {
+            seen: seen.clone(),
+            reply: ok,
+        });
+        svc.oneshot(query(expr)).await.expect("answers");
+    }
+    let seen = seen.lock().expect("lock");
+    let analysis = |i: usize| seen[i].analysis.clone().expect("analysed");
+    assert!(
+        Arc::ptr_eq(&analysis(0), &analysis(1)),
+        "same text, same analysis"
+    );
+    assert!(!Arc::ptr_eq(&analysis(0), &analysis(2)));
+    assert_eq!(analysis(2).normalised.as_deref(), Some("max(y)"));
+}

@@ -208,37 +208,54 @@ impl QueryResponse {
 
 /// Elements of a JSON array's text (nested arrays, objects and strings skipped over).
 fn array_len(text: &str) -> u64 {
-    let (mut depth, mut count, mut in_string, mut escaped) = (0u32, 0u64, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
+    array_elements(text).count() as u64
+}
+
+/// The byte ranges of the top-level elements of a JSON array's text, found by tracking
+/// nesting and strings only (no parsing, no allocation). The text must be valid JSON:
+/// every [`RawJson`] is.
+pub fn array_elements(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let bytes = text.as_bytes();
+    let mut pos = bytes
+        .iter()
+        .position(|&b| b == b'[')
+        .map_or(bytes.len(), |p| p + 1);
+    std::iter::from_fn(move || {
+        while pos < bytes.len() && (bytes[pos].is_ascii_whitespace() || bytes[pos] == b',') {
+            pos += 1;
         }
-        match b {
-            b'"' => {
-                in_string = true;
-                if depth == 1 && count == 0 {
-                    count = 1;
+        if pos >= bytes.len() || bytes[pos] == b']' {
+            return None;
+        }
+        let start = pos;
+        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+        while pos < bytes.len() {
+            let b = bytes[pos];
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' if depth == 0 => break,
+                    b']' | b'}' => depth -= 1,
+                    b',' if depth == 0 => break,
+                    _ => {}
                 }
             }
-            b'[' | b'{' => {
-                if depth == 1 && count == 0 {
-                    count = 1;
-                }
-                depth += 1;
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b',' if depth == 1 => count += 1,
-            b if depth == 1 && count == 0 && !b.is_ascii_whitespace() => count = 1,
-            _ => {}
+            pos += 1;
         }
-    }
-    count
+        let mut end = pos;
+        while end > start && bytes[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        Some((start, end))
+    })
 }
 
 fn write_extra(out: &mut Vec<u8>, extra: &[(String, Box<RawValue>)]) {

@@ -5,7 +5,8 @@
 //! step and phase, so every extent of one entry shares the grid.
 
 use crate::error::Error;
-use crate::model::{QueryResponse, RawJson, Series};
+use crate::model::response::array_elements;
+use crate::model::{MatrixData, QueryResponse, RawJson, Series};
 
 /// An inclusive range of grid timestamps, Unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,48 +105,71 @@ pub fn well_formed(extents: &[Span], phase_ms: i64, step_ms: i64) -> bool {
 /// Keeps only the samples of `resp` with timestamps in `[from, to]`; series left without
 /// samples are dropped (as the querier would not return them).
 pub fn trim(resp: &QueryResponse, from_ms: i64, to_ms: i64) -> Result<QueryResponse, Error> {
-    let mut out = resp.clone();
-    if let Some(data) = &mut out.data {
-        let mut kept = Vec::with_capacity(data.result.len());
-        for s in &data.result {
-            let values = trim_array(s.values.as_ref(), from_ms, to_ms)?;
-            let histograms = trim_array(s.histograms.as_ref(), from_ms, to_ms)?;
-            if values.is_some() || histograms.is_some() {
-                kept.push(Series {
-                    metric: s.metric.clone(),
-                    values,
-                    histograms,
-                });
-            }
+    let Some(data) = &resp.data else {
+        return Ok(resp.clone());
+    };
+    let mut kept = Vec::with_capacity(data.result.len());
+    for s in &data.result {
+        let values = trim_array(s.values.as_ref(), from_ms, to_ms)?;
+        let histograms = trim_array(s.histograms.as_ref(), from_ms, to_ms)?;
+        if values.is_some() || histograms.is_some() {
+            kept.push(Series {
+                metric: s.metric.clone(),
+                values,
+                histograms,
+            });
         }
-        data.result = kept;
     }
-    Ok(out)
+    Ok(QueryResponse {
+        status: resp.status,
+        data: Some(MatrixData {
+            result_type: data.result_type.clone(),
+            result: kept,
+            extra: data.extra.clone(),
+        }),
+        error_type: resp.error_type.clone(),
+        error: resp.error.clone(),
+        warnings: resp.warnings.clone(),
+        infos: resp.infos.clone(),
+        extra: resp.extra.clone(),
+        no_store: resp.no_store,
+    })
 }
 
-/// Filters a raw `[[ts, ...], ...]` array by timestamp; `None` when nothing is left.
+/// Cuts a raw `[[ts, ...], ...]` array to the samples in `[from, to]`; `None` when
+/// nothing is left. The querier sends samples in time order, so the kept ones are one
+/// run of the text, copied once; samples out of order make the data unusable (an error,
+/// which the cache treats as a miss).
 fn trim_array(arr: Option<&RawJson>, from_ms: i64, to_ms: i64) -> Result<Option<RawJson>, Error> {
     let Some(arr) = arr else { return Ok(None) };
-    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(arr.as_str())
-        .map_err(|e| Error::BadResponse(format!("sample array: {e}")))?;
-    let mut out = String::with_capacity(arr.as_str().len());
-    out.push('[');
-    let mut any = false;
-    for item in items {
-        let text = item.get();
-        let ts = sample_timestamp_ms(text)
-            .ok_or_else(|| Error::BadResponse(format!("sample without a timestamp: {text:.40}")))?;
-        if ts < from_ms || ts > to_ms {
+    let text = arr.as_str();
+    let (mut first, mut last) = (None, 0);
+    let mut previous = i64::MIN;
+    for (start, end) in array_elements(text) {
+        let sample = &text[start..end];
+        let ts = sample_timestamp_ms(sample).ok_or_else(|| {
+            Error::BadResponse(format!("sample without a timestamp: {sample:.40}"))
+        })?;
+        if ts <= previous {
+            return Err(Error::BadResponse("samples out of time order".into()));
+        }
+        previous = ts;
+        if ts < from_ms {
             continue;
         }
-        if any {
-            out.push(',');
+        if ts > to_ms {
+            break;
         }
-        out.push_str(text);
-        any = true;
+        first.get_or_insert(start);
+        last = end;
     }
-    out.push(']');
-    Ok(any.then(|| RawJson::from_trusted(out)))
+    Ok(first.map(|first| {
+        let mut out = String::with_capacity(last - first + 2);
+        out.push('[');
+        out.push_str(&text[first..last]);
+        out.push(']');
+        RawJson::from_trusted(out)
+    }))
 }
 
 /// The timestamp of a sample `[1700000000.123,"1"]`, in ms (parsed exactly, no float).
@@ -159,7 +183,12 @@ fn sample_timestamp_ms(sample: &str) -> Option<i64> {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let ms: i64 = format!("{frac:0<3}").parse().ok()?;
+    // "5" is 500 ms, "05" 50 ms, "005" 5 ms.
+    let ms = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
     let ms = if negative { -ms } else { ms };
     secs.checked_mul(1000)?.checked_add(ms)
 }

@@ -110,6 +110,27 @@ fn trims_samples_and_drops_empty_series() {
 }
 
 #[test]
+fn trimming_keeps_the_order_and_rejects_unordered_samples() {
+    let resp = QueryResponse::from_slice(
+        br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[ [1,"a"] , [2,"b"],[3,"c"] ]}],"x":1},"warnings":["w"]}"#,
+    )
+    .expect("valid");
+    let t = trim(&resp, 2_000, 2_000).expect("trims");
+    assert_eq!(
+        String::from_utf8(t.encode()).expect("utf-8"),
+        r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[2,"b"]]}],"x":1},"warnings":["w"]}"#
+    );
+    let unordered = QueryResponse::from_slice(
+        br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[2,"b"],[1,"a"]]}]}}"#,
+    )
+    .expect("valid");
+    assert!(matches!(
+        trim(&unordered, 0, 5_000),
+        Err(Error::BadResponse(_))
+    ));
+}
+
+#[test]
 fn sample_timestamps_parse_exactly() {
     assert_eq!(
         sample_timestamp_ms(r#"[1792921995.3,"1"]"#),
@@ -124,6 +145,8 @@ fn sample_timestamps_parse_exactly() {
         Some(1_700_000_000_001)
     );
     assert_eq!(sample_timestamp_ms(r#"[-1.5,"1"]"#), Some(-1_500));
+    assert_eq!(sample_timestamp_ms(r#"[7.05,"1"]"#), Some(7_050));
+    assert_eq!(sample_timestamp_ms(r#"[7.005,"1"]"#), Some(7_005));
     assert_eq!(sample_timestamp_ms(r#"["x","1"]"#), None);
     assert_eq!(sample_timestamp_ms(r#"[1.2345,"1"]"#), None);
 }
