@@ -333,17 +333,7 @@ impl Frontend {
     ) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        // Like Go's ParseForm, only a POST body carries parameters.
-        let form_body: &[u8] = if parts.method == Method::POST {
-            &body
-        } else {
-            &[]
-        };
-        let pairs = form_pairs(parts.uri.query(), content_type, form_body);
+        let pairs = request_pairs(&parts, &body);
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             // What the client asked, even when it is rejected below.
@@ -440,12 +430,7 @@ impl Frontend {
         let content_type = content_type.and_then(|v| v.to_str().ok());
         let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
         // The client's `timeout` parameter (URL or form) can shorten the deadline.
-        let form_body: &[u8] = if parts.method == Method::POST {
-            &body
-        } else {
-            &[]
-        };
-        let pairs = form_pairs(parts.uri.query(), content_type, form_body);
+        let pairs = request_pairs(&parts, &body);
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             p.read_params(&pairs);
@@ -766,6 +751,22 @@ fn cache_layer(
         clock: system_clock(),
     };
     Ok(CacheLayer::new(opts, backend, metrics))
+}
+
+/// A request's parameters as Prometheus (Go's `ParseForm`) reads them: a POST's form
+/// body first, then the query string.
+fn request_pairs(parts: &http::request::Parts, body: &[u8]) -> Vec<(String, String)> {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    // Only a POST body carries parameters.
+    let form_body: &[u8] = if parts.method == Method::POST {
+        body
+    } else {
+        &[]
+    };
+    form_pairs(parts.uri.query(), content_type, form_body)
 }
 
 /// Paths that only read and accept a form POST.
