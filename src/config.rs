@@ -119,6 +119,13 @@ pub struct ServerConfig {
     /// Whether the frontend gzips the responses it builds itself (`query_range`) for
     /// clients that accept gzip. Passthrough responses keep the querier's encoding.
     pub gzip_responses: bool,
+    /// Most requests answered at once; further ones get 503 `unavailable` at once
+    /// instead of queueing without bound. `/-/healthy`, `/-/ready` and `/metrics` are not
+    /// counted, so probes and scrapes still answer under overload. `0`: no limit.
+    pub max_concurrent_requests: usize,
+    /// Largest request head (request line and headers) read from a client (HTTP/1.1;
+    /// at least 8192); a larger one gets 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +138,8 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: Duration::from_secs(30),
             gzip_responses: true,
+            max_concurrent_requests: 1024,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -540,6 +549,9 @@ impl Config {
         }
         if self.downstream.max_response_bytes == 0 {
             return invalid("downstream.max_response_bytes", "must be greater than 0");
+        }
+        if self.server.max_header_bytes < 8192 {
+            return invalid("server.max_header_bytes", "must be at least 8192");
         }
         if self.server.header_read_timeout.is_zero() {
             return invalid("server.header_read_timeout", "must be greater than 0");

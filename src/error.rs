@@ -67,6 +67,10 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The frontend is answering `server.max_concurrent_requests` requests already.
+    #[error("too many concurrent requests (server.max_concurrent_requests); retry later")]
+    Overloaded,
+
     /// The querier did not answer in time.
     #[error("querier {endpoint} did not answer within {} ({limit})", humantime::format_duration(*after))]
     Timeout {
@@ -109,7 +113,9 @@ impl Error {
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::Downstream { status, .. } => *status,
-            Error::Unavailable { .. } | Error::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::BadResponse(_) | Error::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Error::Canceled => StatusCode::from_u16(STATUS_CLIENT_CLOSED_REQUEST)
                 .unwrap_or(StatusCode::BAD_REQUEST),
@@ -124,7 +130,7 @@ impl Error {
             Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_data",
             Error::NotFound(_) => "not_found",
             Error::Downstream { status, .. } => error_type_for_status(*status),
-            Error::Unavailable { .. } => "unavailable",
+            Error::Unavailable { .. } | Error::Overloaded => "unavailable",
             Error::Timeout { .. } => "timeout",
             Error::BadResponse(_) | Error::ResponseTooLarge { .. } => "bad_response",
             Error::Canceled => "canceled",
@@ -152,6 +158,7 @@ impl Error {
             | Error::BodyTooLarge { .. }
             | Error::ClientBody(_)
             | Error::ResponseTooLarge { .. }
+            | Error::Overloaded
             | Error::Canceled
             | Error::Internal(_) => false,
         }
@@ -189,6 +196,7 @@ impl Error {
             },
             Error::BadResponse(m) => Error::BadResponse(m.clone()),
             Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
+            Error::Overloaded => Error::Overloaded,
             Error::Canceled => Error::Canceled,
             Error::Internal(m) => Error::Internal(m.clone()),
         }
@@ -233,6 +241,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::BadResponse(_) => "bad_response",
             Error::ResponseTooLarge { .. } => "too_large",
+            Error::Overloaded => "overloaded",
             Error::Canceled => "canceled",
             Error::Internal(_) => "internal",
         }
@@ -313,6 +322,7 @@ mod tests {
             (Error::BadData("x".into()), 400, "bad_data", false),
             (Error::BodyTooLarge { limit: 10 }, 413, "bad_data", false),
             (Error::NotFound("off".into()), 404, "not_found", false),
+            (Error::Overloaded, 503, "unavailable", false),
             (unavailable, 503, "unavailable", true),
             (timeout, 503, "timeout", true),
             (Error::BadResponse("x".into()), 502, "bad_response", true),

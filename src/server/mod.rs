@@ -76,6 +76,9 @@ pub struct Frontend {
     probe_path: String,
     grace_period: Duration,
     header_read_timeout: Duration,
+    max_header_bytes: usize,
+    /// Permits for requests being answered (`server.max_concurrent_requests`).
+    admission: Option<Arc<tokio::sync::Semaphore>>,
     deadline: Duration,
     health_check_interval: Duration,
     slow_log: Arc<SlowLog>,
@@ -165,6 +168,12 @@ impl Frontend {
             probe_path: d.probe_path.clone(),
             grace_period: config.server.grace_period,
             header_read_timeout: config.server.header_read_timeout,
+            max_header_bytes: config.server.max_header_bytes,
+            admission: (config.server.max_concurrent_requests > 0).then(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    config.server.max_concurrent_requests,
+                ))
+            }),
             deadline: d.deadline,
             health_check_interval: d.health_check_interval,
             slow_log: Arc::new(slow_log),
@@ -202,6 +211,7 @@ impl Frontend {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(this.header_read_timeout)
+            .max_buf_size(this.max_header_bytes)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -281,6 +291,19 @@ impl Frontend {
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        // Overload: answer at once rather than queue; probes and scrapes are exempt.
+        let _permit = match (&self.admission, endpoint) {
+            (_, Endpoint::healthy | Endpoint::ready | Endpoint::metrics) | (None, _) => None,
+            (Some(permits), _) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let resp = error_response(&Error::Overloaded);
+                    self.metrics
+                        .observe_request(endpoint, resp.status(), started.elapsed());
+                    return resp;
+                }
+            },
+        };
         // Query API reads; other `/api/` paths only when they read (GET).
         let logged =
             endpoint.is_query_api() && (endpoint != Endpoint::other_api || method == Method::GET);

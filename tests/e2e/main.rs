@@ -5,6 +5,7 @@ mod cache;
 mod deploy;
 mod errors;
 mod ha;
+mod hostile;
 mod passthrough;
 mod promtool;
 mod query_range;

@@ -1,0 +1,304 @@
+//! Hostile input, overload and isolation: what a client or the network can send never
+//! crashes the frontend, never makes it answer 5xx for a client's mistake, never reaches
+//! another host, and never shows one tenant's or user's cached answer to another.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+use crate::support::{
+    FakeReply, addr_of, bed, blocking, fake_querier, form, secs, send, start_frontend, test_config,
+};
+
+/// Sends raw bytes on a new connection and returns the status and body of the answer
+/// (the request must ask for `Connection: close`).
+fn raw(base: &str, request: Vec<u8>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr_of(base)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // The server may answer and close before reading a huge request to its end.
+    let _ = stream.write_all(&request);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(target: &str, extra: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: frontend\r\n{extra}Connection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// Hostile requests, each sent to the frontend and straight to Prometheus: the frontend
+/// answers what Prometheus answers (same status; same `errorType` for errors), and
+/// never a 5xx.
+#[tokio::test]
+async fn hostile_requests_get_what_the_querier_says_and_never_a_5xx() {
+    let tb = bed().await;
+    let fe = start_frontend(test_config(&tb.prom_url)).await;
+    let (s, e) = (secs(tb.end_ms - 3_600_000), secs(tb.end_ms));
+    let range = |extra: &str| format!("/api/v1/query_range?{extra}");
+    let ok = form(&[("query", "up"), ("start", &s), ("end", &e), ("step", "60")]);
+    let long = "x".repeat(6000);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid UTF-8 in a parameter", get(&range(&format!("{ok}&query=%FF%FE")), "")),
+        ("malformed percent escape", get(&range("query=%ZZ&start=0&end=60&step=15"), "")),
+        ("duplicate parameters: the first wins", get(&range(&format!("{ok}&step=1&start=9")), "")),
+        ("NaN start", get(&range("query=up&start=NaN&end=60&step=15"), "")),
+        ("infinite end", get(&range("query=up&start=0&end=Inf&step=15"), "")),
+        ("negative step", get(&range("query=up&start=0&end=60&step=-15"), "")),
+        ("huge step", get(&range("query=up&start=0&end=60&step=1e300"), "")),
+        ("end before start", get(&range("query=up&start=60&end=0&step=15"), "")),
+        ("too many points", get(&range("query=up&start=0&end=100000000&step=1"), "")),
+        ("no parameters at all", get(&range(""), "")),
+        ("query of 6000 characters", get(&range(&format!("query={long}&start=0&end=60&step=15")), "")),
+        ("`..` in the path", get("/api/v1/../../../etc/passwd", "")),
+        ("a `//host` target", get("//evil.example/api/v1/labels", "")),
+        ("unknown API path", get("/api/v1/nope", "")),
+        (
+            "JSON body posted as a query",
+            b"POST /api/v1/query_range HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{\"query\":\"up\"}"
+                .to_vec(),
+        ),
+        (
+            "form body with broken escapes",
+            b"POST /api/v1/query HTTP/1.1\r\nHost: f\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\nConnection: close\r\n\r\nquery=%G1%2&x"
+                .to_vec(),
+        ),
+        ("instant query at NaN", get("/api/v1/query?query=up&time=NaN", "")),
+        ("series without matchers", get("/api/v1/series", "")),
+    ];
+    let (prom, fe_url) = (tb.prom_url.clone(), fe.url.clone());
+    let results = blocking(move || {
+        cases
+            .into_iter()
+            .map(|(name, request)| (name, raw(&prom, request.clone()), raw(&fe_url, request)))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let mut problems = Vec::new();
+    for (name, (d_status, d_body), (f_status, f_body)) in results {
+        if f_status == 0 || f_status >= 500 {
+            problems.push(format!(
+                "{name}: frontend answered {f_status}: {f_body:.200}"
+            ));
+            continue;
+        }
+        if f_status != d_status {
+            problems.push(format!(
+                "{name}: frontend {f_status} vs Prometheus {d_status}: {f_body:.200} / {d_body:.200}"
+            ));
+            continue;
+        }
+        let error_type = |body: &str| {
+            serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .map(|v| v["errorType"].clone())
+        };
+        if f_status >= 400 && d_body.starts_with('{') && error_type(&f_body) != error_type(&d_body)
+        {
+            problems.push(format!(
+                "{name}: errorType differs: {f_body:.200} / {d_body:.200}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Times past what a 64-bit timestamp holds: Prometheus 2.42 converts them with an
+    // integer overflow and answers an empty matrix for a time it cannot represent; the
+    // frontend refuses them (a deliberate difference, README "Errors").
+    let huge = send(
+        Method::GET,
+        &format!(
+            "{}{}",
+            fe.url,
+            range("query=up&start=1e300&end=1e301&step=15")
+        ),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(huge.status, 400, "{}", huge.text());
+    assert_eq!(huge.json()["errorType"], "bad_data");
+    // Still serving.
+    let after = send(Method::GET, &format!("{}{}", fe.url, range(&ok)), &[], None).await;
+    assert_eq!(after.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_with_431() {
+    let tb = bed().await;
+    let fe = start_frontend(test_config(&tb.prom_url)).await;
+    let header = format!("X-Big: {}\r\n", "a".repeat(100 * 1024));
+    let target = format!("/api/v1/query?query={}", "x".repeat(100 * 1024));
+    let url = fe.url.clone();
+    let (big_header, big_target) = blocking(move || {
+        (
+            raw(&url, get("/api/v1/labels", &header)),
+            raw(&url, get(&target, "")),
+        )
+    })
+    .await;
+    assert_eq!(big_header.0, 431, "{}", big_header.1);
+    assert_eq!(big_target.0, 431, "{}", big_target.1);
+    let healthy = send(Method::GET, &format!("{}/-/healthy", fe.url), &[], None).await;
+    assert_eq!(healthy.status, 200);
+}
+
+#[tokio::test]
+async fn overload_is_a_quick_503_and_probes_still_answer() {
+    let fake = fake_querier(Arc::new(|_, _, _, _| {
+        FakeReply::json(200, r#"{"status":"success","data":["job"]}"#).after(Duration::from_secs(2))
+    }))
+    .await;
+    let mut config = test_config(&fake.url);
+    config.server.max_concurrent_requests = 2;
+    let fe = start_frontend(config).await;
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let url = format!("{}/api/v1/labels", fe.url);
+        slow.spawn(async move { send(Method::GET, &url, &[], None).await.status });
+    }
+    while fake.seen.lock().expect("lock").len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let refused = send(Method::GET, &format!("{}/api/v1/labels", fe.url), &[], None).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["errorType"], "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not queued behind the others"
+    );
+    for probe in ["/-/healthy", "/metrics"] {
+        let r = send(Method::GET, &format!("{}{probe}", fe.url), &[], None).await;
+        assert_eq!(r.status, 200, "{probe} under overload");
+    }
+    while let Some(status) = slow.join_next().await {
+        assert_eq!(status.expect("task"), 200);
+    }
+    let again = send(Method::GET, &format!("{}/api/v1/labels", fe.url), &[], None).await;
+    assert_eq!(again.status, 200, "capacity is back");
+}
+
+/// A querier that answers by tenant and by user: each sees a different value.
+#[tokio::test]
+async fn tenants_and_users_never_see_each_others_cached_answers() {
+    let fake = fake_querier(Arc::new(|_, _, headers, body| {
+        let who = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let owner = format!("{}/{}", who("x-scope-orgid"), who("authorization"));
+        let get = |name: &str| {
+            form_urlencoded::parse(body)
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (start, end, step) = (get("start"), get("end"), get("step").max(1.0));
+        let mut points = Vec::new();
+        let mut t = start;
+        while t <= end {
+            points.push(format!("[{t},\"1\"]"));
+            t += step;
+        }
+        FakeReply::json(
+            200,
+            &format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"owner":"{owner}"}},"values":[{}]}}]}}}}"#,
+                points.join(",")
+            ),
+        )
+    }))
+    .await;
+    let fe = start_frontend(test_config(&fake.url)).await;
+    let path = "/api/v1/query_range?query=up&start=1700000000&end=1700003600&step=60";
+    let owner = |headers: Vec<(&'static str, &'static str)>| {
+        let url = format!("{}{path}", fe.url);
+        async move {
+            let reply = send(Method::GET, &url, &headers, None).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.json()["data"]["result"][0]["metric"]["owner"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        }
+    };
+    let askers: [Vec<(&str, &str)>; 4] = [
+        vec![("x-scope-orgid", "team-a")],
+        vec![("x-scope-orgid", "team-b")],
+        vec![
+            ("x-scope-orgid", "team-a"),
+            ("authorization", "Bearer alice"),
+        ],
+        vec![("x-scope-orgid", "team-a"), ("authorization", "Bearer bob")],
+    ];
+    for _round in 0..2 {
+        // The second round is served from the caches: still each their own.
+        for headers in &askers {
+            let want = format!(
+                "{}/{}",
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == "x-scope-orgid")
+                    .map_or("-", |h| h.1),
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == "authorization")
+                    .map_or("-", |h| h.1),
+            );
+            assert_eq!(owner(headers.clone()).await, want);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Absolute-form targets and Host headers naming another server change nothing: the
+/// request goes to the configured querier.
+#[tokio::test]
+async fn only_the_configured_querier_is_ever_contacted() {
+    let reply = || FakeReply::json(200, r#"{"status":"success","data":["job"]}"#);
+    let configured = fake_querier(Arc::new(move |_, _, _, _| reply())).await;
+    let other = fake_querier(Arc::new(move |_, _, _, _| reply())).await;
+    let fe = start_frontend(test_config(&configured.url)).await;
+    let other_host = other.url.trim_start_matches("http://").to_owned();
+    let requests = vec![
+        get(&format!("{}/api/v1/labels", other.url), ""),
+        format!("GET /api/v1/labels HTTP/1.1\r\nHost: {other_host}\r\nConnection: close\r\n\r\n")
+            .into_bytes(),
+        get(
+            &format!("/api/v1/series?match[]=up&host={other_host}"),
+            &format!("X-Forwarded-Host: {other_host}\r\n"),
+        ),
+    ];
+    let url = fe.url.clone();
+    let statuses = blocking(move || {
+        requests
+            .into_iter()
+            .map(|r| raw(&url, r).0)
+            .collect::<Vec<_>>()
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
+    assert!(
+        other.seen.lock().expect("lock").is_empty(),
+        "another host was contacted"
+    );
+    assert_eq!(configured.seen.lock().expect("lock").len(), 3);
+}
