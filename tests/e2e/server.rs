@@ -315,3 +315,89 @@ fn binary_serves_and_exits_cleanly_on_sigterm() {
         "{line}"
     );
 }
+
+/// SIGTERM while 16 requests are in flight: every one of them is answered, new
+/// connections are refused from then on, and the process exits 0.
+#[tokio::test]
+async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
+    require_binary("kill", "procps");
+    let fake = fake_querier(Arc::new(|_, _, _, _| {
+        FakeReply::json(200, "{\"status\":\"success\",\"data\":[\"job\"]}")
+            .after(Duration::from_millis(1500))
+    }))
+    .await;
+    let port = free_port();
+    let child = Command::new(bin())
+        .env("PROMQL_FRONTEND_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PROMQL_FRONTEND_DOWNSTREAM_URL", &fake.url)
+        .env("PROMQL_FRONTEND_SERVER__GRACE_PERIOD", "20s")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start binary");
+    // Killed if the test fails before the process exits.
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id().to_string();
+    let up = crate::support::blocking(move || {
+        (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            probe_status(port, "/-/healthy") == Some(200)
+        })
+    })
+    .await;
+    {
+        assert!(up, "the binary did not start");
+        let mut in_flight = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let url = format!("http://127.0.0.1:{port}/api/v1/labels");
+            in_flight.spawn(async move { send(Method::GET, &url, &[], None).await.status });
+        }
+        while fake.seen.lock().expect("lock").len() < 16 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let term = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(term.success());
+        // The listener closes: new connections are refused while the others finish.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < until,
+                "still accepting after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut answered = 0;
+        while let Some(status) = in_flight.join_next().await {
+            assert_eq!(status.expect("request task"), 200);
+            answered += 1;
+        }
+        assert_eq!(answered, 16);
+    }
+    let status = crate::support::blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            if let Some(status) = child.0.try_wait().expect("poll child") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await;
+    let status = status.expect("the binary exited within 30 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
