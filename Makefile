@@ -1,6 +1,6 @@
 # Two entry points: `make demo` runs the frontend in front of a demo Prometheus,
 # `make test` installs what the tests need, checks formatting and lints, and runs the tests.
-.PHONY: demo test deps lint bench bench-micro
+.PHONY: demo test deps lint bench bench-micro fuzz
 
 demo:
 	scripts/demo.sh
@@ -23,3 +23,7 @@ bench:
 
 bench-micro:
 	cargo bench --locked --bench split_merge
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer): 10 minutes per target, two at a time.
+fuzz:
+	scripts/fuzz.sh 600

@@ -10,6 +10,8 @@ use std::pin::Pin;
 pub mod config;
 pub mod downstream;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_targets;
 pub mod headers;
 pub mod json;
 pub mod layers;

@@ -29,14 +29,15 @@ pub struct Analysis {
     /// The latest absolute `@` time in the expression, Unix ms.
     pub latest_at_ms: Option<i64>,
     /// The expression printed back in canonical form (same AST, normalised spelling):
-    /// the cache key uses it, so `rate(x[300s])` and `rate(x[5m])` share entries.
+    /// the cache key uses it, so `rate(x[300s])` and `rate(x[5m])` share entries. `None`
+    /// when the printed text would not parse back to the same expression.
     pub normalised: Option<String>,
 }
 
 impl Analysis {
     /// Parses `query`.
     pub fn of(query: &str) -> Analysis {
-        let parsed = parser::parse(query);
+        let parsed = parse(query);
         let mut uses_start_end = false;
         let mut has_pre_epoch_at = false;
         let mut has_negative_offset = false;
@@ -60,7 +61,7 @@ impl Analysis {
                 }
             });
         }
-        let normalised = parsed.as_ref().ok().map(|e| e.to_string());
+        let normalised = parsed.as_ref().ok().and_then(print_exactly);
         Analysis {
             parsed,
             uses_start_end,
@@ -78,7 +79,8 @@ impl Analysis {
 
     /// The expression with `@ start()` / `@ end()` replaced by `@ <start>` / `@ <end>`,
     /// printed as PromQL. `None` when there is nothing to rewrite or it cannot be written
-    /// exactly (unparsed query, times before 1970).
+    /// exactly (unparsed query, times before 1970, text that would not parse back to the
+    /// rewritten expression).
     pub fn rewrite_at_start_end(&self, start_ms: i64, end_ms: i64) -> Option<String> {
         let expr = self.parsed.as_ref().ok()?;
         if !self.uses_start_end || self.has_pre_epoch_at || start_ms < 0 || end_ms < 0 {
@@ -92,8 +94,29 @@ impl Analysis {
             AtModifier::End => *m = end.clone(),
             AtModifier::At(_) => {}
         });
-        Some(expr.to_string())
+        print_exactly(&expr)
     }
+}
+
+/// Parses `text`; a panic inside the parser is a parse failure. `promql-parser` panics
+/// on some inputs (a duration of `1e30` or `Inf` seconds goes to
+/// `Duration::from_secs_f64`; found by the promql fuzz target); such a query is then
+/// treated like any other the parser cannot read: forwarded whole to the querier.
+fn parse(text: &str) -> Result<Expr, String> {
+    std::panic::catch_unwind(|| parser::parse(text)).unwrap_or_else(|_| {
+        Err("the PromQL parser failed on this expression (a duration out of range?)".into())
+    })
+}
+
+/// `expr` printed as PromQL, if the text parses back to the same expression. The printer
+/// cannot write everything it parses (an `@` before 1970 comes out as `@ 0.000`); such
+/// an expression has no normal form, so it never shares a cache key with another.
+fn print_exactly(expr: &Expr) -> Option<String> {
+    // Printing only reads `expr`: nothing is left half-changed if it panics.
+    let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expr.to_string())).ok()?;
+    let again = parse(&text).ok()?;
+    // Debug text as the fallback: NaN literals are unequal to themselves.
+    (again == *expr || format!("{again:?}") == format!("{expr:?}")).then_some(text)
 }
 
 /// Calls `f` with the `@` and `offset` modifiers of every selector and subquery in
@@ -221,6 +244,36 @@ mod tests {
             Analysis::of("rate(x[300s])").normalised.as_deref(),
             Analysis::of("rate( x [5m] )").normalised.as_deref()
         );
+    }
+
+    #[test]
+    fn parser_panics_are_parse_errors() {
+        // Each of these makes promql-parser 0.11 panic (a float duration beyond
+        // `Duration`); found by the promql fuzz target.
+        for q in [
+            "up offset 1e30",
+            "rate(x[1e300])",
+            "up offset Inf",
+            "max_over_time(x[5m:1e30])",
+        ] {
+            let a = Analysis::of(q);
+            assert!(a.parse_error().is_some(), "{q} is reported unparsed");
+            assert_eq!(a.normalised, None, "{q}");
+            assert_eq!(a.rewrite_at_start_end(0, 1000), None, "{q}");
+        }
+    }
+
+    #[test]
+    fn only_expressions_printed_exactly_have_a_normal_form() {
+        // The printer writes an `@` before 1970 as `@ 0.000`: a normal form would make
+        // `x @ -300` share cache entries with `x @ 0` (found by the promql fuzz target).
+        assert_eq!(Analysis::of("x @ -5m").normalised, None);
+        assert_eq!(Analysis::of("x @ -300").normalised, None);
+        assert_eq!(
+            Analysis::of("x @ 0").normalised.as_deref(),
+            Some("x @ 0.000")
+        );
+        assert_eq!(Analysis::of("NaN").normalised.as_deref(), Some("NaN"));
     }
 
     #[test]

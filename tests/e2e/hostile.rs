@@ -79,6 +79,9 @@ async fn hostile_requests_get_what_the_querier_says_and_never_a_5xx() {
                 .to_vec(),
         ),
         ("instant query at NaN", get("/api/v1/query?query=up&time=NaN", "")),
+        // promql-parser panics on durations beyond `Duration` (found by fuzzing).
+        ("range query with an offset of 1e30 s", get(&range("query=up%20offset%201e30&start=0&end=60&step=15"), "")),
+        ("instant query with a range of Inf s", get("/api/v1/query?query=rate(up%5BInf%5D)&time=60", "")),
         ("series without matchers", get("/api/v1/series", "")),
     ];
     let (prom, fe_url) = (tb.prom_url.clone(), fe.url.clone());

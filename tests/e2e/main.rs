@@ -2,6 +2,7 @@
 //! One binary, so the test bed is built once per run (see `support`).
 
 mod cache;
+mod compare;
 mod deploy;
 mod errors;
 mod ha;

@@ -87,10 +87,11 @@ pub struct SplitService<S> {
 impl<S> SplitService<S> {
     /// The pieces `query` is split into, or why it is not split.
     pub fn plan(&self, query: &RangeQuery) -> Result<Vec<Piece>, NoSplit> {
-        let understood = query
-            .analysis
-            .as_ref()
-            .is_some_and(|a| a.parse_error().is_none() && !a.has_pre_epoch_at);
+        let understood = query.analysis.as_ref().is_some_and(|a| {
+            // `@ start()` / `@ end()` left after the rewrite (it could not be
+            // printed exactly) would name each piece's range: never split those.
+            a.parse_error().is_none() && !a.has_pre_epoch_at && !a.uses_start_end
+        });
         if !understood || query.param("stats").is_some() {
             return Err(NoSplit::Disabled);
         }

@@ -1,0 +1,329 @@
+//! Fuzz targets: the frontend's parsers of external input, each with the properties it
+//! must keep whatever the bytes are.
+//!
+//! The `fuzz/` crate (cargo-fuzz, libFuzzer) calls these functions; the unit tests at the
+//! bottom run every input saved under `fuzz/regressions/<target>/` through them, so a
+//! crash the fuzzer once found stays fixed in a plain `cargo test`. A target panics only
+//! when a property is broken; any error the code under test returns is a valid outcome.
+//! See RELIABILITY.md for how to run them and what they found.
+
+use http::HeaderMap;
+
+use crate::layers::cache::extents::trim;
+use crate::layers::cache::value::{Entry, StoredExtent};
+use crate::layers::split::merge::merge;
+use crate::layers::split::ranges::split_range;
+use crate::model::RangeQuery;
+use crate::model::query::{MAX_POINTS_PER_SERIES, form_pairs};
+use crate::model::response::{QueryResponse, Status};
+use crate::promql::Analysis;
+
+/// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and
+/// `fuzz/regressions/<name>/`.
+pub const TARGETS: [&str; 4] = ["request", "promql", "response", "cache_value"];
+
+/// Runs the target called `name` on `data`; `false` when there is no such target.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "request" => request(data),
+        "promql" => promql(data),
+        "response" => response(data),
+        "cache_value" => cache_value(data),
+        _ => return false,
+    }
+    true
+}
+
+/// Splits `data` at the first `sep` byte (the rest is empty when there is none).
+fn split_at_byte(data: &[u8], sep: u8) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == sep) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[]),
+    }
+}
+
+/// Request decoding: `data` is `<content-type selector><uri query>\n<body>`.
+///
+/// Properties: a query that decodes is valid (`start <= end`, positive step, at most
+/// 11,000 points); its form encoding decodes to the same query; its split pieces cover
+/// every grid point exactly once, each inside one interval.
+pub fn request(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let content_type = match selector % 4 {
+        0 => None,
+        1 => Some("application/x-www-form-urlencoded"),
+        2 => Some("application/x-www-form-urlencoded; charset=utf-8"),
+        _ => Some("application/json"),
+    };
+    let (uri, body) = split_at_byte(rest, b'\n');
+    let uri = String::from_utf8_lossy(uri);
+    let pairs = form_pairs(Some(&uri), content_type, body);
+    let Ok(q) = RangeQuery::from_form(pairs, HeaderMap::new()) else {
+        return;
+    };
+    assert!(q.start_ms <= q.end_ms, "decoded end before start: {q:?}");
+    assert!(q.step_ns > 0, "decoded a non-positive step: {q:?}");
+    // Nanoseconds saturate at the largest duration, as Go's `time.Sub` does.
+    let range_ns =
+        ((i128::from(q.end_ms) - i128::from(q.start_ms)) * 1_000_000).min(i128::from(i64::MAX));
+    let points = range_ns / i128::from(q.step_ns);
+    assert!(
+        points <= i128::from(MAX_POINTS_PER_SERIES),
+        "decoded {points} points: {q:?}"
+    );
+
+    let again = RangeQuery::from_form(
+        form_pairs(
+            None,
+            Some("application/x-www-form-urlencoded"),
+            q.to_form().as_bytes(),
+        ),
+        HeaderMap::new(),
+    )
+    .unwrap_or_else(|e| panic!("the form encoding of {q:?} does not decode: {e}"));
+    assert_eq!(
+        (
+            &again.query,
+            again.start_ms,
+            again.end_ms,
+            again.step_ns,
+            &again.params
+        ),
+        (&q.query, q.start_ms, q.end_ms, q.step_ns, &q.params),
+        "form round trip changed the query"
+    );
+
+    // Split with an interval taken from the input (1 ms .. ~16 days).
+    let interval_ms = 1 + i64::from(selector) * 5_432_123;
+    let step_ms = q.step_ms();
+    if let Ok(pieces) = split_range(q.start_ms, q.end_ms, step_ms, interval_ms) {
+        let mut expected = q.start_ms;
+        let last = q.start_ms + (q.end_ms - q.start_ms) / step_ms * step_ms;
+        for p in &pieces {
+            assert_eq!(
+                p.start_ms, expected,
+                "gap or overlap before {p:?} in {pieces:?}"
+            );
+            assert!(p.start_ms <= p.end_ms, "empty piece {p:?}");
+            assert_eq!(
+                (p.end_ms - q.start_ms) % step_ms,
+                0,
+                "{p:?} ends off the grid"
+            );
+            assert_eq!(
+                p.start_ms.div_euclid(interval_ms),
+                p.end_ms.div_euclid(interval_ms),
+                "{p:?} crosses an interval boundary"
+            );
+            expected = p.end_ms + step_ms;
+        }
+        assert_eq!(
+            expected - step_ms,
+            last,
+            "pieces do not end at the last grid point"
+        );
+    }
+}
+
+/// PromQL handling: `data` is `<8 bytes start><8 bytes end><query text>`.
+///
+/// Properties: an expression that parses prints (the cache key's normal form) to text
+/// that parses back to the same expression; `@ start()` / `@ end()` rewritten to absolute
+/// times parse back and no longer refer to the query's range.
+pub fn promql(data: &[u8]) {
+    if data.len() < 16 {
+        return;
+    }
+    let time = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        // Any time from 1970 to ~year 2500.
+        (u64::from_le_bytes(a) % 16_725_225_600_000) as i64
+    };
+    let (start, end) = (time(&data[..8]), time(&data[8..16]));
+    let (start, end) = (start.min(end), start.max(end));
+    let Ok(text) = std::str::from_utf8(&data[16..]) else {
+        return;
+    };
+    let analysis = Analysis::of(text);
+    let Ok(expr) = &analysis.parsed else {
+        return;
+    };
+    if let Some(normalised) = &analysis.normalised {
+        let reparsed = promql_parser::parser::parse(normalised).unwrap_or_else(|e| {
+            panic!("{text:?} normalises to {normalised:?}, which does not parse: {e}")
+        });
+        assert_eq!(
+            format!("{reparsed:?}"),
+            format!("{expr:?}"),
+            "{text:?} normalises to {normalised:?}, a different expression"
+        );
+    }
+    if let Some(rewritten) = analysis.rewrite_at_start_end(start, end) {
+        let again = Analysis::of(&rewritten);
+        assert!(
+            again.parse_error().is_none(),
+            "{text:?} rewrites to {rewritten:?}, which does not parse"
+        );
+        assert!(
+            !again.uses_start_end,
+            "{text:?} rewrites to {rewritten:?}, which still uses start()/end()"
+        );
+    }
+}
+
+/// Downstream response decoding and merging: `data` is `<8 bytes cut time><body>`.
+///
+/// Properties: whatever decodes encodes to valid JSON that decodes again; trimming and
+/// merging never produce invalid JSON; for a well-formed matrix (distinct label sets,
+/// samples in time order), the answer cut at any time and merged back equals the whole.
+pub fn response(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let mut cut = [0u8; 8];
+    cut.copy_from_slice(&data[..8]);
+    let cut = i64::from_le_bytes(cut);
+    let Ok(resp) = QueryResponse::from_slice(&data[8..]) else {
+        return;
+    };
+    let encoded = resp.encode();
+    let value = json_of(&encoded, "encode");
+    let again = QueryResponse::from_slice(&encoded)
+        .unwrap_or_else(|e| panic!("encoded answer does not decode: {e}"));
+    assert_eq!(
+        json_of(&again.encode(), "re-encode"),
+        value,
+        "decode∘encode is not stable"
+    );
+    assert_eq!(
+        again.encode(),
+        encoded,
+        "encode∘decode∘encode changed the bytes"
+    );
+    if resp.status != Status::Success {
+        return;
+    }
+    let (Ok(low), Ok(high), Ok(whole)) = (
+        trim(&resp, i64::MIN, cut),
+        trim(&resp, cut.saturating_add(1), i64::MAX),
+        trim(&resp, i64::MIN, i64::MAX),
+    ) else {
+        return;
+    };
+    for part in [&low, &high, &whole] {
+        json_of(&part.encode(), "trim");
+    }
+    let split = merge(vec![low, high]);
+    let joined = merge(vec![whole]);
+    let (Ok(split), Ok(joined)) = (split, joined) else {
+        return;
+    };
+    let split_json = json_of(&split.encode(), "merge");
+    let joined_json = json_of(&joined.encode(), "merge");
+    if distinct_label_sets(&resp) && joined_json.is_some() {
+        assert_eq!(
+            split_json, joined_json,
+            "cut at {cut} and merged differs from the whole"
+        );
+    }
+}
+
+/// Checks that `bytes` are JSON, panicking with `what` produced invalid JSON. Returns
+/// the parsed value, or `None` when it holds numbers valid in JSON but beyond `f64`
+/// (such as `1E999`, which a querier may send and the frontend passes on unchanged).
+fn json_of(bytes: &[u8], what: &str) -> Option<serde_json::Value> {
+    if let Err(e) = serde_json::from_slice::<Box<serde_json::value::RawValue>>(bytes) {
+        panic!(
+            "{what} produced invalid JSON ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+/// Whether every series of a success answer has its own label set.
+fn distinct_label_sets(resp: &QueryResponse) -> bool {
+    let Some(data) = &resp.data else {
+        return true;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    data.result.iter().all(|s| {
+        serde_json::from_str::<std::collections::BTreeMap<String, String>>(s.metric.as_str())
+            .is_ok_and(|labels| seen.insert(labels))
+    })
+}
+
+/// Cache value decoding: bytes read from Redis can be anything.
+///
+/// Properties: decoding never panics or allocates what the bytes merely claim; whatever
+/// decodes encodes back to bytes that decode to the same entry; an entry built from the
+/// input survives encode → decode unchanged.
+pub fn cache_value(data: &[u8]) {
+    if let Ok(entry) = Entry::decode(data) {
+        let again = Entry::decode(&entry.encode())
+            .unwrap_or_else(|e| panic!("re-encoded entry does not decode: {e}"));
+        assert_eq!(again, entry, "decode∘encode changed the entry");
+    }
+    // An entry made of the input: key, then extents of up to 255 bytes each.
+    let (key, mut rest) = split_at_byte(data, 0);
+    let mut extents = Vec::new();
+    let mut t = 0i64;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        extents.push(StoredExtent {
+            span: crate::layers::cache::extents::Span {
+                start_ms: t,
+                end_ms: t + i64::from(len),
+            },
+            json: bytes::Bytes::copy_from_slice(&tail[..n]),
+        });
+        t += i64::from(len) + 1;
+        rest = &tail[n..];
+    }
+    let entry = Entry {
+        key: String::from_utf8_lossy(key).into_owned(),
+        extents,
+    };
+    let decoded = Entry::decode(&entry.encode())
+        .unwrap_or_else(|e| panic!("an encoded entry does not decode: {e}"));
+    assert_eq!(decoded, entry, "encode → decode changed the entry");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every saved input of every target: fuzzer finds (crashes fixed since) and seeds.
+    #[test]
+    fn saved_fuzz_inputs_keep_every_property() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let mut ran = 0;
+        for target in TARGETS {
+            let dir = root.join(target);
+            let entries = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+            for entry in entries {
+                let path = entry.expect("directory entry").path();
+                let data = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                let outcome = std::panic::catch_unwind(|| run(target, &data));
+                assert!(
+                    matches!(outcome, Ok(true)),
+                    "{target} fails on {}",
+                    path.display()
+                );
+                ran += 1;
+            }
+        }
+        assert!(ran >= TARGETS.len(), "only {ran} saved inputs found");
+    }
+
+    #[test]
+    fn unknown_target_is_refused() {
+        assert!(!run("nope", b""));
+    }
+}
