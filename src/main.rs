@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,6 +95,20 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Panics inside the PromQL parser are caught (the query is forwarded unanalysed); log
+/// each as one warning in the configured format instead of a crash report on stderr.
+/// Any other panic keeps the standard report.
+fn install_panic_hook() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if promql_frontend::promql::panicking_in_parser() {
+            tracing::warn!(panic = %info, "the PromQL parser failed on a query; forwarding it unanalysed");
+        } else {
+            standard(info);
+        }
+    }));
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {

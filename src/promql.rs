@@ -32,12 +32,33 @@ pub struct Analysis {
     /// the cache key uses it, so `rate(x[300s])` and `rate(x[5m])` share entries. `None`
     /// when the printed text would not parse back to the same expression.
     pub normalised: Option<String>,
+    /// The text was not analysed because of a limit of the parser, not a syntax error:
+    /// too deeply nested, or the parser failed internally. The querier may well accept
+    /// it, so a failure to ask the querier must not be reported as a bad query.
+    pub beyond_parser: bool,
 }
+
+/// Most nesting the frontend parses (brackets plus operators; see [`nesting_bound`]).
+/// `promql-parser` and everything that walks its trees (printing, comparing, dropping)
+/// recurse once per level; a few thousand levels overflow a 2 MiB worker stack, which
+/// aborts the process. Deeper expressions are forwarded whole to the querier.
+pub const MAX_NESTING: usize = 1000;
 
 impl Analysis {
     /// Parses `query`.
     pub fn of(query: &str) -> Analysis {
-        let parsed = parse(query);
+        let (parsed, beyond_parser) = if nesting_bound(query) > MAX_NESTING {
+            let msg = format!(
+                "the expression nests deeper than the frontend analyses ({MAX_NESTING} levels)"
+            );
+            (Err(msg), true)
+        } else {
+            match parse(query) {
+                Parsed::Expr(e) => (Ok(e), false),
+                Parsed::SyntaxError(msg) => (Err(msg), false),
+                Parsed::ParserFailed(msg) => (Err(msg), true),
+            }
+        };
         let mut uses_start_end = false;
         let mut has_pre_epoch_at = false;
         let mut has_negative_offset = false;
@@ -69,6 +90,7 @@ impl Analysis {
             has_negative_offset,
             latest_at_ms,
             normalised,
+            beyond_parser,
         }
     }
 
@@ -98,25 +120,100 @@ impl Analysis {
     }
 }
 
-/// Parses `text`; a panic inside the parser is a parse failure. `promql-parser` panics
-/// on some inputs (a duration of `1e30` or `Inf` seconds goes to
-/// `Duration::from_secs_f64`; found by the promql fuzz target); such a query is then
-/// treated like any other the parser cannot read: forwarded whole to the querier.
-fn parse(text: &str) -> Result<Expr, String> {
-    std::panic::catch_unwind(|| parser::parse(text)).unwrap_or_else(|_| {
-        Err("the PromQL parser failed on this expression (a duration out of range?)".into())
-    })
+/// An upper bound of the depth of the tree `text` parses to: the deepest bracket
+/// nesting plus the number of operator characters and operator keywords, outside string
+/// literals. Cheap and conservative (`a-b` counts one level, so does `-`).
+pub fn nesting_bound(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                // Skip the string literal (backslash escapes in the quoted forms).
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if bytes[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' => operators += 1,
+            b if b.is_ascii_alphabetic() => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = &text[start..i];
+                if ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k))
+                {
+                    operators += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    max_depth + operators
+}
+
+/// What [`parse`] made of a text.
+enum Parsed {
+    Expr(Expr),
+    SyntaxError(String),
+    /// The parser panicked.
+    ParserFailed(String),
+}
+
+thread_local! {
+    /// Set while this thread runs the parser or its printer, whose panics are caught.
+    static IN_PARSER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (parser or printer code) and turns a panic into `None`. `promql-parser`
+/// panics on some inputs (a duration of `1e30` or `Inf` seconds goes to
+/// `Duration::from_secs_f64`; found by the promql fuzz target).
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    IN_PARSER.with(|flag| flag.set(true));
+    // The closures only read their input: nothing is left half-changed by a panic.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_PARSER.with(|flag| flag.set(false));
+    result.ok()
+}
+
+/// Whether the current thread is inside [`guarded`] parser code: a panic hook uses it to
+/// log such a (caught) panic as one line instead of a crash report.
+pub fn panicking_in_parser() -> bool {
+    IN_PARSER.with(|flag| flag.get())
+}
+
+/// Parses `text`; a panic inside the parser is reported as such, not as bad syntax.
+fn parse(text: &str) -> Parsed {
+    match guarded(|| parser::parse(text)) {
+        Some(Ok(e)) => Parsed::Expr(e),
+        Some(Err(msg)) => Parsed::SyntaxError(msg),
+        None => Parsed::ParserFailed(
+            "the PromQL parser failed on this expression (a duration out of range?)".into(),
+        ),
+    }
 }
 
 /// `expr` printed as PromQL, if the text parses back to the same expression. The printer
-/// cannot write everything it parses (an `@` before 1970 comes out as `@ 0.000`); such
-/// an expression has no normal form, so it never shares a cache key with another.
+/// cannot write everything it parses (an `@` before 1970 comes out as `@ 0.000`, a
+/// 1.5 ms range as `1ms`); such an expression has no normal form, so it never shares a
+/// cache key with another.
 fn print_exactly(expr: &Expr) -> Option<String> {
-    // Printing only reads `expr`: nothing is left half-changed if it panics.
-    let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expr.to_string())).ok()?;
-    let again = parse(&text).ok()?;
-    // Debug text as the fallback: NaN literals are unequal to themselves.
-    (again == *expr || format!("{again:?}") == format!("{expr:?}")).then_some(text)
+    let text = guarded(|| expr.to_string())?;
+    match parse(&text) {
+        Parsed::Expr(again) if again == *expr => Some(text),
+        _ => None,
+    }
 }
 
 /// Calls `f` with the `@` and `offset` modifiers of every selector and subquery in
@@ -258,9 +355,57 @@ mod tests {
         ] {
             let a = Analysis::of(q);
             assert!(a.parse_error().is_some(), "{q} is reported unparsed");
+            assert!(a.beyond_parser, "{q}: a parser failure, not bad syntax");
             assert_eq!(a.normalised, None, "{q}");
             assert_eq!(a.rewrite_at_start_end(0, 1000), None, "{q}");
         }
+    }
+
+    /// Runs `f` on a thread with a tokio worker's default stack (2 MiB).
+    fn on_worker_sized_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow or panic");
+    }
+
+    #[test]
+    fn deep_expressions_are_analysed_up_to_the_limit_on_a_worker_stack() {
+        on_worker_sized_stack(|| {
+            // Just under the limit: parsed, printed, compared, rewritten and dropped
+            // without exhausting the stack (a debug build has the largest frames).
+            let half = MAX_NESTING / 2 - 1;
+            let parens = format!("{}up @ start(){}", "(".repeat(half), ")".repeat(half));
+            let chain = format!("up{}", " + up".repeat(MAX_NESTING - 1));
+            let unary = format!("{}1", "-".repeat(MAX_NESTING));
+            for q in [&parens, &chain, &unary] {
+                assert!(nesting_bound(q) <= MAX_NESTING, "{q:.40}");
+                let a = Analysis::of(q);
+                assert!(a.parse_error().is_none(), "{q:.40}: {:?}", a.parse_error());
+                assert!(a.normalised.is_some(), "{q:.40}");
+                let _ = a.rewrite_at_start_end(0, 1000);
+            }
+            // Beyond it: not parsed at all, marked as a parser limit.
+            for q in [
+                format!("{}up{}", "(".repeat(100_000), ")".repeat(100_000)),
+                format!("up{}", " + up".repeat(100_000)),
+                format!("{}1", "-".repeat(100_000)),
+            ] {
+                let a = Analysis::of(&q);
+                assert!(a.beyond_parser, "{q:.40}");
+                assert!(a.parse_error().is_some_and(|m| m.contains("nests deeper")));
+            }
+        });
+    }
+
+    #[test]
+    fn nesting_bound_skips_string_literals() {
+        assert_eq!(nesting_bound(r#"up{job="((((+-*/"}"#), 2);
+        assert_eq!(nesting_bound(r#"up{job='it\'s ((('}"#), 2);
+        assert_eq!(nesting_bound("sum(rate(x[5m])) and on() vector(1)"), 3 + 1);
+        assert_eq!(nesting_bound("`(((`"), 0);
     }
 
     #[test]
@@ -274,6 +419,9 @@ mod tests {
             Some("x @ 0.000")
         );
         assert_eq!(Analysis::of("NaN").normalised.as_deref(), Some("NaN"));
+        // A 1.5 ms range prints as `1ms`: without this rule it shared `rate(x[1ms])`'s key.
+        assert_eq!(Analysis::of("rate(x[0.0015])").normalised, None);
+        assert!(Analysis::of("rate(x[0.001])").normalised.is_some());
     }
 
     #[test]

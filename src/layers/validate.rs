@@ -5,9 +5,12 @@
 //! request; this layer owns the expression. A query the parser rejects still goes to the
 //! querier, unsplit, so the querier's own message (or its acceptance of syntax the parser
 //! does not know) reaches the client. If the querier cannot be reached at all for such a
-//! query, the client gets `400 bad_data` with the parser's message instead of a 503: the
-//! query is almost certainly the problem. A querier that was reached but timed out keeps
-//! its 503 `timeout`, since it may have been evaluating syntax the parser does not know.
+//! query, or answers 502/503 without looking at it (starting up, shutting down), the
+//! client gets `400 bad_data` with the parser's message instead of a 503: the query is
+//! almost certainly the problem. A querier that was reached but timed out keeps its 503
+//! `timeout`, since it may have been evaluating syntax the parser does not know. Texts
+//! the parser could not analyse for its own limits (nesting, an internal failure) keep
+//! the querier's answer whatever it is.
 //!
 //! Parse errors always name the parameter: current Prometheus answers
 //! `invalid parameter "query": 1:5: parse error: ...`, older releases (2.42, Debian 12)
@@ -116,13 +119,28 @@ where
         Box::pin(async move {
             let result = fut.await;
             match (result, analysis.parse_error()) {
-                (Err(Error::Unavailable { .. }), Some(msg)) => Err(Error::BadData(format!(
-                    "invalid parameter \"query\": {msg}"
-                ))),
+                (Err(err), Some(msg)) if !analysis.beyond_parser && querier_not_asked(&err) => Err(
+                    Error::BadData(format!("invalid parameter \"query\": {msg}")),
+                ),
                 (Err(err), _) => Err(name_query_in_parse_error(err)),
                 (ok, _) => ok,
             }
         })
+    }
+}
+
+/// Whether the querier never looked at the query: it could not be reached, or it
+/// answered 502/503 without Prometheus error JSON (a querier starting up or shutting
+/// down answers `503 Service Unavailable` in plain text). A querier's JSON error (an
+/// engine timeout, say) means it did evaluate the query.
+fn querier_not_asked(err: &Error) -> bool {
+    match err {
+        Error::Unavailable { .. } => true,
+        Error::Downstream { status, body, .. } if matches!(status.as_u16(), 502 | 503) => {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .map_or(true, |v| v.get("errorType").is_none())
+        }
+        _ => false,
     }
 }
 

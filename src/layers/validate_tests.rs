@@ -189,3 +189,58 @@ async fn repeated_query_texts_are_parsed_once() {
     assert!(!Arc::ptr_eq(&analysis(0), &analysis(2)));
     assert_eq!(analysis(2).normalised.as_deref(), Some("max(y)"));
 }
+
+fn querier_not_ready() -> Result<QueryResponse, Error> {
+    Err(Error::Downstream {
+        status: http::StatusCode::SERVICE_UNAVAILABLE,
+        headers: Box::default(),
+        body: bytes::Bytes::from_static(b"Service Unavailable"),
+    })
+}
+
+fn querier_engine_timeout() -> Result<QueryResponse, Error> {
+    Err(Error::Downstream {
+        status: http::StatusCode::SERVICE_UNAVAILABLE,
+        headers: Box::default(),
+        body: bytes::Bytes::from_static(
+            b"{\"status\":\"error\",\"errorType\":\"timeout\",\"error\":\"query timed out\"}",
+        ),
+    })
+}
+
+async fn answer(expr: &str, reply: fn() -> Result<QueryResponse, Error>) -> Error {
+    let svc = ValidateLayer::default().layer(Scripted {
+        seen: Arc::default(),
+        reply,
+    });
+    svc.oneshot(query(expr)).await.expect_err("inner fails")
+}
+
+#[tokio::test]
+async fn a_bad_query_is_400_when_the_querier_did_not_look_at_it() {
+    // Unreachable, or starting up / shutting down (plain-text 503): the query is the
+    // problem, whatever the querier's state.
+    for reply in [unavailable, querier_not_ready] {
+        let err = answer("sum(rate(x[5m])", reply).await;
+        assert_eq!(err.status().as_u16(), 400, "{err:?}");
+        assert_eq!(err.error_type(), "bad_data");
+        assert!(err.to_string().starts_with("invalid parameter \"query\": "));
+    }
+    // The querier evaluated it (its JSON error): its answer stands.
+    let err = answer("sum(rate(x[5m])", querier_engine_timeout).await;
+    assert_eq!(err.status().as_u16(), 503, "{err:?}");
+    // Valid queries keep the querier's 503 too.
+    let err = answer("sum(rate(x[5m]))", querier_not_ready).await;
+    assert_eq!(err.status().as_u16(), 503, "{err:?}");
+}
+
+#[tokio::test]
+async fn texts_beyond_the_parser_keep_the_queriers_answer() {
+    // Not analysed for the parser's limits, not for bad syntax: the querier may accept
+    // them, so its being unavailable stays a 503.
+    let deep = format!("{}up{}", "(".repeat(2000), ")".repeat(2000));
+    for expr in [deep.as_str(), "up offset 1e30"] {
+        let err = answer(expr, unavailable).await;
+        assert_eq!(err.status().as_u16(), 503, "{expr:.40}: {err:?}");
+    }
+}

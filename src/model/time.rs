@@ -119,8 +119,24 @@ pub fn format_seconds_ms(ms: i64) -> String {
 }
 
 /// Writes a nanosecond duration as decimal seconds (`30`, `0.5`, `0.000001`).
+///
+/// The text reads back as exactly `ns` through [`parse_duration_ns`] (as through
+/// Prometheus, which parses the same way): `d × 1e9` in floating point can land just
+/// below an integer and truncate one nanosecond short (`0.000001914` reads as 1913 ns),
+/// so such a value is written half a nanosecond further from zero (`0.0000019145`).
 pub fn format_seconds_ns(ns: i64) -> String {
-    format_fixed(ns as i128, 9)
+    let exact = format_fixed(ns as i128, 9);
+    if parse_duration_ns(&exact) == Ok(ns) {
+        return exact;
+    }
+    let sign = if ns < 0 { -1 } else { 1 };
+    for tenths in [5, 9] {
+        let candidate = format_fixed(ns as i128 * 10 + sign * tenths, 10);
+        if parse_duration_ns(&candidate) == Ok(ns) {
+            return candidate;
+        }
+    }
+    exact
 }
 
 fn format_fixed(v: i128, decimals: u32) -> String {
@@ -138,6 +154,26 @@ fn format_fixed(v: i128, decimals: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_written_read_back_exactly() {
+        // Found by the request fuzz target: 1914 ns was written as `0.000001914`, which
+        // reads back as 1913 ns, so the querier got another step than the client sent.
+        assert_eq!(format_seconds_ns(1914), "0.0000019145");
+        assert_eq!(parse_duration_ns("0.0000019145"), Ok(1914));
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut values: Vec<i64> = (1..200_000).map(|ms| ms * 1_000_000).collect();
+        values.extend((1..100_000).map(|ns| ns * 7 + 1));
+        values.extend((0..100_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 1_000_000_000_000_000) as i64
+        }));
+        for ns in values {
+            assert_eq!(parse_duration_ns(&format_seconds_ns(ns)), Ok(ns), "{ns}");
+        }
+    }
 
     #[test]
     fn timestamps() {

@@ -451,6 +451,7 @@ impl Frontend {
             headers.insert(header::CONTENT_TYPE, ct.clone());
         }
         let content_type = content_type.and_then(|v| v.to_str().ok());
+        let api = parts.uri.path().starts_with("/api/");
         let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
         // The client's `timeout` parameter (URL or form) can shorten the deadline.
         let pairs = request_pairs(&parts, &body);
@@ -498,10 +499,25 @@ impl Frontend {
         let resp = match result {
             Ok(resp) => resp,
             // The querier's final error answer, read whole to classify it: passed on as
-            // it came (status, headers, body).
+            // it came (status, headers, body), except that an API path's 5xx without
+            // Prometheus JSON (a querier starting up answers `503 Service Unavailable`
+            // in plain text, a load balancer an HTML page) becomes error JSON with the
+            // same status, as API clients expect.
             Err(err @ Error::Downstream { .. }) => {
                 if let Some(p) = pending {
                     p.error(error_message(&err));
+                }
+                if api
+                    && let Error::Downstream {
+                        status,
+                        headers,
+                        body,
+                    } = &err
+                    && status.is_server_error()
+                    && !looks_like_json_object(body)
+                    && !headers.contains_key(header::CONTENT_ENCODING)
+                {
+                    return Ok(error_response(&err));
                 }
                 let Error::Downstream {
                     status,

@@ -248,6 +248,51 @@ async fn non_json_querier_errors_become_prometheus_json() {
 }
 
 #[tokio::test]
+async fn non_json_5xx_on_passthrough_api_paths_become_prometheus_json() {
+    // What a Prometheus that is starting up answers to API requests.
+    let fake = fake_querier(Arc::new(|_, path, _, _| FakeReply {
+        status: if path.starts_with("/federate") {
+            500
+        } else {
+            503
+        },
+        headers: vec![("content-type", "text/plain".to_owned())],
+        body: bytes::Bytes::from_static(b"Service Unavailable"),
+        ..FakeReply::json(503, "")
+    }))
+    .await;
+    let fe = start_frontend(test_config(&fake.url)).await;
+    for path in [
+        "/api/v1/labels",
+        "/api/v1/query?query=up",
+        "/api/v1/status/buildinfo",
+    ] {
+        let via = send(Method::GET, &format!("{}{path}", fe.url), &[], None).await;
+        assert_eq!(via.status, 503, "{path}: the querier's status is kept");
+        let json = via.json();
+        assert_eq!(json["status"], "error", "{path}");
+        assert_eq!(json["errorType"], "unavailable", "{path}");
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Service Unavailable"),
+            "{path}: {json}"
+        );
+    }
+    // Outside the API, the querier's answer is passed on as it came.
+    let via = send(
+        Method::GET,
+        &format!("{}/federate?match[]=up", fe.url),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(via.status, 500);
+    assert_eq!(via.text(), "Service Unavailable");
+}
+
+#[tokio::test]
 async fn invalid_success_bodies_are_502_bad_response() {
     let fake = fake_querier(Arc::new(|_, _, _, _| {
         FakeReply::json(200, "{\"status\":\"success\",\"data\":")

@@ -89,13 +89,20 @@ pub fn split_at_cutoff(gap: Span, cutoff_ms: i64, step_ms: i64) -> (Option<Span>
 
 /// The last grid point at or before `t` (grid: `phase_ms + k·step`).
 pub fn grid_floor(t: i64, phase_ms: i64, step_ms: i64) -> i64 {
-    t - (t - phase_ms).rem_euclid(step_ms)
+    t - off_grid_ms(t, phase_ms, step_ms)
+}
+
+/// How far `t` lies past the last grid point at or before it, in `[0, step)`. Computed
+/// in i128: `t` may come from a corrupt cache entry (found by the cache_read fuzz target:
+/// `t - phase` overflowed for times near `i64::MIN`).
+fn off_grid_ms(t: i64, phase_ms: i64, step_ms: i64) -> i64 {
+    (i128::from(t) - i128::from(phase_ms)).rem_euclid(i128::from(step_ms)) as i64
 }
 
 /// Whether extents are sorted, disjoint, non-empty and on the grid; anything else read
 /// from a cache is treated as a miss.
 pub fn well_formed(extents: &[Span], phase_ms: i64, step_ms: i64) -> bool {
-    let on_grid = |t: i64| (t - phase_ms).rem_euclid(step_ms) == 0;
+    let on_grid = |t: i64| off_grid_ms(t, phase_ms, step_ms) == 0;
     extents
         .iter()
         .all(|e| e.start_ms <= e.end_ms && on_grid(e.start_ms) && on_grid(e.end_ms))
