@@ -123,8 +123,11 @@ pub struct ServerConfig {
     /// instead of queueing without bound. `/-/healthy`, `/-/ready` and `/metrics` are not
     /// counted, so probes and scrapes still answer under overload. `0`: no limit.
     pub max_concurrent_requests: usize,
-    /// Largest request head (request line and headers) read from a client (HTTP/1.1;
-    /// at least 8192); a larger one gets 431.
+    /// Largest request head (request line and headers; at least 8192): a larger one
+    /// gets 431 with Prometheus error JSON. The HTTP layer reads at most twice this per
+    /// request head; beyond that it answers a bare 431 (HTTP/1.1) or refuses the stream
+    /// (HTTP/2) without reading on. More than 100 header lines in one HTTP/1.1 request
+    /// also get a bare 431.
     pub max_header_bytes: usize,
 }
 

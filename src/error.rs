@@ -37,6 +37,15 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The request line and headers together are larger than `server.max_header_bytes`.
+    #[error("request head of {size} bytes exceeds server.max_header_bytes ({limit} bytes)")]
+    HeadTooLarge {
+        /// The size of the request line and headers as sent.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
     /// Reading the request body from the client failed (the client went away or sent a
     /// broken body).
     #[error("reading the request body failed: {0}")]
@@ -111,6 +120,7 @@ impl Error {
             Error::BadData(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::Downstream { status, .. } => *status,
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::Overloaded => {
@@ -127,7 +137,10 @@ impl Error {
     /// the type is derived from its status the way Prometheus assigns statuses.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_data",
+            Error::BadData(_)
+            | Error::BodyTooLarge { .. }
+            | Error::HeadTooLarge { .. }
+            | Error::ClientBody(_) => "bad_data",
             Error::NotFound(_) => "not_found",
             Error::Downstream { status, .. } => error_type_for_status(*status),
             Error::Unavailable { .. } | Error::Overloaded => "unavailable",
@@ -156,6 +169,7 @@ impl Error {
             Error::BadData(_)
             | Error::NotFound(_)
             | Error::BodyTooLarge { .. }
+            | Error::HeadTooLarge { .. }
             | Error::ClientBody(_)
             | Error::ResponseTooLarge { .. }
             | Error::Overloaded
@@ -171,6 +185,10 @@ impl Error {
             Error::BadData(m) => Error::BadData(m.clone()),
             Error::NotFound(m) => Error::NotFound(m.clone()),
             Error::BodyTooLarge { limit } => Error::BodyTooLarge { limit: *limit },
+            Error::HeadTooLarge { size, limit } => Error::HeadTooLarge {
+                size: *size,
+                limit: *limit,
+            },
             Error::ClientBody(e) => Error::ClientBody(error_chain(e.as_ref()).into()),
             Error::Downstream {
                 status,
@@ -230,7 +248,10 @@ impl Error {
     /// A short fixed name for the kind of failure, for metric labels and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::BadData(_) | Error::BodyTooLarge { .. } | Error::ClientBody(_) => "bad_request",
+            Error::BadData(_)
+            | Error::BodyTooLarge { .. }
+            | Error::HeadTooLarge { .. }
+            | Error::ClientBody(_) => "bad_request",
             Error::NotFound(_) => "not_found",
             Error::Downstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "status_429"
@@ -321,6 +342,15 @@ mod tests {
         let cases: Vec<(Error, u16, &str, bool)> = vec![
             (Error::BadData("x".into()), 400, "bad_data", false),
             (Error::BodyTooLarge { limit: 10 }, 413, "bad_data", false),
+            (
+                Error::HeadTooLarge {
+                    size: 70_000,
+                    limit: 65_536,
+                },
+                431,
+                "bad_data",
+                false,
+            ),
             (Error::NotFound("off".into()), 404, "not_found", false),
             (Error::Overloaded, 503, "unavailable", false),
             (unavailable, 503, "unavailable", true),

@@ -211,9 +211,14 @@ impl Frontend {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(this.header_read_timeout)
-            .max_buf_size(this.max_header_bytes)
+            .max_buf_size(hard_head_limit(this.max_header_bytes))
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(hard_head_limit(this.max_header_bytes)).unwrap_or(u32::MAX),
+            );
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         // Aborted when dropped, at the end of this function.
         let _health_checks = (!this.health_check_interval.is_zero()).then(|| {
@@ -291,6 +296,16 @@ impl Frontend {
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let head = head_bytes(&req);
+        if head > self.max_header_bytes {
+            let resp = error_response(&Error::HeadTooLarge {
+                size: head,
+                limit: self.max_header_bytes,
+            });
+            self.metrics
+                .observe_request(endpoint, resp.status(), started.elapsed());
+            return resp;
+        }
         // Overload: answer at once rather than queue; probes and scrapes are exempt.
         let _permit = match (&self.admission, endpoint) {
             (_, Endpoint::healthy | Endpoint::ready | Endpoint::metrics) | (None, _) => None,
@@ -862,6 +877,29 @@ async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
         Err(e) => Err(Error::ClientBody(e)),
     }
+}
+
+/// The size up to which the HTTP layer reads a request head: twice
+/// `server.max_header_bytes`. Heads between the two are read whole and answered 431 with
+/// Prometheus error JSON by [`head_bytes`]' check; a head beyond this is cut off by the
+/// HTTP layer itself with a bare 431 (HTTP/1.1) or a refused stream (HTTP/2), so a
+/// client cannot make the frontend buffer more than this per connection.
+fn hard_head_limit(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_mul(2)
+}
+
+/// The bytes of a request's head as an HTTP/1.1 client sends it: the request line
+/// (`METHOD target HTTP/1.1` and CRLF) and one `name: value` line per header.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().scheme_str().map_or(0, |s| s.len() + 3)
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum::<usize>()
+        + line
 }
 
 /// Turns an error into the response the client sees. A querier's own error answer keeps

@@ -294,3 +294,23 @@ async fn dropping_the_request_cancels_outstanding_pieces() {
         "queued pieces never started"
     );
 }
+
+#[tokio::test]
+async fn start_end_that_cannot_be_printed_exactly_is_not_split() {
+    // A 1.5 ms range prints as `1ms`: the rewrite to absolute times cannot be written
+    // exactly, so `@ start()` stays, and a piece must not reinterpret it as its own start.
+    let mock = Mock::default();
+    let expr = "rate(x[0.0015] @ start())";
+    stack(mock.clone(), 14)
+        .oneshot(query(
+            expr,
+            MIDNIGHT - 3_600_000,
+            MIDNIGHT + 3_600_000,
+            "60",
+        ))
+        .await
+        .expect("answers");
+    let calls = mock.calls.lock().expect("lock");
+    assert_eq!(calls.len(), 1, "one whole query, not one per day");
+    assert_eq!(calls[0].query, expr, "the text is forwarded as sent");
+}
