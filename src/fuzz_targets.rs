@@ -163,6 +163,13 @@ pub fn promql(data: &[u8]) {
         !analysis.beyond_parser,
         "{text:?} parsed but is marked beyond the parser"
     );
+    // The cheap bound that keeps deep trees away from the parser really bounds them.
+    let bound = crate::promql::nesting_bound(text);
+    assert!(
+        depth(expr) <= 2 * bound + 2,
+        "{text:?} parses {} deep, beyond its nesting bound {bound}",
+        depth(expr)
+    );
     match &analysis.normalised {
         Some(normalised) => {
             let reparsed = promql_parser::parser::parse(normalised).unwrap_or_else(|e| {
@@ -210,6 +217,24 @@ pub fn promql(data: &[u8]) {
             latest >= start && latest <= end.max(analysis.latest_at_ms.unwrap_or(end)),
             "{text:?} rewrites to {rewritten:?}: latest @ {latest} outside [{start}, {end}]"
         );
+    }
+}
+
+/// The depth of the tree: a leaf is 1.
+fn depth(expr: &promql_parser::parser::Expr) -> usize {
+    use promql_parser::parser::Expr;
+    1 + match expr {
+        Expr::Aggregate(a) => depth(&a.expr).max(a.param.as_deref().map_or(0, depth)),
+        Expr::Unary(u) => depth(&u.expr),
+        Expr::Binary(b) => depth(&b.lhs).max(depth(&b.rhs)),
+        Expr::Paren(p) => depth(&p.expr),
+        Expr::Subquery(q) => depth(&q.expr),
+        Expr::Call(c) => c.args.args.iter().map(|a| depth(a)).max().unwrap_or(0),
+        Expr::MatrixSelector(_)
+        | Expr::VectorSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => 0,
     }
 }
 

@@ -8,6 +8,9 @@ use promql_frontend::Frontend;
 use promql_frontend::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// Stack of each tokio worker thread (tokio's default is 2 MiB).
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
 /// A query frontend for Prometheus-compatible queriers.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -44,6 +47,9 @@ fn main() -> ExitCode {
     install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Room for the PromQL parser's recursion (see `promql::MAX_NESTING`); untouched
+        // stack pages cost no memory.
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

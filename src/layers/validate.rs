@@ -36,8 +36,19 @@ pub struct ValidateOptions {
     pub max_query_length: Duration,
 }
 
-/// Most distinct query texts whose analysis is kept.
-const PARSED_CAPACITY: u64 = 4096;
+/// Memory the kept analyses may take, by the estimate of [`analysis_weight`]: a bound
+/// by bytes, not by count, since a query text (and so its tree and normal form) may be
+/// as large as `server.max_body_bytes`.
+const PARSED_CAPACITY_BYTES: u64 = 64 << 20;
+
+/// Estimated bytes held by the analysis of `text`: the text as the key, its tree, its
+/// normal form and rewrite (a few times the text), and each regular-expression matcher
+/// compiled by the parser (`=~`, `!~`: a compiled regex takes tens of KiB).
+fn analysis_weight(text: &str) -> u32 {
+    let regexes = text.matches("=~").count() + text.matches("!~").count();
+    let bytes = 1024 + 4 * text.len() + 32 * 1024 * regexes;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
 
 /// Analyses by query text. Dashboards send the same PromQL over and over, and parsing is
 /// the costliest step before the cache (~0.2 ms for a `histogram_quantile` panel, see
@@ -56,7 +67,10 @@ impl ValidateLayer {
     pub fn new(opts: ValidateOptions) -> ValidateLayer {
         ValidateLayer {
             opts,
-            parsed: Parsed::new(PARSED_CAPACITY),
+            parsed: Parsed::builder()
+                .max_capacity(PARSED_CAPACITY_BYTES)
+                .weigher(|text: &String, _| analysis_weight(text))
+                .build(),
         }
     }
 }

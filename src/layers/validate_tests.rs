@@ -244,3 +244,40 @@ async fn texts_beyond_the_parser_keep_the_queriers_answer() {
         assert_eq!(err.status().as_u16(), 503, "{expr:.40}: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn kept_analyses_are_bounded_by_bytes_not_count() {
+    // Query texts up to `server.max_body_bytes` arrive from the network: a count-bounded
+    // cache of them would keep gigabytes. 40 distinct 1 MiB texts stay within the
+    // byte budget.
+    let layer = ValidateLayer::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut svc = layer.layer(Scripted {
+        seen: seen.clone(),
+        reply: unavailable,
+    });
+    let big = 1 << 20;
+    for i in 0..40 {
+        let text = format!("up{{a=\"{i:03}{}\"}}", "x".repeat(big));
+        let _ = svc.ready().await.expect("ready").call(query(&text)).await;
+    }
+    layer.parsed.run_pending_tasks();
+    assert!(
+        layer.parsed.weighted_size() <= PARSED_CAPACITY_BYTES,
+        "{} bytes kept",
+        layer.parsed.weighted_size()
+    );
+    assert!(
+        layer.parsed.entry_count() <= PARSED_CAPACITY_BYTES / (4 * big as u64),
+        "{} analyses of 1 MiB texts kept",
+        layer.parsed.entry_count()
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        40,
+        "every query still analysed"
+    );
+    // Small texts: thousands fit, as before.
+    assert!(u64::from(analysis_weight("sum(rate(x[5m]))")) * 4096 < PARSED_CAPACITY_BYTES);
+    assert!(analysis_weight(r#"x{a=~"b"}"#) > analysis_weight(r#"x{a="b"}"#));
+}

@@ -51,7 +51,7 @@ use crate::model::time::parse_duration_ns;
 use crate::model::{RangeQuery, RequestStats};
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, RangeService};
-use observe::{Lines, Observed, Pending, error_message};
+use observe::{Admitted, Lines, Observed, Pending, error_message};
 use tracing::Instrument;
 
 mod observe;
@@ -273,13 +273,18 @@ impl Frontend {
     /// Answers one request; never fails (errors become Prometheus error JSON). Runs in a
     /// span carrying the request id, so every log line of the request names it.
     async fn handle(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+        // Measured as the client sent it, before the frontend adds anything.
+        let head = head_bytes(&req);
         let request_id = crate::headers::request_id(req.headers());
         // Forwarded to the querier like a client's own id (when allow-listed).
         req.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id.clone());
         let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
         let span = tracing::info_span!("request", request_id = %id);
-        let mut resp = self.handle_request(peer, req, &id).instrument(span).await;
+        let mut resp = self
+            .handle_request(peer, req, head, &id)
+            .instrument(span)
+            .await;
         resp.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id);
         resp
@@ -289,6 +294,7 @@ impl Frontend {
         &self,
         peer: SocketAddr,
         req: Request<Incoming>,
+        head: usize,
         request_id: &str,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -296,7 +302,6 @@ impl Frontend {
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let head = head_bytes(&req);
         if head > self.max_header_bytes {
             let resp = error_response(&Error::HeadTooLarge {
                 size: head,
@@ -306,8 +311,10 @@ impl Frontend {
                 .observe_request(endpoint, resp.status(), started.elapsed());
             return resp;
         }
-        // Overload: answer at once rather than queue; probes and scrapes are exempt.
-        let _permit = match (&self.admission, endpoint) {
+        // Overload: answer at once rather than queue; probes and scrapes are exempt. The
+        // permit goes with the response body: a request counts until its answer is sent
+        // whole (a streamed passthrough holds its querier connection until then).
+        let permit = match (&self.admission, endpoint) {
             (_, Endpoint::healthy | Endpoint::ready | Endpoint::metrics) | (None, _) => None,
             (Some(permits), _) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
@@ -354,12 +361,16 @@ impl Frontend {
             took_ms = took.as_secs_f64() * 1e3,
             "request"
         );
-        match pending {
+        let resp = match pending {
             Some(mut pending) => {
                 pending.outcome(resp.status(), error);
                 let log = self.slow_log.clone();
                 resp.map(|body| Observed::new(body, pending, log).boxed())
             }
+            None => resp,
+        };
+        match permit {
+            Some(permit) => resp.map(|body| Admitted::new(body, permit).boxed()),
             None => resp,
         }
     }

@@ -264,6 +264,43 @@ impl HttpBody for Lines {
     }
 }
 
+/// A response body that holds its request's admission permit
+/// (`server.max_concurrent_requests`) until the body is sent whole or dropped.
+pub struct Admitted {
+    inner: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// Wraps `inner`; the permit is released when the wrapper is dropped.
+    pub fn new(inner: Body, permit: tokio::sync::OwnedSemaphorePermit) -> Admitted {
+        Admitted {
+            inner,
+            _permit: permit,
+        }
+    }
+}
+
+impl HttpBody for Admitted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

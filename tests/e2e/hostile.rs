@@ -7,10 +7,16 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Method;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use promql_frontend::config::Threshold;
 
 use crate::support::{
-    FakeReply, addr_of, bed, blocking, fake_querier, form, secs, send, start_frontend, test_config,
+    FakeReply, Gate, Scratch, addr_of, bed, blocking, fake_querier, form, secs, send,
+    start_frontend, test_config,
 };
 
 /// Sends raw bytes on a new connection and returns the status and body of the answer
@@ -85,6 +91,8 @@ async fn hostile_requests_get_what_the_querier_says_and_never_a_5xx() {
         // Deeper than the frontend analyses (a stack overflow in the parser's recursion
         // otherwise): forwarded whole.
         ("range query nested 3000 deep", get(&range(&format!("query={}up{}&start=0&end=60&step=15", "(".repeat(3000), ")".repeat(3000))), "")),
+        // A quote in a `#` comment once hid the nesting from the frontend's bound.
+        ("range query nested 15000 deep behind a comment", get(&range(&format!("query=%23%20%22%0A{}up{}&start=0&end=60&step=15", "(".repeat(15_000), ")".repeat(15_000))), "")),
         ("series without matchers", get("/api/v1/series", "")),
     ];
     let (prom, fe_url) = (tb.prom_url.clone(), fe.url.clone());
@@ -245,11 +253,13 @@ async fn oversized_request_heads_are_refused_with_431() {
 
 #[tokio::test]
 async fn overload_is_a_quick_503_and_probes_still_answer() {
-    // The querier holds the two admitted requests for 10 s: a refusal that arrives while
-    // both are still unanswered was not queued behind them.
-    let fake = fake_querier(Arc::new(|_, _, _, _| {
-        FakeReply::json(200, r#"{"status":"success","data":["job"]}"#)
-            .after(Duration::from_secs(10))
+    // The querier holds its answers until the gate opens: the refusal and the probes
+    // are answered while both admitted requests are still in flight, so they were not
+    // queued behind them.
+    let gate = Arc::new(Gate::new());
+    let held = gate.clone();
+    let fake = fake_querier(Arc::new(move |_, _, _, _| {
+        FakeReply::json(200, r#"{"status":"success","data":["job"]}"#).held(&held)
     }))
     .await;
     let mut config = test_config(&fake.url);
@@ -272,19 +282,58 @@ async fn overload_is_a_quick_503_and_probes_still_answer() {
     }
     assert!(
         slow.try_join_next().is_none(),
-        "the refusal and the probes were answered while both admitted requests were \
-         still in flight, not queued behind them"
+        "the admitted requests were held"
     );
     assert_eq!(
         fake.seen.lock().expect("lock").len(),
         2,
         "the refused request never reached the querier"
     );
+    gate.open();
     while let Some(status) = slow.join_next().await {
         assert_eq!(status.expect("task"), 200);
     }
     let again = send(Method::GET, &format!("{}/api/v1/labels", fe.url), &[], None).await;
     assert_eq!(again.status, 200, "capacity is back");
+}
+
+/// A request counts against `server.max_concurrent_requests` until its answer is sent
+/// whole, not only until its headers are: a streamed answer (here a slow-query follow
+/// stream, which never ends by itself) holds its slot until the client goes away.
+#[tokio::test]
+async fn a_streamed_answer_holds_its_slot_until_the_client_leaves() {
+    let fake = fake_querier(Arc::new(|_, _, _, _| {
+        FakeReply::json(200, r#"{"status":"success","data":["job"]}"#)
+    }))
+    .await;
+    let scratch = Scratch::new("admitted-stream");
+    let mut config = test_config(&fake.url);
+    config.server.max_concurrent_requests = 1;
+    config.slow_query_log.threshold = Threshold::All;
+    config.slow_query_log.path = Some(scratch.0.join("slow.log"));
+    let fe = start_frontend(config).await;
+    let labels = format!("{}/api/v1/labels", fe.url);
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::get(format!("{}/api/v1/slow_queries?follow=true", fe.url))
+        .body(Empty::new())
+        .expect("request");
+    let stream = client.request(req).await.expect("follow");
+    assert_eq!(stream.status(), 200);
+    let refused = send(Method::GET, &labels, &[], None).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["errorType"], "unavailable");
+    drop(stream);
+    drop(client);
+    // The frontend notices the closed connection and frees the slot.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = send(Method::GET, &labels, &[], None).await.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the slot came back after the follower left");
 }
 
 /// A querier that answers by tenant and by user: each sees a different value.
@@ -321,45 +370,79 @@ async fn tenants_and_users_never_see_each_others_cached_answers() {
         )
     }))
     .await;
-    let fe = start_frontend(test_config(&fake.url)).await;
-    let path = "/api/v1/query_range?query=up&start=1700000000&end=1700003600&step=60";
-    let owner = |headers: Vec<(&'static str, &'static str)>| {
-        let url = format!("{}{path}", fe.url);
-        async move {
-            let reply = send(Method::GET, &url, &headers, None).await;
-            assert_eq!(reply.status, 200, "{}", reply.text());
-            reply.json()["data"]["result"][0]["metric"]["owner"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        }
-    };
-    let askers: [Vec<(&str, &str)>; 4] = [
-        vec![("x-scope-orgid", "team-a")],
-        vec![("x-scope-orgid", "team-b")],
-        vec![
-            ("x-scope-orgid", "team-a"),
-            ("authorization", "Bearer alice"),
-        ],
-        vec![("x-scope-orgid", "team-a"), ("authorization", "Bearer bob")],
-    ];
-    for _round in 0..2 {
-        // The second round is served from the caches: still each their own.
+    // With the response cache (exact repeats answered whole) and without it (repeats
+    // answered from the per-piece cache): both keep owners apart.
+    let mut piece_cache_only = test_config(&fake.url);
+    piece_cache_only.cache.response_capacity_bytes = 0;
+    for (cache, config) in [
+        ("response cache", test_config(&fake.url)),
+        ("piece cache", piece_cache_only),
+    ] {
+        let fe = start_frontend(config).await;
+        let url = format!(
+            "{}/api/v1/query_range?query=up&start=1700000000&end=1700003600&step=60",
+            fe.url
+        );
+        let askers: [Vec<(&str, &str)>; 4] = [
+            vec![("x-scope-orgid", "team-a")],
+            vec![("x-scope-orgid", "team-b")],
+            vec![
+                ("x-scope-orgid", "team-a"),
+                ("authorization", "Bearer alice"),
+            ],
+            vec![("x-scope-orgid", "team-a"), ("authorization", "Bearer bob")],
+        ];
+        let want = |headers: &[(&str, &str)]| {
+            let get = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map_or("-", |h| h.1)
+            };
+            format!("{}/{}", get("x-scope-orgid"), get("authorization"))
+        };
+        let ask = |headers: Vec<(&'static str, &'static str)>| {
+            let url = url.clone();
+            async move {
+                let reply = send(Method::GET, &url, &headers, None).await;
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                let owner = reply.json()["data"]["result"][0]["metric"]["owner"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                let x_cache = reply
+                    .headers
+                    .get("x-cache")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                (owner, x_cache)
+            }
+        };
+        // First round: each owner's answer comes from the querier and is stored.
         for headers in &askers {
-            let want = format!(
-                "{}/{}",
-                headers
-                    .iter()
-                    .find(|(k, _)| *k == "x-scope-orgid")
-                    .map_or("-", |h| h.1),
-                headers
-                    .iter()
-                    .find(|(k, _)| *k == "authorization")
-                    .map_or("-", |h| h.1),
-            );
-            assert_eq!(owner(headers.clone()).await, want);
+            let (owner, x_cache) = ask(headers.clone()).await;
+            assert_eq!(owner, want(headers), "{cache}, first ask");
+            assert_eq!(x_cache, "miss", "{cache}: {headers:?} asked first");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Then each asks again until the answer comes from the cache (stores happen in
+        // the background): every answer, cached or not, is still their own.
+        for headers in &askers {
+            let mut from_cache = false;
+            for _ in 0..100 {
+                let (owner, x_cache) = ask(headers.clone()).await;
+                assert_eq!(owner, want(headers), "{cache}, x-cache {x_cache}");
+                if x_cache == "hit" {
+                    from_cache = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                from_cache,
+                "{cache}: {headers:?} was never answered from the cache"
+            );
+        }
     }
 }
 

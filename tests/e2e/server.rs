@@ -12,8 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::support::{
-    FakeReply, bed, fake_querier, free_port, probe_status, require_binary, send, start_frontend,
-    test_config,
+    FakeReply, Gate, bed, fake_querier, free_port, probe_status, require_binary, send,
+    start_frontend, test_config,
 };
 
 #[tokio::test]
@@ -321,9 +321,12 @@ fn binary_serves_and_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
     require_binary("kill", "procps");
-    let fake = fake_querier(Arc::new(|_, _, _, _| {
-        FakeReply::json(200, "{\"status\":\"success\",\"data\":[\"job\"]}")
-            .after(Duration::from_millis(1500))
+    // Answers are held until the test has seen the listener close: the requests are
+    // certainly in flight when SIGTERM arrives.
+    let gate = Arc::new(Gate::new());
+    let held = gate.clone();
+    let fake = fake_querier(Arc::new(move |_, _, _, _| {
+        FakeReply::json(200, "{\"status\":\"success\",\"data\":[\"job\"]}").held(&held)
     }))
     .await;
     let port = free_port();
@@ -368,6 +371,11 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(
+            in_flight.try_join_next().is_none(),
+            "no answer before the querier's"
+        );
+        gate.open();
         let mut answered = 0;
         while let Some(status) = in_flight.join_next().await {
             assert_eq!(status.expect("request task"), 200);

@@ -398,6 +398,8 @@ pub struct FakeReply {
     pub delay: Duration,
     /// Close the connection instead of answering (after `delay`).
     pub reset: bool,
+    /// Answer only once this holds `true` (after `delay`): the test decides when.
+    pub hold: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl FakeReply {
@@ -409,6 +411,7 @@ impl FakeReply {
             body: Bytes::copy_from_slice(body.as_bytes()),
             delay: Duration::ZERO,
             reset: false,
+            hold: None,
         }
     }
 
@@ -423,6 +426,30 @@ impl FakeReply {
     /// This reply, `delay` later.
     pub fn after(self, delay: Duration) -> FakeReply {
         FakeReply { delay, ..self }
+    }
+
+    /// This reply, once `gate` is opened.
+    pub fn held(self, gate: &Gate) -> FakeReply {
+        FakeReply {
+            hold: Some(gate.0.subscribe()),
+            ..self
+        }
+    }
+}
+
+/// Holds back the fake querier's [`FakeReply::held`] answers until [`Gate::open`]: a
+/// test then knows requests are in flight for as long as it needs, without timing.
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate(tokio::sync::watch::channel(false).0)
+    }
+
+    /// Lets every held answer (and every later one) go.
+    pub fn open(&self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -465,6 +492,9 @@ pub async fn fake_querier(respond: Responder) -> FakeQuerier {
                         .expect("lock")
                         .push((parts.method, pq, parts.headers, body));
                     tokio::time::sleep(reply.delay).await;
+                    if let Some(mut hold) = reply.hold {
+                        let _ = hold.wait_for(|open| *open).await;
+                    }
                     if reply.reset {
                         // An error from the service makes hyper drop the connection.
                         return Err(std::io::Error::other("scripted connection reset"));
