@@ -220,6 +220,15 @@ pub fn is_form_content_type(content_type: Option<&str>) -> bool {
         })
 }
 
+/// Whether a `Content-Type` is `multipart/form-data` (what `curl -F` sends). Prometheus
+/// reads such bodies as forms; the frontend does not decode them and forwards the
+/// request whole instead.
+pub fn is_multipart_content_type(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
 fn invalid_param(name: &str, msg: String) -> Error {
     Error::BadData(format!("invalid parameter {name:?}: {msg}"))
 }

@@ -340,6 +340,17 @@ impl Frontend {
             )
         });
         let resp = match (endpoint, &method) {
+            // Multipart forms (`curl -F`) are not decoded here: forwarded whole, as
+            // the querier reads them (unsplit, uncached).
+            (Endpoint::query_range, &Method::POST)
+                if crate::model::query::is_multipart_content_type(
+                    req.headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                ) =>
+            {
+                self.passthrough(req, pending.as_mut()).await
+            }
             (Endpoint::query_range, &Method::GET | &Method::POST) => {
                 self.query_range(req, pending.as_mut()).await
             }

@@ -43,6 +43,14 @@ fn raw(base: &str, request: Vec<u8>) -> (u16, String) {
     (status, body)
 }
 
+fn post(target: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: frontend\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn get(target: &str, extra: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: frontend\r\n{extra}Connection: close\r\n\r\n")
         .into_bytes()
@@ -84,6 +92,16 @@ async fn hostile_requests_get_what_the_querier_says_and_never_a_5xx() {
             b"POST /api/v1/query HTTP/1.1\r\nHost: f\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 13\r\nConnection: close\r\n\r\nquery=%G1%2&x"
                 .to_vec(),
         ),
+        ("form body sent as text/plain", post("/api/v1/query_range", "text/plain", "query=up&start=0&end=60&step=15")),
+        (
+            "multipart form body",
+            post(
+                "/api/v1/query_range",
+                "multipart/form-data; boundary=XX",
+                "--XX\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nup\r\n--XX\r\nContent-Disposition: form-data; name=\"start\"\r\n\r\n0\r\n--XX\r\nContent-Disposition: form-data; name=\"end\"\r\n\r\n60\r\n--XX\r\nContent-Disposition: form-data; name=\"step\"\r\n\r\n15\r\n--XX--\r\n",
+            ),
+        ),
+        ("form body with a charset and invalid UTF-8", post("/api/v1/query_range", "application/x-www-form-urlencoded; charset=utf-8", "query=up%C3%28&start=0&end=60&step=15")),
         ("instant query at NaN", get("/api/v1/query?query=up&time=NaN", "")),
         // promql-parser panics on durations beyond `Duration` (found by fuzzing).
         ("range query with an offset of 1e30 s", get(&range("query=up%20offset%201e30&start=0&end=60&step=15"), "")),
