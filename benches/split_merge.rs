@@ -138,7 +138,7 @@ fn bench_cache_key(c: &mut Criterion) {
     );
     let mut q = RangeQuery::from_form(pairs, http::HeaderMap::new()).expect("valid query");
     q.request_headers = headers;
-    q.analysis = Some(std::sync::Arc::new(Analysis::of(expr)));
+    promql_frontend::promql::attach(&mut q, std::sync::Arc::new(Analysis::of(expr)));
     let opts = KeyOptions {
         namespace: "http://thanos-query:10902".into(),
         tenant_header: http::HeaderName::from_static("x-scope-orgid"),

@@ -1,8 +1,22 @@
 //! promql-frontend: a query frontend for Prometheus-compatible queriers.
 //!
-//! Clients (Grafana, promtool, curl) talk the Prometheus HTTP API to it. Range queries go
-//! through a tower middleware stack (`stack`); every other request is forwarded to the
-//! querier unchanged (`server`). See the README for the request flow and the module map.
+//! Clients (Grafana, promtool, curl) talk the Prometheus HTTP API to it. Where a
+//! behaviour lives:
+//!
+//! - [`server`]: the HTTP edge. Accepts and routes; `/api/v1/query_range` is decoded and
+//!   sent through the range-query stack, every other path is forwarded to the querier
+//!   unchanged, `/-/healthy`, `/-/ready`, `/metrics` and the slow-query API are answered
+//!   locally. The only place an [`Error`] becomes an HTTP response.
+//! - [`stack`]: the order of the range-query middleware, in one function, and
+//!   `stack::assemble`, which builds every service (querier client, cache backends,
+//!   layers' options) from the [`Config`].
+//! - [`layers`]: one module per middleware (response cache, encode, validate,
+//!   step_align, split, cache, retry); [`downstream`]: the querier endpoints.
+//! - [`promql`] (the only user of the PromQL parser), [`model`] (query, answer, time
+//!   math), [`error`], [`config`], [`metrics`], [`slowlog`].
+//!
+//! Dependency direction: server → stack → layers / downstream → promql → model → error;
+//! only `main`, `server` and `stack::assemble` read the config.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -10,9 +10,23 @@
 //! a split query must not see them: [`Analysis::rewrite_at_start_end`] replaces them with
 //! the original absolute times and prints the expression back.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset};
+
+use crate::model::RangeQuery;
+
+/// The analysis the validate layer attached to `query`, if that layer ran. It travels in
+/// the query's extensions, so the model needs no knowledge of PromQL.
+pub fn analysis_of(query: &RangeQuery) -> Option<&Arc<Analysis>> {
+    query.extensions.get::<Arc<Analysis>>()
+}
+
+/// Attaches `analysis` to `query` for the layers below (replacing an earlier one).
+pub fn attach(query: &mut RangeQuery, analysis: Arc<Analysis>) {
+    query.extensions.insert(analysis);
+}
 
 /// What the frontend knows about one PromQL expression.
 #[derive(Debug)]
@@ -201,7 +215,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     result.ok()
 }
 
-/// Whether the current thread is inside [`guarded`] parser code: a panic hook uses it to
+/// Whether the current thread is inside `guarded` parser code: a panic hook uses it to
 /// log such a (caught) panic as one line instead of a crash report.
 pub fn panicking_in_parser() -> bool {
     IN_PARSER.with(|flag| flag.get())

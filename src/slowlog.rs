@@ -25,18 +25,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub use crate::config::Threshold;
 use crate::metrics::Metrics;
-
-/// Which requests are logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Threshold {
-    /// None.
-    Off,
-    /// Those that took longer than this.
-    Above(Duration),
-    /// Every request.
-    All,
-}
 
 /// Settings of the slow-query log.
 #[derive(Debug, Clone)]

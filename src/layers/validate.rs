@@ -128,7 +128,7 @@ where
         let analysis = self.parsed.get_with_by_ref(query.query.as_str(), || {
             Arc::new(Analysis::of(&query.query))
         });
-        query.analysis = Some(analysis.clone());
+        crate::promql::attach(&mut query, analysis.clone());
         let fut = self.inner.call(query);
         Box::pin(async move {
             let result = fut.await;

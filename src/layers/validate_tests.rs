@@ -69,12 +69,7 @@ async fn attaches_analysis_and_forwards() {
         "valid query keeps the 503: {err:?}"
     );
     let seen = seen.lock().expect("lock");
-    assert!(
-        seen[0]
-            .analysis
-            .as_ref()
-            .is_some_and(|a| a.parse_error().is_none())
-    );
+    assert!(crate::promql::analysis_of(&seen[0]).is_some_and(|a| a.parse_error().is_none()));
 }
 
 #[tokio::test]
@@ -181,7 +176,11 @@ async fn repeated_query_texts_are_parsed_once() {
         svc.oneshot(query(expr)).await.expect("answers");
     }
     let seen = seen.lock().expect("lock");
-    let analysis = |i: usize| seen[i].analysis.clone().expect("analysed");
+    let analysis = |i: usize| {
+        crate::promql::analysis_of(&seen[i])
+            .cloned()
+            .expect("analysed")
+    };
     assert!(
         Arc::ptr_eq(&analysis(0), &analysis(1)),
         "same text, same analysis"

@@ -41,8 +41,10 @@ pub struct RangeQuery {
     /// Every request header the client sent (hop-by-hop ones removed): the cache reads
     /// the tenant, `Cache-Control` and configured auth headers from it. Never forwarded.
     pub request_headers: HeaderMap,
-    /// What the validate layer learned about the expression, once it ran.
-    pub analysis: Option<Arc<crate::promql::Analysis>>,
+    /// What layers attach to the query for the layers below them (the validate layer's
+    /// analysis of the expression, see `promql::analysis_of`). The model does not know
+    /// their types.
+    pub extensions: http::Extensions,
     /// How the request was served; shared by all its pieces.
     pub stats: Arc<crate::model::RequestStats>,
     /// When the client's answer is due (the `timeout` parameter capped by
@@ -101,7 +103,7 @@ impl RangeQuery {
             params,
             headers,
             request_headers: HeaderMap::new(),
-            analysis: None,
+            extensions: http::Extensions::new(),
             stats: Arc::default(),
             deadline: None,
             route: None,

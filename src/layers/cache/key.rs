@@ -131,7 +131,7 @@ pub fn directives(headers: &HeaderMap) -> Directives {
 /// The key of a piece, or why it is not cacheable. Time-dependent rules (freshness) are
 /// the layer's; this looks at the request alone.
 pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
-    let analysis = q.analysis.as_ref().ok_or(Skip::Unparsed)?;
+    let analysis = crate::promql::analysis_of(q).ok_or(Skip::Unparsed)?;
     let normalised = analysis.normalised.as_deref().ok_or(Skip::Unparsed)?;
     if analysis.has_pre_epoch_at {
         return Err(Skip::Unparsed);

@@ -26,7 +26,7 @@ fn query(expr: &str, start: i64, end: i64, step: &str, extra: &[(&str, &str)]) -
     ];
     pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut q = RangeQuery::from_form(pairs, HeaderMap::new()).expect("valid");
-    q.analysis = Some(Arc::new(Analysis::of(expr)));
+    crate::promql::attach(&mut q, Arc::new(Analysis::of(expr)));
     q
 }
 

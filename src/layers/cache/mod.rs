@@ -149,9 +149,7 @@ where
             Err(Skip::NoStore)
         } else {
             piece_key(&query, &shared.opts.key).and_then(|k| {
-                let at_too_new = query
-                    .analysis
-                    .as_ref()
+                let at_too_new = crate::promql::analysis_of(&query)
                     .and_then(|a| a.latest_at_ms)
                     .is_some_and(|at| at > cutoff_raw);
                 if at_too_new {

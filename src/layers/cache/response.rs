@@ -1,10 +1,11 @@
 //! The response cache: whole encoded answers to exact repeats of a range query, in
-//! memory, in front of the range-query stack.
+//! memory; the outermost cache layer of the range-query stack.
 //!
 //! A dashboard's long panels ask the same windows again and again (reloads, several
 //! viewers, Grafana's query caching off). For such a repeat the piece cache still
 //! decompresses, decodes, merges and re-encodes every day; this cache answers it with
-//! the bytes sent the first time (and their gzip form, made once).
+//! the bytes sent the first time (and their gzip form, made once), before any parsing,
+//! splitting or merging.
 //!
 //! Correctness follows from the piece cache's rules, which decide what may be stored:
 //! an answer is kept only when every piece of it went through the piece cache as
@@ -15,39 +16,30 @@
 //! start, end, step and every other parameter but `timeout`; the full key is stored and
 //! compared, so a hash collision is a miss. `Cache-Control: no-cache` skips the read,
 //! `no-store` skips the cache altogether. Entries live for the piece cache's TTL.
+//! A hit counts as one cache hit of the request (`X-Cache: hit`) and as a `response`
+//! hit in `/metrics`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache;
+use tower::{Layer, Service};
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::Clock;
 use super::key::{KEY_VERSION, KeyOptions, directives};
-use crate::model::RangeQuery;
+use crate::BoxFuture;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::model::{EncodedAnswer, RangeQuery, RequestStats};
 
-/// One stored answer.
+/// One stored answer and the full key it was stored under.
 pub struct Stored {
     key: String,
-    /// The encoded JSON answer.
-    pub json: Bytes,
-    gzip: OnceLock<Bytes>,
-    /// Series in the answer (for the slow-query log).
-    pub series: u64,
-    /// Samples in the answer.
-    pub samples: u64,
-}
-
-impl Stored {
-    /// The gzip form of the answer, made by `compress` on first use and kept.
-    pub fn gzip(&self, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<Bytes> {
-        if let Some(z) = self.gzip.get() {
-            return Some(z.clone());
-        }
-        let z = Bytes::from(compress(&self.json)?);
-        Some(self.gzip.get_or_init(|| z).clone())
-    }
+    /// The answer as the client received it.
+    pub answer: Arc<EncodedAnswer>,
 }
 
 struct Ttl(Duration);
@@ -91,7 +83,8 @@ impl ResponseCache {
             .max_capacity((capacity_bytes / 1024).max(1))
             .weigher(|_k: &u64, v: &Arc<Stored>| {
                 // The gzip form, made later, is counted up front at a typical ratio.
-                let bytes = v.json.len() as u64 + v.json.len() as u64 / 8 + v.key.len() as u64;
+                let json = v.answer.json.len() as u64;
+                let bytes = json + json / 8 + v.key.len() as u64;
                 bytes.div_ceil(1024).min(u32::MAX as u64) as u32
             })
             .expire_after(Ttl(ttl))
@@ -151,16 +144,97 @@ impl ResponseCache {
     }
 
     /// Stores an answer.
-    pub async fn put(&self, lookup: Lookup, json: Bytes, series: u64, samples: u64) -> Arc<Stored> {
+    pub async fn put(&self, lookup: Lookup, answer: Arc<EncodedAnswer>) {
         let stored = Arc::new(Stored {
             key: lookup.key,
-            json,
-            gzip: OnceLock::new(),
-            series,
-            samples,
+            answer,
         });
-        self.entries.insert(lookup.hash, stored.clone()).await;
-        stored
+        self.entries.insert(lookup.hash, stored).await;
+    }
+}
+
+/// Adds [`ResponseCacheService`] to a stack; holds the cache its services share.
+#[derive(Clone)]
+pub struct ResponseCacheLayer {
+    cache: Arc<ResponseCache>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl ResponseCacheLayer {
+    /// A layer over `cache`; `clock` decides what is older than the freshness cut-off.
+    pub fn new(cache: Arc<ResponseCache>, metrics: Arc<Metrics>, clock: Clock) -> Self {
+        ResponseCacheLayer {
+            cache,
+            metrics,
+            clock,
+        }
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCacheService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct ResponseCacheService<S> {
+    inner: S,
+    layer: ResponseCacheLayer,
+}
+
+impl<S> Service<RangeQuery> for ResponseCacheService<S>
+where
+    S: Service<RangeQuery, Response = Arc<EncodedAnswer>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Arc<EncodedAnswer>;
+    type Error = Error;
+    type Future = BoxFuture<Arc<EncodedAnswer>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, query: RangeQuery) -> Self::Future {
+        let Some(lookup) = self.layer.cache.lookup_for(&query) else {
+            return Box::pin(self.inner.call(query));
+        };
+        // The ready service answers this call; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            if let Some(hit) = layer.cache.get(&lookup).await {
+                layer.metrics.cache_lookup("response", "hit");
+                RequestStats::bump(&query.stats.cache_hits);
+                return Ok(hit.answer.clone());
+            }
+            if lookup.read {
+                layer.metrics.cache_lookup("response", "miss");
+            }
+            let (stats, end_ms) = (query.stats.clone(), query.end_ms);
+            let answer = inner.call(query).await?;
+            let skipped = stats
+                .cache_skipped
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Only answers the piece cache looked at: its rules decide what may be kept.
+            if stats.cache_outcome().is_some()
+                && layer
+                    .cache
+                    .storable(end_ms, (layer.clock)(), skipped, !answer.storable)
+            {
+                layer.cache.put(lookup, answer.clone()).await;
+            }
+            Ok(answer)
+        })
     }
 }
 
@@ -206,6 +280,7 @@ pub fn request_key(q: &RangeQuery, opts: &KeyOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     fn opts() -> KeyOptions {
@@ -292,17 +367,20 @@ mod tests {
         cache
             .put(
                 lookup,
-                Bytes::from_static(b"{\"status\":\"success\"}"),
-                1,
-                2,
+                Arc::new(EncodedAnswer::new(
+                    Bytes::from_static(b"{\"status\":\"success\"}"),
+                    1,
+                    2,
+                    true,
+                )),
             )
             .await;
         let again = cache.lookup_for(&q).expect("cacheable");
         let hit = cache.get(&again).await.expect("hit");
-        assert_eq!(&hit.json[..], b"{\"status\":\"success\"}");
-        let z = hit.gzip(|b| Some(b.to_vec())).expect("gzip");
+        assert_eq!(&hit.answer.json[..], b"{\"status\":\"success\"}");
+        let z = hit.answer.gzip(|b| Some(b.to_vec())).expect("gzip");
         assert_eq!(
-            hit.gzip(|_| panic!("made once")).expect("kept"),
+            hit.answer.gzip(|_| panic!("made once")).expect("kept"),
             z,
             "the gzip form is kept"
         );

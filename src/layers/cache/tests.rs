@@ -537,7 +537,10 @@ async fn entries_with_another_key_are_never_served() {
     h.take_calls();
     // Overwrite the entry with one whose stored key differs (a hash collision).
     let mut with_analysis = q.clone();
-    with_analysis.analysis = Some(Arc::new(crate::promql::Analysis::of(&q.query)));
+    crate::promql::attach(
+        &mut with_analysis,
+        Arc::new(crate::promql::Analysis::of(&q.query)),
+    );
     let k = piece_key(
         &with_analysis,
         &KeyOptions {

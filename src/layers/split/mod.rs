@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::BoxFuture;
 use crate::error::Error;
 use crate::model::{QueryResponse, RangeQuery, RequestStats};
-use crate::promql::Analysis;
+use crate::promql::{Analysis, analysis_of, attach};
 use ranges::{NoSplit, Piece, split_range};
 
 /// Options of the split layer.
@@ -87,7 +87,7 @@ pub struct SplitService<S> {
 impl<S> SplitService<S> {
     /// The pieces `query` is split into, or why it is not split.
     pub fn plan(&self, query: &RangeQuery) -> Result<Vec<Piece>, NoSplit> {
-        let understood = query.analysis.as_ref().is_some_and(|a| {
+        let understood = analysis_of(query).is_some_and(|a| {
             // `@ start()` / `@ end()` left after the rewrite (it could not be
             // printed exactly) would name each piece's range: never split those.
             a.parse_error().is_none() && !a.has_pre_epoch_at && !a.uses_start_end
@@ -121,12 +121,10 @@ where
         // `@ start()` / `@ end()` become absolute times whether or not the query is
         // split: layers below (the cache) may fetch sub-ranges of it, and their keys must
         // name the actual times.
-        if let Some(text) = query
-            .analysis
-            .as_ref()
-            .and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms))
+        if let Some(text) =
+            analysis_of(&query).and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms))
         {
-            query.analysis = Some(Arc::new(Analysis::of(&text)));
+            attach(&mut query, Arc::new(Analysis::of(&text)));
             query.query = text;
         }
         let pieces = match self.plan(&query) {

@@ -205,7 +205,7 @@ async fn start_and_end_are_rewritten_even_when_not_split() {
     let calls = mock.calls.lock().expect("lock");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].query, "rate(x[5m] @ 1699927200.000)");
-    let analysis = calls[0].analysis.as_ref().expect("analysis");
+    let analysis = crate::promql::analysis_of(&calls[0]).expect("analysis");
     assert!(
         !analysis.uses_start_end,
         "the analysis describes the rewritten text"

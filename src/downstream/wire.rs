@@ -1,0 +1,267 @@
+//! What travels on the wire to and from the querier, as pure functions: the `timeout`
+//! parameter written into a request, the TLS client config, error answers kept with the
+//! headers a client needs, and `Content-Encoding` decoded within a size limit.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::error::Error;
+
+/// A duration as the querier's `timeout` parameter: seconds with milliseconds.
+pub(super) fn timeout_param(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// The request with its `timeout` parameter (in the query string for a GET, in the form
+/// body for a form POST) replaced by `timeout`. Other parameters stay byte for byte.
+pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) -> (String, Bytes) {
+    fn replace(raw: &str, timeout: &str) -> String {
+        let mut out: Vec<&str> = raw
+            .split('&')
+            .filter(|pair| {
+                let key = pair.split('=').next().unwrap_or("");
+                !pair.is_empty()
+                    && form_urlencoded::parse(key.as_bytes())
+                        .next()
+                        .is_none_or(|(k, _)| k != "timeout")
+            })
+            .collect();
+        let param = format!("timeout={timeout}");
+        out.push(&param);
+        out.join("&")
+    }
+    if !body.is_empty() {
+        // A form body: Prometheus reads it before the query string.
+        return match std::str::from_utf8(body) {
+            Ok(text) => (
+                path_and_query.to_owned(),
+                Bytes::from(replace(text, timeout)),
+            ),
+            Err(_) => (path_and_query.to_owned(), body.clone()),
+        };
+    }
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    (format!("{path}?{}", replace(query, timeout)), body.clone())
+}
+
+/// The TLS client config: the system's CA certificates plus those in `ca_file`.
+pub(super) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| Error::Internal(format!("reading CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(Error::Internal(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                Error::Internal(format!(
+                    "CA file {}: unusable certificate: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    } else if added == 0 {
+        tracing::warn!("no system CA certificates found; https querier URLs will fail to verify");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Headers of a querier's error answer that the client needs to act on it.
+const KEPT_ERROR_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
+    header::LOCATION,
+];
+
+/// Builds `Error::Downstream` from a non-2xx answer: the body decoded when possible (kept
+/// encoded, with its `Content-Encoding`, otherwise) and the headers a client needs.
+pub(super) fn downstream_error(parts: http::response::Parts, body: Bytes, limit: usize) -> Error {
+    let mut headers = HeaderMap::new();
+    for name in KEPT_ERROR_HEADERS {
+        if let Some(v) = parts.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    let body = match decode_content_encoding(&parts.headers, body.clone(), limit) {
+        Ok(decoded) => {
+            headers.remove(header::CONTENT_ENCODING);
+            decoded
+        }
+        Err(_) => body,
+    };
+    Error::Downstream {
+        status: parts.status,
+        headers: Box::new(headers),
+        body,
+    }
+}
+
+pub(super) fn too_large(limit: usize) -> Error {
+    Error::ResponseTooLarge { limit }
+}
+
+/// Decodes a `Content-Encoding: gzip` body of at most `limit` decoded bytes; identity
+/// bodies pass unchanged. Any other encoding is an invalid response (the frontend only
+/// ever asks for gzip).
+pub fn decode_content_encoding(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"identity") => Ok(body),
+        Some(enc) if enc.eq_ignore_ascii_case(b"gzip") => {
+            let mut out = Vec::with_capacity((body.len() * 8).min(limit));
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::BadResponse(format!("undecodable gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err(too_large(limit));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(enc) => Err(Error::BadResponse(format!(
+            "unsupported Content-Encoding {:?}",
+            String::from_utf8_lossy(enc)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).expect("compress");
+        Bytes::from(enc.finish().expect("finish"))
+    }
+
+    fn with_encoding(enc: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        h
+    }
+
+    #[test]
+    fn decodes_gzip_within_the_limit() {
+        let plain = Bytes::from_static(b"{\"status\":\"success\"}");
+        assert_eq!(
+            decode_content_encoding(&HeaderMap::new(), plain.clone(), 100).expect("identity"),
+            plain
+        );
+        assert_eq!(
+            decode_content_encoding(&with_encoding("gzip"), gzip(&plain), 100).expect("gzip"),
+            plain
+        );
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("br"), plain.clone(), 100),
+            Err(Error::BadResponse(_))
+        ));
+        assert!(matches!(
+            decode_content_encoding(&with_encoding("gzip"), plain, 100),
+            Err(Error::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn timeout_parameter_is_replaced_and_the_rest_kept() {
+        let none = Bytes::new();
+        let cases = [
+            (
+                "/api/v1/query?query=up",
+                "/api/v1/query?query=up&timeout=1.500",
+            ),
+            ("/api/v1/query", "/api/v1/query?timeout=1.500"),
+            (
+                "/api/v1/query?timeout=1h&query=a%2Bb&time=5&timeout=2h",
+                "/api/v1/query?query=a%2Bb&time=5&timeout=1.500",
+            ),
+            (
+                "/api/v1/query?time%6fut=9&x=1",
+                "/api/v1/query?x=1&timeout=1.500",
+            ),
+        ];
+        for (pq, want) in cases {
+            assert_eq!(
+                with_timeout(pq, &none, "1.500"),
+                (want.to_owned(), none.clone())
+            );
+        }
+        let body = Bytes::from_static(b"query=sum(up)&timeout=30s");
+        let (pq, new) = with_timeout("/api/v1/query?timeout=9s", &body, "2.000");
+        assert_eq!(
+            pq, "/api/v1/query?timeout=9s",
+            "the body's value wins in Prometheus"
+        );
+        assert_eq!(&new[..], b"query=sum(up)&timeout=2.000");
+    }
+
+    #[test]
+    fn gzip_bombs_are_cut_off() {
+        let bomb = gzip(&vec![b'0'; 10_000_000]);
+        assert!(bomb.len() < 100_000);
+        let err = decode_content_encoding(&with_encoding("gzip"), bomb, 1_000_000)
+            .expect_err("too large");
+        assert!(err.to_string().contains("max_response_bytes"), "{err}");
+    }
+
+    #[test]
+    fn error_answers_keep_useful_headers_and_decoded_bodies() {
+        let resp = http::Response::builder()
+            .status(503)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .header("retry-after", "7")
+            .header("set-cookie", "x=1")
+            .body(())
+            .expect("response");
+        let (parts, ()) = resp.into_parts();
+        let body = b"{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"x\"}";
+        match downstream_error(parts, gzip(body), 1000) {
+            Error::Downstream {
+                status,
+                headers,
+                body: got,
+            } => {
+                assert_eq!(status, 503);
+                assert_eq!(&got[..], &body[..]);
+                assert_eq!(headers["retry-after"], "7");
+                assert!(
+                    headers.get("content-encoding").is_none(),
+                    "body was decoded"
+                );
+                assert!(headers.get("set-cookie").is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Every path the frontend does not answer itself: forwarded to the querier unchanged
+//! (method, path, query string, body, allow-listed headers), the querier's answer
+//! streamed back with hop-by-hop headers removed. Idempotent reads are retried with the
+//! stack's policy and budget; anything else gets exactly one attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::observe::{Pending, error_message};
+use super::respond::{error_response, full, looks_like_json_object};
+use super::{Body, Frontend, read_body, request_pairs};
+use crate::downstream::ForwardRequest;
+use crate::error::{BoxError, Error};
+use crate::headers::strip_hop_by_hop;
+use crate::model::query::is_form_content_type;
+use crate::model::time::parse_duration_ns;
+
+impl Frontend {
+    pub(super) async fn passthrough(
+        &self,
+        req: Request<Incoming>,
+        pending: Option<&mut Pending>,
+    ) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let mut headers = self.forward.select(&parts.headers);
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        if let Some(ct) = content_type {
+            headers.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        let content_type = content_type.and_then(|v| v.to_str().ok());
+        let api = parts.uri.path().starts_with("/api/");
+        let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
+        // The client's `timeout` parameter (URL or form) can shorten the deadline.
+        let pairs = request_pairs(&parts, &body);
+        let mut pending = pending;
+        if let Some(p) = pending.as_deref_mut() {
+            p.read_params(&pairs);
+        }
+        let client_timeout = pairs
+            .iter()
+            .find(|(k, _)| k == "timeout")
+            .and_then(|(_, v)| parse_duration_ns(v).ok())
+            .map(|ns| Duration::from_nanos(ns.max(0) as u64));
+        let deadline = self.deadline_for(client_timeout);
+        let request = ForwardRequest {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            headers,
+            body,
+            retryable,
+            timeout_param: retryable && parts.uri.path() == "/api/v1/query",
+        };
+        let downstream = &self.downstream;
+        let stats = Arc::new(crate::model::RequestStats::default());
+        if let Some(p) = pending.as_deref_mut() {
+            p.stats(stats.clone());
+        }
+        let attempt = |route: Arc<crate::model::Route>| {
+            let (request, stats) = (&request, &stats);
+            async move {
+                let started = Instant::now();
+                let result = downstream.forward(request, &route, Some(deadline)).await;
+                stats.record_downstream(started.elapsed());
+                result
+            }
+        };
+        let result = if retryable {
+            self.retry.run(Some(deadline), Some(&stats), attempt).await
+        } else {
+            attempt(Arc::default()).await
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            // The querier's final error answer, read whole to classify it: passed on as
+            // it came (status, headers, body), except that an API path's 5xx without
+            // Prometheus JSON (a querier starting up answers `503 Service Unavailable`
+            // in plain text, a load balancer an HTML page) becomes error JSON with the
+            // same status, as API clients expect.
+            Err(err @ Error::Downstream { .. }) => {
+                if let Some(p) = pending {
+                    p.error(error_message(&err));
+                }
+                if api
+                    && let Error::Downstream {
+                        status,
+                        headers,
+                        body,
+                    } = &err
+                    && status.is_server_error()
+                    && !looks_like_json_object(body)
+                    && !headers.contains_key(header::CONTENT_ENCODING)
+                {
+                    return Ok(error_response(&err));
+                }
+                let Error::Downstream {
+                    status,
+                    headers,
+                    body,
+                } = err
+                else {
+                    return Err(err);
+                };
+                let mut resp = Response::new(full(body));
+                *resp.status_mut() = status;
+                *resp.headers_mut() = *headers;
+                return Ok(resp);
+            }
+            Err(e) => return Err(e),
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
+    }
+}
+
+/// Paths that only read and accept a form POST.
+const READ_PATHS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/query_exemplars",
+    "/api/v1/series",
+    "/api/v1/labels",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
+];
+
+/// Whether sending a passthrough request twice is harmless: GET, HEAD and OPTIONS, and a
+/// form POST (or an empty one) to a read endpoint. Anything else (admin APIs, remote
+/// write, other methods) gets exactly one attempt.
+fn is_idempotent_read(
+    method: &Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => true,
+        Method::POST => {
+            let read_path = READ_PATHS.contains(&path)
+                || (path.starts_with("/api/v1/label/") && path.ends_with("/values"));
+            read_path && (body.is_empty() || is_form_content_type(content_type))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_idempotent() {
+        let form = Some("application/x-www-form-urlencoded");
+        let cases = [
+            (Method::GET, "/api/v1/admin/tsdb/snapshot", None, "", true),
+            (Method::HEAD, "/api/v1/labels", None, "", true),
+            (Method::POST, "/api/v1/query", form, "query=up", true),
+            (Method::POST, "/api/v1/series", None, "", true),
+            (Method::POST, "/api/v1/label/job/values", form, "x=1", true),
+            (
+                Method::POST,
+                "/api/v1/query",
+                Some("application/json"),
+                "{}",
+                false,
+            ),
+            (Method::POST, "/api/v1/admin/tsdb/snapshot", None, "", false),
+            (Method::POST, "/api/v1/write", None, "bytes", false),
+            (Method::PUT, "/api/v1/query", form, "query=up", false),
+            (Method::DELETE, "/api/v1/series", None, "", false),
+        ];
+        for (method, path, ct, body, want) in cases {
+            assert_eq!(
+                is_idempotent_read(&method, path, ct, body.as_bytes()),
+                want,
+                "{method} {path} {ct:?}"
+            );
+        }
+    }
+}
