@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use promql_frontend::layers::split::merge::merge;
-use promql_frontend::layers::split::ranges::split_range;
 use promql_frontend::model::QueryResponse;
+use promql_frontend::model::merge::merge;
+use promql_frontend::model::ranges::split_range;
 use promql_frontend::model::time::format_seconds_ms;
 
 const DAY: i64 = 86_400_000;

@@ -11,10 +11,10 @@ use http::HeaderMap;
 
 use crate::layers::cache::extents::{Segment, Span, partition, trim, well_formed};
 use crate::layers::cache::value::{Entry, StoredExtent};
-use crate::layers::split::merge::merge;
-use crate::layers::split::ranges::split_range;
 use crate::model::RangeQuery;
+use crate::model::merge::merge;
 use crate::model::query::{MAX_POINTS_PER_SERIES, form_pairs};
+use crate::model::ranges::split_range;
 use crate::model::response::{QueryResponse, Status};
 use crate::promql::Analysis;
 

@@ -198,9 +198,18 @@ pub struct Metrics {
     healthy: Family<DownstreamLabels, Gauge>,
     budget_exhausted: Counter,
     pieces: Histogram,
+    querier_requests: Histogram,
+    querier_seconds: Histogram,
+    fetch_plans: Family<PlanLabels, Counter>,
+    querier_limit: Gauge,
     slow_queries: Family<ResultLabels, Counter>,
     cache_entries: Family<BackendLabels, Gauge>,
     cache_held_bytes: Family<BackendLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PlanLabels {
+    plan: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -320,8 +329,35 @@ impl Metrics {
         let pieces = Histogram::new([1.0, 2.0, 3.0, 4.0, 7.0, 14.0, 31.0, 62.0, 93.0, 366.0]);
         registry.register(
             "query_range_pieces",
-            "Pieces each range query was split into (1: not split)",
+            "Sub-ranges each range query was asked as: pieces of the split (per_interval fetch mode) or querier requests planned (planned mode, 0 when the caches answered)",
             pieces.clone(),
+        );
+        let querier_requests = Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 7.0, 14.0, 31.0, 62.0]);
+        registry.register(
+            "query_range_querier_requests",
+            "Requests sent to the querier for each range query, retries included",
+            querier_requests.clone(),
+        );
+        let querier_seconds = Histogram::new([
+            0.0, 0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0,
+        ]);
+        registry.register_with_unit(
+            "query_range_querier",
+            "Querier time spent on each range query, summed over its requests",
+            prometheus_client::registry::Unit::Seconds,
+            querier_seconds.clone(),
+        );
+        let fetch_plans = Family::<PlanLabels, Counter>::default();
+        registry.register(
+            "fetch_plans",
+            "Ranges the fetch planner asked the querier for, by plan (one request, parts, probe first, per_interval_fallback after a too-many-samples refusal)",
+            fetch_plans.clone(),
+        );
+        let querier_limit = Gauge::default();
+        registry.register(
+            "querier_concurrency_limit",
+            "The fetch planner's current limit on querier requests in flight (adaptive, below query_range.max_inflight_pieces)",
+            querier_limit.clone(),
         );
         let slow_queries = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -345,6 +381,10 @@ impl Metrics {
         Metrics {
             registry,
             pieces,
+            querier_requests,
+            querier_seconds,
+            fetch_plans,
+            querier_limit,
             slow_queries,
             cache_entries,
             cache_held_bytes,
@@ -443,6 +483,23 @@ impl Metrics {
     /// Records how many pieces a range query was split into.
     pub fn query_pieces(&self, n: u64) {
         self.pieces.observe(n as f64);
+    }
+
+    /// Records the querier requests and querier time one range query cost.
+    pub fn query_querier_cost(&self, requests: u64, seconds: f64) {
+        self.querier_requests.observe(requests as f64);
+        self.querier_seconds.observe(seconds);
+    }
+
+    /// Counts a range the fetch planner asked, by plan.
+    pub fn fetch_plan(&self, plan: &'static str) {
+        self.fetch_plans.get_or_create(&PlanLabels { plan }).inc();
+    }
+
+    /// Sets the fetch planner's current concurrency limit.
+    pub fn querier_limit(&self, limit: usize) {
+        self.querier_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// Counts a slow-query log line (`logged` or `dropped`).

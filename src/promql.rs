@@ -28,6 +28,19 @@ pub fn attach(query: &mut RangeQuery, analysis: Arc<Analysis>) {
     query.extensions.insert(analysis);
 }
 
+/// Replaces `@ start()` / `@ end()` in `query` with its absolute start and end (and
+/// attaches the new text's analysis), so that a sub-range of it (a piece, a run, a part)
+/// still names the times the client meant. A no-op when there are none, or when the
+/// expression cannot be printed back exactly (layers then leave such a query whole).
+pub fn pin_start_end(query: &mut RangeQuery) {
+    if let Some(text) =
+        analysis_of(query).and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms))
+    {
+        attach(query, Arc::new(Analysis::of(&text)));
+        query.query = text;
+    }
+}
+
 /// What the frontend knows about one PromQL expression.
 #[derive(Debug)]
 pub struct Analysis {
@@ -50,7 +63,16 @@ pub struct Analysis {
     /// too deeply nested, or the parser failed internally. The querier may well accept
     /// it, so a failure to ask the querier must not be reported as a bad query.
     pub beyond_parser: bool,
+    /// How far before an evaluation time the expression reads samples, ms: the longest
+    /// chain of subquery ranges plus a range selector's range (or the 5m lookback of an
+    /// instant selector). `None` when it reads no series (`time()`, `vector(1)`). Each
+    /// separately fetched sub-range of a query reads this much again.
+    pub lookback_ms: Option<i64>,
 }
+
+/// The lookback of an instant selector when the query sets none (Prometheus'
+/// `--query.lookback-delta` default).
+pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
 /// Most nesting the frontend parses (brackets plus operators; see [`nesting_bound`]).
 /// `promql-parser` and everything that walks its trees (printing, comparing, dropping)
@@ -100,6 +122,7 @@ impl Analysis {
             });
         }
         let normalised = parsed.as_ref().ok().and_then(print_exactly);
+        let lookback_ms = parsed.as_ref().ok().and_then(lookback_of);
         Analysis {
             parsed,
             uses_start_end,
@@ -108,6 +131,7 @@ impl Analysis {
             latest_at_ms,
             normalised,
             beyond_parser,
+            lookback_ms,
         }
     }
 
@@ -271,6 +295,25 @@ fn visit_modifiers(expr: &Expr, f: &mut impl FnMut(Option<&AtModifier>, Option<&
     }
 }
 
+/// See [`Analysis::lookback_ms`].
+fn lookback_of(expr: &Expr) -> Option<i64> {
+    let ms = |d: &Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    match expr {
+        Expr::Aggregate(a) => {
+            let param = a.param.as_deref().and_then(lookback_of);
+            lookback_of(&a.expr).max(param)
+        }
+        Expr::Unary(u) => lookback_of(&u.expr),
+        Expr::Binary(b) => lookback_of(&b.lhs).max(lookback_of(&b.rhs)),
+        Expr::Paren(p) => lookback_of(&p.expr),
+        Expr::Subquery(s) => lookback_of(&s.expr).map(|l| l.saturating_add(ms(&s.range))),
+        Expr::VectorSelector(_) => Some(DEFAULT_LOOKBACK_MS),
+        Expr::MatrixSelector(m) => Some(ms(&m.range)),
+        Expr::Call(c) => c.args.args.iter().filter_map(|a| lookback_of(a)).max(),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => None,
+    }
+}
+
 /// Calls `f` on every `@` modifier in `expr`, with mutable access.
 fn visit_at_mut(expr: &mut Expr, f: &mut impl FnMut(&mut AtModifier)) {
     match expr {
@@ -348,6 +391,23 @@ mod tests {
             assert!(!Analysis::of(q).uses_start_end, "{q}");
         }
         assert!(Analysis::of("up @ -10").has_pre_epoch_at);
+    }
+
+    #[test]
+    fn lookback_is_the_longest_read_before_an_evaluation_time() {
+        let cases = [
+            ("time()", None),
+            ("vector(1) + 2", None),
+            ("up", Some(DEFAULT_LOOKBACK_MS)),
+            ("rate(x[1d])", Some(86_400_000)),
+            ("rate(x[5m]) / on() group_left rate(y[1h])", Some(3_600_000)),
+            ("max_over_time(rate(x[5m])[1h:1m])", Some(3_900_000)),
+            ("topk(scalar(z), rate(x[2m]))", Some(DEFAULT_LOOKBACK_MS)),
+            ("sum_over_time(up[10m:] offset 1d)", Some(900_000)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Analysis::of(text).lookback_ms, want, "{text}");
+        }
     }
 
     #[test]

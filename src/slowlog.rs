@@ -88,7 +88,8 @@ pub struct Entry {
     pub org_id: Option<String>,
     /// Grafana's `X-Query-Group-Id`.
     pub query_group_id: Option<String>,
-    /// Pieces a range query was split into (0 for other requests).
+    /// Sub-ranges a range query was asked as: pieces of the split (per-interval fetch
+    /// mode) or querier requests planned (planned mode); 0 for other requests.
     pub splits: u64,
     /// How the cache served the pieces.
     pub cache: CacheFacts,
@@ -96,6 +97,8 @@ pub struct Entry {
     pub retries: u64,
     /// Time spent waiting for the querier, summed over range-query pieces.
     pub downstream_seconds: f64,
+    /// Requests sent to the querier, retries included.
+    pub downstream_requests: u64,
     /// Bytes of the answer body sent (after compression).
     pub response_bytes: u64,
     /// Series in a range query's answer (`null` for passthrough answers, which stream

@@ -221,6 +221,12 @@ impl Config {
                 "must be greater than 0",
             );
         }
+        if q.fetch == FetchMode::Planned && q.parallel_part_duration.is_zero() {
+            return invalid(
+                "query_range.parallel_part_duration",
+                "must be greater than 0",
+            );
+        }
         if q.max_inflight_pieces == 0 {
             return invalid("query_range.max_inflight_pieces", "must be greater than 0");
         }

@@ -222,17 +222,39 @@ impl Default for RetryConfig {
     }
 }
 
+/// How the querier is asked for the ranges a range query's cache lacks
+/// (`query_range.fetch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchMode {
+    /// Missing days joined into runs, one request each, cut into parallel parts only
+    /// when that pays (`layers::plan`).
+    #[default]
+    Planned,
+    /// One request per split-interval piece, in parallel (`layers::split`).
+    PerInterval,
+}
+
 /// `[query_range]`: validation, step alignment and splitting of range queries.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryRangeConfig {
-    /// Split range queries at multiples of this interval from the Unix epoch (24h: at
-    /// UTC midnight) and run the pieces in parallel. `0s` disables splitting.
+    /// The interval cache entries are kept by (multiples from the Unix epoch; 24h: UTC
+    /// days) and the shortest part a range is fetched in. `0s`: never cut a range.
     #[serde(with = "humantime_serde")]
     pub split_interval: Duration,
-    /// Most pieces of one query sent to the querier at once.
+    /// How the querier is asked for what the cache lacks.
+    pub fetch: FetchMode,
+    /// Planned fetching: querier time one parallel part should take; a range expected to
+    /// take less than twice this is one request.
+    #[serde(with = "humantime_serde")]
+    pub parallel_part_duration: Duration,
+    /// Planned fetching: learn the querier's concurrency limit (AIMD) below
+    /// `max_inflight_pieces`; off: `max_inflight_pieces` is the limit.
+    pub adaptive_concurrency: bool,
+    /// Most requests of one query sent to the querier at once.
     pub max_query_parallelism: usize,
-    /// Most pieces in flight to the querier at once, over all queries.
+    /// Most range-query requests in flight to the querier at once, over all queries.
     pub max_inflight_pieces: usize,
     /// Move `start` and `end` down to multiples of `step`. Off by default because it
     /// changes the answer (other timestamps than the client asked for); on, refreshed
@@ -247,6 +269,9 @@ impl Default for QueryRangeConfig {
     fn default() -> Self {
         QueryRangeConfig {
             split_interval: Duration::from_secs(24 * 3600),
+            fetch: FetchMode::Planned,
+            parallel_part_duration: Duration::from_millis(200),
+            adaptive_concurrency: true,
             max_query_parallelism: 14,
             max_inflight_pieces: 64,
             align_start_end_with_step: false,

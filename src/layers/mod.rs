@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod encode;
+pub mod plan;
 pub mod retry;
 pub mod split;
 pub mod step_align;

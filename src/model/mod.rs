@@ -2,7 +2,9 @@
 //! time math both rely on. Nothing here does I/O.
 
 pub mod encoded;
+pub mod merge;
 pub mod query;
+pub mod ranges;
 pub mod response;
 pub mod route;
 pub mod stats;

@@ -156,6 +156,7 @@ impl Pending {
             };
             e.retries = get(&stats.retries);
             e.downstream_seconds = get(&stats.downstream_nanos) as f64 / 1e9;
+            e.downstream_requests = get(&stats.downstream_requests);
         }
         (self.entry, took)
     }

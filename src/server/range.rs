@@ -51,6 +51,11 @@ impl Frontend {
             self.metrics.query_pieces(pieces);
         }
         let answer = answer?;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.metrics.query_querier_cost(
+            stats.downstream_requests.load(relaxed),
+            stats.downstream_nanos.load(relaxed) as f64 / 1e9,
+        );
         if let Some(p) = pending {
             p.answer_counts(answer.series, answer.samples);
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{BalancePolicy, CacheBackendKind, Config};
+use crate::config::{BalancePolicy, CacheBackendKind, Config, FetchMode};
 use crate::downstream::{self, Downstream, DownstreamOptions, HealthOptions};
 use crate::error::Error;
 use crate::layers::cache::backend::Backend;
@@ -17,8 +17,9 @@ use crate::layers::cache::redis::{RedisBackend, RedisOptions};
 use crate::layers::cache::response::{ResponseCache, ResponseCacheLayer};
 use crate::layers::cache::tiered::Tiered;
 use crate::layers::cache::{CacheLayer, CacheOptions, system_clock};
+use crate::layers::plan::{PlanLayer, PlanOptions};
 use crate::layers::retry::{RetryOptions, RetryPolicy};
-use crate::layers::split::SplitOptions;
+use crate::layers::split::{SplitLayer, SplitOptions};
 use crate::layers::validate::ValidateOptions;
 use crate::metrics::Metrics;
 
@@ -115,12 +116,26 @@ pub fn assemble(config: &Config, metrics: Arc<Metrics>) -> Result<Services, Erro
             max_query_length: q.max_query_length,
         },
         align_start_end_with_step: q.align_start_end_with_step,
-        split: SplitOptions {
-            interval: q.split_interval,
-            max_query_parallelism: q.max_query_parallelism,
-            max_inflight: q.max_inflight_pieces,
-        },
+        split: (q.fetch == FetchMode::PerInterval).then(|| {
+            SplitLayer::new(SplitOptions {
+                interval: q.split_interval,
+                max_query_parallelism: q.max_query_parallelism,
+                max_inflight: q.max_inflight_pieces,
+            })
+        }),
         cache,
+        plan: (q.fetch == FetchMode::Planned).then(|| {
+            PlanLayer::new(
+                PlanOptions {
+                    interval: q.split_interval,
+                    max_query_parallelism: q.max_query_parallelism,
+                    max_inflight: q.max_inflight_pieces,
+                    adaptive_concurrency: q.adaptive_concurrency,
+                    part_duration: q.parallel_part_duration,
+                },
+                metrics.clone(),
+            )
+        }),
         retry: retry.clone(),
     };
     Ok(Services {
@@ -195,6 +210,7 @@ fn cache_layer(
         ttl: c.ttl,
         max_item_bytes: c.max_item_bytes,
         op_timeout: c.op_timeout,
+        max_parallel_fetches: config.query_range.max_query_parallelism,
         clock: system_clock(),
     };
     Ok(CacheLayer::new(opts, backend, metrics))

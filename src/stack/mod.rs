@@ -7,8 +7,11 @@
 //! here and nowhere else:
 //!
 //! ```text
-//! response cache -> encode -> validate -> step_align -> split -> cache -> retry -> downstream
+//! response cache -> encode -> validate -> step_align -> cache -> plan -> retry -> downstream
 //! ```
+//!
+//! With `query_range.fetch = "per_interval"`, `split` above the cache takes the place
+//! of `plan` below it: every interval piece is its own querier request.
 
 pub mod assemble;
 
@@ -24,8 +27,9 @@ use crate::error::Error;
 use crate::layers::cache::CacheLayer;
 use crate::layers::cache::response::ResponseCacheLayer;
 use crate::layers::encode::EncodeLayer;
+use crate::layers::plan::PlanLayer;
 use crate::layers::retry::{RetryLayer, RetryPolicy};
-use crate::layers::split::{SplitLayer, SplitOptions};
+use crate::layers::split::SplitLayer;
 use crate::layers::step_align::StepAlignLayer;
 use crate::layers::validate::{ValidateLayer, ValidateOptions};
 use crate::model::{EncodedAnswer, RangeQuery};
@@ -42,10 +46,12 @@ pub struct StackOptions {
     pub validate: ValidateOptions,
     /// Align start/end to the step.
     pub align_start_end_with_step: bool,
-    /// Splitting and its parallelism.
-    pub split: SplitOptions,
+    /// Per-interval fetching: the split into pieces (`None` when planning).
+    pub split: Option<SplitLayer>,
     /// The results cache, if enabled.
     pub cache: Option<CacheLayer>,
+    /// Planned fetching (`None` in per-interval mode).
+    pub plan: Option<PlanLayer>,
     /// Retries of failed querier requests.
     pub retry: RetryPolicy,
 }
@@ -64,11 +70,16 @@ pub fn build(downstream: Downstream, opts: StackOptions) -> RangeService {
         .layer(ValidateLayer::new(opts.validate))
         // step_align: before split, so the pieces are cut from the grid actually run.
         .layer(StepAlignLayer::new(opts.align_start_end_with_step))
-        // split: fans out to day-sized pieces; everything below sees one piece at a time.
-        .layer(SplitLayer::new(opts.split))
-        // cache: per piece, so each day is stored and reused on its own, and only the
-        // missing parts of a piece reach the querier.
+        // split (per-interval mode only): fans out to interval pieces above the cache, so
+        // each piece is looked up and fetched on its own.
+        .option_layer(opts.split)
+        // cache: entries per interval window; reads a query's windows at once and asks
+        // below only for what they lack, missing windows that touch joined into runs.
         .option_layer(opts.cache)
+        // plan: below the cache, so it sees only the runs that must reach the querier,
+        // and decides per run between one request and parallel parts, under the
+        // adaptive concurrency limit.
+        .option_layer(opts.plan)
         // retry: innermost, so one failed piece (or the missing part of one) is sent
         // again alone, and the cache above never sees a failed attempt.
         .layer(RetryLayer::new(opts.retry))

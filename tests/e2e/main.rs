@@ -8,6 +8,7 @@ mod errors;
 mod ha;
 mod hostile;
 mod passthrough;
+mod planning;
 mod promtool;
 mod query_range;
 mod redis_cache;

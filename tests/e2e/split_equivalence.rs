@@ -1,5 +1,5 @@
 //! The split invariant on real data: for many expressions and windows, the answer through
-//! the frontend (which splits at UTC midnight and merges) equals Prometheus' answer for
+//! the frontend (cut into day pieces, or into planned parallel parts, and merged) equals Prometheus' answer for
 //! the whole range: same status, same series in the same order, same timestamps, same
 //! value strings; failing queries fail with the same status and error type.
 //!
@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 pub use crate::compare::compare;
 use crate::support::{bed, form, post_form, secs, send, start_frontend, test_config};
+use promql_frontend::config::FetchMode;
 
 /// The expressions: every family the issue lists, ≥ 150 in all.
 pub fn expressions() -> Vec<String> {
@@ -224,10 +225,34 @@ fn windows(end_ms: i64) -> Vec<(&'static str, i64, i64, &'static str)> {
     ]
 }
 
+/// Per-interval fetching: every query cut at every UTC midnight, one request per piece.
 #[tokio::test]
 async fn split_answers_equal_direct_answers() {
     let tb = bed().await;
-    let fe = start_frontend(test_config(&tb.prom_url)).await;
+    let mut config = test_config(&tb.prom_url);
+    config.query_range.fetch = FetchMode::PerInterval;
+    equal_to_direct(config).await;
+}
+
+/// Planned fetching told that every query is expensive: each is probed and then cut into
+/// parallel parts at grid points that are not midnights.
+#[tokio::test]
+async fn planned_parts_equal_direct_answers() {
+    let tb = bed().await;
+    let mut config = test_config(&tb.prom_url);
+    config.query_range.fetch = FetchMode::Planned;
+    config.query_range.parallel_part_duration = std::time::Duration::from_micros(1);
+    config.query_range.split_interval = std::time::Duration::from_secs(3600);
+    config.query_range.adaptive_concurrency = false;
+    config.query_range.max_inflight_pieces = 8;
+    equal_to_direct(config).await;
+}
+
+/// Every expression over every window, through a frontend with `config` (GET and POST),
+/// equals Prometheus' own answer.
+async fn equal_to_direct(config: promql_frontend::Config) {
+    let tb = bed().await;
+    let fe = start_frontend(config).await;
     let exprs = expressions();
     assert!(exprs.len() >= 150, "only {} expressions", exprs.len());
     let gate = Arc::new(Semaphore::new(4));

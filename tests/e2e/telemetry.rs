@@ -9,7 +9,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use promql_frontend::config::Threshold;
+use promql_frontend::config::{FetchMode, Threshold};
 
 use crate::support::{
     Scratch, bed, blocking, form, free_port, probe_status, require_binary, secs, send,
@@ -63,6 +63,9 @@ async fn slow_query_log_lines_carry_the_request_facts() {
     let mut config = test_config(&tb.prom_url);
     config.slow_query_log.threshold = Threshold::Above(Duration::from_nanos(1));
     config.slow_query_log.path = Some(path.clone());
+    // One request per UTC day, so the line's piece and cache counts are known exactly
+    // (planned fetching is counted in tests/e2e/planning.rs).
+    config.query_range.fetch = FetchMode::PerInterval;
     let fe = start_frontend(config).await;
 
     let expr = "sum by (code) (rate(http_requests_total[5m]))";
@@ -387,6 +390,8 @@ async fn metrics_parse_and_count_known_requests() {
     let mut config = test_config(&tb.prom_url);
     config.slow_query_log.threshold = Threshold::All;
     config.slow_query_log.path = Some(scratch.0.join("slow.log"));
+    // One request per UTC day: the piece and attempt counts below are per-interval ones.
+    config.query_range.fetch = FetchMode::PerInterval;
     let fe = start_frontend(config).await;
     let scrape = || async {
         send(Method::GET, &format!("{}/metrics", fe.url), &[], None)

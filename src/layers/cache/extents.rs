@@ -112,46 +112,79 @@ pub fn well_formed(extents: &[Span], phase_ms: i64, step_ms: i64) -> bool {
 /// Keeps only the samples of `resp` with timestamps in `[from, to]`; series left without
 /// samples are dropped (as the querier would not return them).
 pub fn trim(resp: &QueryResponse, from_ms: i64, to_ms: i64) -> Result<QueryResponse, Error> {
-    let Some(data) = &resp.data else {
-        return Ok(resp.clone());
+    let span = Span {
+        start_ms: from_ms,
+        end_ms: to_ms,
     };
-    let mut kept = Vec::with_capacity(data.result.len());
-    for s in &data.result {
-        let values = trim_array(s.values.as_ref(), from_ms, to_ms)?;
-        let histograms = trim_array(s.histograms.as_ref(), from_ms, to_ms)?;
-        if values.is_some() || histograms.is_some() {
-            kept.push(Series {
-                metric: s.metric.clone(),
-                values,
-                histograms,
-            });
-        }
-    }
-    Ok(QueryResponse {
-        status: resp.status,
-        data: Some(MatrixData {
-            result_type: data.result_type.clone(),
-            result: kept,
-            extra: data.extra.clone(),
-        }),
-        error_type: resp.error_type.clone(),
-        error: resp.error.clone(),
-        warnings: resp.warnings.clone(),
-        infos: resp.infos.clone(),
-        extra: resp.extra.clone(),
-        no_store: resp.no_store,
-    })
+    cut(resp, &[span])?
+        .pop()
+        .ok_or_else(|| Error::Internal("cut gave no part".into()))
 }
 
-/// Cuts a raw `[[ts, ...], ...]` array to the samples in `[from, to]`; `None` when
-/// nothing is left. The querier sends samples in time order, so the kept ones are one
-/// run of the text, copied once; samples out of order make the data unusable (an error,
-/// which the cache treats as a miss).
-fn trim_array(arr: Option<&RawJson>, from_ms: i64, to_ms: i64) -> Result<Option<RawJson>, Error> {
-    let Some(arr) = arr else { return Ok(None) };
+/// Cuts `resp` into one answer per span of `spans` (sorted, disjoint): each holds the
+/// samples with timestamps in its span, and only the series that have some there, which
+/// is what the querier answers for that span alone. One pass over each sample array, so
+/// cutting a many-day answer into days costs about one copy of it. The querier sends
+/// samples in time order; samples out of order make the data unusable (an error, which
+/// the cache treats as a miss).
+pub fn cut(resp: &QueryResponse, spans: &[Span]) -> Result<Vec<QueryResponse>, Error> {
+    if spans.windows(2).any(|w| w[0].end_ms >= w[1].start_ms) {
+        return Err(Error::Internal("cut spans out of order".into()));
+    }
+    let Some(data) = &resp.data else {
+        return Ok(spans.iter().map(|_| resp.clone()).collect());
+    };
+    let mut kept: Vec<Vec<Series>> = spans.iter().map(|_| Vec::new()).collect();
+    for s in &data.result {
+        let values = cut_array(s.values.as_ref(), spans)?;
+        let histograms = cut_array(s.histograms.as_ref(), spans)?;
+        for (i, (values, histograms)) in values.into_iter().zip(histograms).enumerate() {
+            if values.is_some() || histograms.is_some() {
+                kept[i].push(Series {
+                    metric: s.metric.clone(),
+                    values,
+                    histograms,
+                });
+            }
+        }
+    }
+    Ok(kept
+        .into_iter()
+        .map(|result| QueryResponse {
+            status: resp.status,
+            data: Some(MatrixData {
+                result_type: data.result_type.clone(),
+                result,
+                extra: data.extra.clone(),
+            }),
+            error_type: resp.error_type.clone(),
+            error: resp.error.clone(),
+            warnings: resp.warnings.clone(),
+            infos: resp.infos.clone(),
+            extra: resp.extra.clone(),
+            no_store: resp.no_store,
+        })
+        .collect())
+}
+
+/// [`cut`] for one raw sample array: per span, its samples (`None` when it has none).
+fn cut_array(arr: Option<&RawJson>, spans: &[Span]) -> Result<Vec<Option<RawJson>>, Error> {
+    let mut out: Vec<Option<RawJson>> = spans.iter().map(|_| None).collect();
+    let Some(arr) = arr else { return Ok(out) };
     let text = arr.as_str();
-    let (mut first, mut last) = (None, 0);
     let mut previous = i64::MIN;
+    let mut span = 0;
+    // The current span's first and last sample, as byte offsets into `text`.
+    let mut run: Option<(usize, usize)> = None;
+    let close = |out: &mut Vec<Option<RawJson>>, i: usize, run: Option<(usize, usize)>| {
+        if let Some((first, last)) = run {
+            let mut s = String::with_capacity(last - first + 2);
+            s.push('[');
+            s.push_str(&text[first..last]);
+            s.push(']');
+            out[i] = Some(RawJson::from_trusted(s));
+        }
+    };
     for (start, end) in array_elements(text) {
         let sample = &text[start..end];
         let ts = sample_timestamp_ms(sample).ok_or_else(|| {
@@ -161,22 +194,21 @@ fn trim_array(arr: Option<&RawJson>, from_ms: i64, to_ms: i64) -> Result<Option<
             return Err(Error::BadResponse("samples out of time order".into()));
         }
         previous = ts;
-        if ts < from_ms {
-            continue;
+        while span < spans.len() && ts > spans[span].end_ms {
+            close(&mut out, span, run.take());
+            span += 1;
         }
-        if ts > to_ms {
+        if span == spans.len() {
             break;
         }
-        first.get_or_insert(start);
-        last = end;
+        if ts >= spans[span].start_ms {
+            run = Some((run.map_or(start, |(first, _)| first), end));
+        }
     }
-    Ok(first.map(|first| {
-        let mut out = String::with_capacity(last - first + 2);
-        out.push('[');
-        out.push_str(&text[first..last]);
-        out.push(']');
-        RawJson::from_trusted(out)
-    }))
+    if span < spans.len() {
+        close(&mut out, span, run);
+    }
+    Ok(out)
 }
 
 /// The timestamp of a sample `[1700000000.123,"1"]`, in ms (parsed exactly, no float).

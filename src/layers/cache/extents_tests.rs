@@ -150,3 +150,113 @@ fn sample_timestamps_parse_exactly() {
     assert_eq!(sample_timestamp_ms(r#"["x","1"]"#), None);
     assert_eq!(sample_timestamp_ms(r#"[1.2345,"1"]"#), None);
 }
+
+mod cutting {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::merge::merge;
+    use crate::model::ranges::split_range;
+    use crate::model::time::format_seconds_ms;
+
+    const DAY: i64 = 86_400_000;
+
+    /// A matrix answer on the grid `start + k·step` (k < n), its point k being point
+    /// `first + k` of the whole query: series `i` has a float sample there when bit
+    /// `(first + k) % 61` of `masks[i].0` is set, a histogram sample when that bit of
+    /// `masks[i].1` is (values depend on the point, not on the range asked); with a
+    /// warning when `warn`.
+    fn answer(
+        start: i64,
+        step: i64,
+        n: i64,
+        first: i64,
+        masks: &[(u64, u64)],
+        warn: bool,
+    ) -> QueryResponse {
+        let mut series = Vec::new();
+        for (i, (floats, hists)) in masks.iter().enumerate() {
+            let pick = |mask: u64, hist: bool| -> Vec<String> {
+                (0..n)
+                    .filter(|k| mask >> ((first + k) % 61) & 1 == 1)
+                    .map(|k| {
+                        let ts = format_seconds_ms(start + k * step);
+                        let k = first + k;
+                        if hist {
+                            format!("[{ts},{{\"count\":\"{k}\",\"sum\":\"1\",\"buckets\":[[0,\"0\",\"1\",\"{k}\"]]}}]")
+                        } else {
+                            format!("[{ts},\"{k}.{i}\"]")
+                        }
+                    })
+                    .collect()
+            };
+            let (f, h) = (pick(*floats, false), pick(*hists, true));
+            let mut s = format!("{{\"metric\":{{\"__name__\":\"m\",\"i\":\"{i}\"}}");
+            if !f.is_empty() {
+                s.push_str(&format!(",\"values\":[{}]", f.join(",")));
+            }
+            if !h.is_empty() {
+                s.push_str(&format!(",\"histograms\":[{}]", h.join(",")));
+            }
+            s.push('}');
+            if !f.is_empty() || !h.is_empty() {
+                series.push(s);
+            }
+        }
+        let warnings = if warn { ",\"warnings\":[\"w\"]" } else { "" };
+        let body = format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{}]}}{warnings}}}",
+            series.join(",")
+        );
+        QueryResponse::from_slice(body.as_bytes()).expect("valid answer")
+    }
+
+    proptest! {
+        /// Cutting a many-day answer at the day windows gives, for each window, what the
+        /// querier answers for that window alone (its samples there, only the series that
+        /// have some), in one pass; and the parts merge back to the whole.
+        #[test]
+        fn cut_equals_per_window_answers(
+            days in 1i64..6,
+            phase in 0i64..DAY,
+            step in prop_oneof![Just(60_000i64), Just(7_000), Just(3_600_000), Just(86_399_999), 1_000i64..5_000_000],
+            masks in proptest::collection::vec((any::<u64>(), any::<u64>()), 1..5),
+            warn in any::<bool>(),
+        ) {
+            let start = 1_700_000_000_000 - 1_700_000_000_000 % DAY + phase;
+            let n = (days * DAY / step).clamp(1, 3000);
+            let end = start + (n - 1) * step;
+            let whole = answer(start, step, n, 0, &masks, warn);
+            let spans: Vec<Span> = match split_range(start, end, step, DAY) {
+                Ok(pieces) => pieces.iter().map(|p| Span { start_ms: p.start_ms, end_ms: p.end_ms }).collect(),
+                Err(_) => vec![Span { start_ms: start, end_ms: end }],
+            };
+            let parts = cut(&whole, &spans).expect("cut");
+            prop_assert_eq!(parts.len(), spans.len());
+            for (span, part) in spans.iter().zip(&parts) {
+                let first = (span.start_ms - start) / step;
+                let len = (span.end_ms - span.start_ms) / step + 1;
+                let alone = answer(span.start_ms, step, len, first, &masks, warn);
+                prop_assert_eq!(part.encode(), alone.encode(), "window {:?}", span);
+                prop_assert_eq!(&part.warnings, &whole.warnings, "warnings kept");
+            }
+            prop_assert_eq!(merge(parts).expect("merge").encode(), whole.encode());
+        }
+    }
+
+    #[test]
+    fn cut_refuses_spans_out_of_order() {
+        let whole = answer(0, 1000, 10, 0, &[(u64::MAX, 0)], false);
+        let spans = [
+            Span {
+                start_ms: 5000,
+                end_ms: 9000,
+            },
+            Span {
+                start_ms: 0,
+                end_ms: 4000,
+            },
+        ];
+        assert!(cut(&whole, &spans).is_err());
+    }
+}

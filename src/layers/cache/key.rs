@@ -128,9 +128,43 @@ pub fn directives(headers: &HeaderMap) -> Directives {
     d
 }
 
-/// The key of a piece, or why it is not cacheable. Time-dependent rules (freshness) are
-/// the layer's; this looks at the request alone.
+/// The key of a piece inside one window, or why it is not cacheable. Time-dependent rules
+/// (freshness) are the layer's; this looks at the request alone.
 pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
+    let shape = shape_key(q, opts)?;
+    let window = q.start_ms.div_euclid(opts.interval_ms);
+    if q.end_ms.div_euclid(opts.interval_ms) != window {
+        return Err(Skip::CrossesWindow);
+    }
+    Ok(shape.window(window))
+}
+
+/// Everything of a key but the window: one query shape (expression, step, phase,
+/// parameters, tenant, credentials). Its windows' keys come from [`ShapeKey::window`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeKey {
+    /// The key text without the window field.
+    pub text: String,
+}
+
+impl ShapeKey {
+    /// The key of window number `window` (`t.div_euclid(interval)` of its times).
+    pub fn window(&self, window: i64) -> PieceKey {
+        let mut full = String::with_capacity(self.text.len() + 24);
+        full.push_str(&self.text);
+        full.push('\u{1f}');
+        full.push_str(&format!("window={window}"));
+        PieceKey {
+            hash: xxh3_64(full.as_bytes()),
+            full,
+            window,
+        }
+    }
+}
+
+/// The shape key of a query, or why it is not cacheable: [`piece_key`] without the
+/// one-window rule, for a query whose windows are keyed one by one.
+pub fn shape_key(q: &RangeQuery, opts: &KeyOptions) -> Result<ShapeKey, Skip> {
     let analysis = crate::promql::analysis_of(q).ok_or(Skip::Unparsed)?;
     let normalised = analysis.normalised.as_deref().ok_or(Skip::Unparsed)?;
     if analysis.has_pre_epoch_at {
@@ -148,10 +182,6 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
     let step = q.step_ms();
     if step <= 0 || q.start_ms < 0 || opts.interval_ms <= 0 {
         return Err(Skip::OddRange);
-    }
-    let window = q.start_ms.div_euclid(opts.interval_ms);
-    if q.end_ms.div_euclid(opts.interval_ms) != window {
-        return Err(Skip::CrossesWindow);
     }
     let mut params: Vec<(&str, &str)> = Vec::new();
     for (k, v) in &q.params {
@@ -211,13 +241,7 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
         full.push(sep);
         full.push_str(&format!("auth={:016x}", xxh3_64(&auth)));
     }
-    full.push(sep);
-    full.push_str(&format!("window={window}"));
-    Ok(PieceKey {
-        hash: xxh3_64(full.as_bytes()),
-        full,
-        window,
-    })
+    Ok(ShapeKey { text: full })
 }
 
 #[cfg(test)]

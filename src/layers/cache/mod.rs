@@ -41,12 +41,14 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::BoxFuture;
 use crate::error::Error;
-use crate::layers::split::merge::merge;
 use crate::metrics::Metrics;
+use crate::model::merge::merge;
+use crate::model::ranges::{NoSplit, split_range};
 use crate::model::{QueryResponse, RangeQuery, RequestStats};
 use backend::Backend;
-use extents::{Segment, Span, grid_floor, partition, split_at_cutoff, trim, well_formed};
-use key::{KeyOptions, PieceKey, Skip, directives, piece_key};
+use extents::{Segment, Span, cut, grid_floor, partition, split_at_cutoff, trim, well_formed};
+use futures_util::{StreamExt, stream};
+use key::{KeyOptions, PieceKey, ShapeKey, Skip, directives, shape_key};
 use value::{Entry, StoredExtent};
 
 /// Returns "now" in Unix ms; injectable so tests control freshness.
@@ -65,6 +67,8 @@ pub struct CacheOptions {
     pub max_item_bytes: usize,
     /// Bound on every backend call.
     pub op_timeout: Duration,
+    /// Most runs of one query fetched at once.
+    pub max_parallel_fetches: usize,
     /// The clock.
     pub clock: Clock,
 }
@@ -74,7 +78,7 @@ pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
 
-/// An in-flight fetch: full key text (never just the hash) and range.
+/// An in-flight fetch: shape key text (never just a hash) and range.
 type FetchKey = (String, i64, i64);
 type SharedResult = Result<QueryResponse, Arc<Error>>;
 
@@ -139,7 +143,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, query: RangeQuery) -> Self::Future {
+    fn call(&mut self, mut query: RangeQuery) -> Self::Future {
+        // Keys and fetched sub-ranges must name the absolute times.
+        crate::promql::pin_start_end(&mut query);
         let shared = self.shared.clone();
         let now = (shared.opts.clock)();
         let freshness_ms = shared.opts.max_freshness.as_millis().min(i64::MAX as u128) as i64;
@@ -148,19 +154,20 @@ where
         let planned = if dirs.no_store {
             Err(Skip::NoStore)
         } else {
-            piece_key(&query, &shared.opts.key).and_then(|k| {
+            shape_key(&query, &shared.opts.key).and_then(|k| {
                 let at_too_new = crate::promql::analysis_of(&query)
                     .and_then(|a| a.latest_at_ms)
                     .is_some_and(|at| at > cutoff_raw);
                 if at_too_new {
                     Err(Skip::AtInFuture)
                 } else {
-                    Ok(k)
+                    let windows = windows_of(&query, &k, shared.opts.key.interval_ms)?;
+                    Ok((k, windows))
                 }
             })
         };
-        let key = match planned {
-            Ok(k) => k,
+        let (shape, windows) = match planned {
+            Ok(planned) => planned,
             Err(skip) => {
                 shared.metrics.cache_skip(skip.as_str());
                 RequestStats::bump(&query.stats.cache_skipped);
@@ -169,121 +176,301 @@ where
         };
         let inner = self.inner.clone();
         Box::pin(async move {
-            let step = query.step_ms();
-            let phase = query.start_ms.rem_euclid(step);
-            let cutoff = grid_floor(cutoff_raw, phase, step);
-            let cached = if dirs.no_cache {
-                Vec::new()
-            } else {
-                shared.read(&key, phase, step).await
-            };
-            let spans: Vec<Span> = cached.iter().map(|(s, _)| *s).collect();
-            // Work on grid points only: the querier evaluates nothing after the last one.
-            let last = query.start_ms + (query.end_ms - query.start_ms) / step * step;
-            let segments = partition(&spans, query.start_ms, last, step);
-            let mut parts = Vec::with_capacity(segments.len());
-            let mut new_extents: Vec<(Span, QueryResponse)> = Vec::new();
-            let (mut hits, mut gaps) = (0, 0);
-            let mut storable = true;
-            for seg in segments {
+            shared
+                .serve(inner, query, shape, windows, dirs.no_cache, cutoff_raw)
+                .await
+        })
+    }
+}
+
+/// One interval window of a query: its key and the query's grid points inside it.
+struct Window {
+    key: PieceKey,
+    span: Span,
+}
+
+/// The windows a query's grid points fall into, in time order.
+fn windows_of(q: &RangeQuery, shape: &ShapeKey, interval_ms: i64) -> Result<Vec<Window>, Skip> {
+    let step = q.step_ms();
+    let last = q.start_ms + (q.end_ms - q.start_ms) / step * step;
+    let spans = match split_range(q.start_ms, last, step, interval_ms) {
+        Ok(pieces) => pieces
+            .into_iter()
+            .map(|p| Span {
+                start_ms: p.start_ms,
+                end_ms: p.end_ms,
+            })
+            .collect(),
+        Err(NoSplit::SingleInterval) => vec![Span {
+            start_ms: q.start_ms,
+            end_ms: last,
+        }],
+        // A step of a window or longer: cached only when the query lies in one window.
+        Err(NoSplit::StepNotBelowInterval)
+            if q.start_ms.div_euclid(interval_ms) == last.div_euclid(interval_ms) =>
+        {
+            vec![Span {
+                start_ms: q.start_ms,
+                end_ms: last,
+            }]
+        }
+        Err(NoSplit::StepNotBelowInterval) => return Err(Skip::CrossesWindow),
+        Err(_) => return Err(Skip::OddRange),
+    };
+    Ok(spans
+        .into_iter()
+        .map(|span| Window {
+            key: shape.window(span.start_ms.div_euclid(interval_ms)),
+            span,
+        })
+        .collect())
+}
+
+/// Joins gaps that follow each other on the grid (the end of one window's gap and the
+/// start of the next window's) into runs: a run is one querier request.
+fn join_gaps(gaps: &[Span], step_ms: i64) -> Vec<Span> {
+    let mut runs: Vec<Span> = Vec::with_capacity(gaps.len());
+    for gap in gaps {
+        match runs.last_mut() {
+            Some(run) if run.end_ms + step_ms == gap.start_ms => run.end_ms = gap.end_ms,
+            _ => runs.push(*gap),
+        }
+    }
+    runs
+}
+
+impl Shared {
+    /// Serves a cacheable query: reads the entries of all its windows at once, fetches
+    /// what they lack as few runs as possible (adjacent gaps joined, the fresh tail
+    /// apart), stores each run cut into its windows' extents, and merges the parts.
+    async fn serve<S>(
+        self: Arc<Self>,
+        inner: S,
+        query: RangeQuery,
+        shape: ShapeKey,
+        windows: Vec<Window>,
+        no_cache: bool,
+        cutoff_raw: i64,
+    ) -> Result<QueryResponse, Error>
+    where
+        S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let step = query.step_ms();
+        let phase = query.start_ms.rem_euclid(step);
+        let cutoff = grid_floor(cutoff_raw, phase, step);
+        let last = windows.last().map_or(query.start_ms, |w| w.span.end_ms);
+        let mut cached = if no_cache {
+            windows.iter().map(|_| Vec::new()).collect()
+        } else {
+            self.read_many(&windows, phase, step).await
+        };
+        // Per window: the parts the cache answers, and the gaps to fetch.
+        let mut parts: Vec<(i64, QueryResponse)> = Vec::new();
+        let mut gaps: Vec<Span> = Vec::new();
+        let mut counts: Vec<(usize, usize)> = Vec::with_capacity(windows.len());
+        for (w, entry) in windows.iter().zip(cached.iter_mut()) {
+            let spans: Vec<Span> = entry.iter().map(|(s, _)| *s).collect();
+            let mut hit_parts = Vec::new();
+            let mut window_gaps = Vec::new();
+            let mut usable = true;
+            for seg in partition(&spans, w.span.start_ms, w.span.end_ms, step) {
                 match seg {
                     Segment::Hit { extent, span } => {
-                        hits += 1;
-                        let (stored_span, resp) = &cached[extent];
+                        let (stored_span, resp) = &entry[extent];
                         if span == *stored_span {
-                            parts.push(resp.clone());
+                            hit_parts.push((span.start_ms, resp.clone()));
                         } else {
                             match trim(resp, span.start_ms, span.end_ms) {
-                                Ok(t) => parts.push(t),
-                                // Stored data that cannot be cut: a miss, never an error.
+                                Ok(t) => hit_parts.push((span.start_ms, t)),
                                 Err(_) => {
-                                    return shared.refetch_whole(inner, &query, &key, last).await;
+                                    usable = false;
+                                    break;
                                 }
                             }
                         }
                     }
-                    Segment::Gap(span) => {
-                        gaps += 1;
-                        let (old, fresh) = split_at_cutoff(span, cutoff, step);
-                        for (part, store) in [(old, true), (fresh, false)] {
-                            let Some(part) = part else { continue };
-                            let resp = shared.fetch(inner.clone(), &query, &key, part).await?;
-                            if store {
-                                if resp.is_partial() || resp.no_store {
-                                    storable = false;
-                                } else {
-                                    new_extents.push((part, resp.clone()));
-                                }
-                            }
-                            parts.push(resp);
-                        }
-                    }
+                    Segment::Gap(span) => window_gaps.push(span),
                 }
             }
+            if !usable {
+                // Stored data that cannot be cut: the window is a miss, refetched and
+                // stored anew, never an error.
+                self.metrics.cache_skip("unreadable_entry");
+                entry.clear();
+                hit_parts.clear();
+                window_gaps = vec![w.span];
+            }
+            counts.push((hit_parts.len(), window_gaps.len()));
+            parts.extend(hit_parts);
+            gaps.extend(window_gaps);
+        }
+        // The missing ranges as runs, each cut at the freshness cut-off: the older part
+        // may be stored, the fresh tail never.
+        let mut fetches: Vec<(Span, bool)> = Vec::new();
+        for run in join_gaps(&gaps, step) {
+            let (old, fresh) = split_at_cutoff(run, cutoff, step);
+            fetches.extend(old.map(|s| (s, true)));
+            fetches.extend(fresh.map(|s| (s, false)));
+        }
+        // Futures built (each with its own service) before any is polled.
+        let requests: Vec<_> = fetches
+            .iter()
+            .map(|(span, _)| self.fetch(inner.clone(), &query, &shape.text, *span))
+            .collect();
+        let results: Vec<Result<QueryResponse, Error>> = stream::iter(requests)
+            .buffered(self.opts.max_parallel_fetches.max(1))
+            .collect()
+            .await;
+        let mut new_extents: Vec<Vec<(Span, QueryResponse)>> =
+            windows.iter().map(|_| Vec::new()).collect();
+        let mut storable = true;
+        for ((span, store), result) in fetches.iter().zip(results) {
+            let resp = result?;
+            if *store {
+                let kept = !(resp.is_partial() || resp.no_store)
+                    && self.cut_into_windows(&windows, *span, &resp, &mut new_extents);
+                storable &= kept;
+            }
+            parts.push((span.start_ms, resp));
+        }
+        parts.sort_by_key(|(start, _)| *start);
+        let hits: usize = counts.iter().map(|(h, _)| h).sum();
+        let answer = if parts.len() == 1 {
+            parts
+                .pop()
+                .map(|(_, p)| p)
+                .ok_or_else(|| Error::Internal("no cache parts".into()))?
+        } else {
+            match merge(parts.into_iter().map(|(_, p)| p).collect()) {
+                Ok(merged) => merged,
+                // Stored data that does not merge: a miss, never an error.
+                Err(_) if hits > 0 => {
+                    return self.refetch_whole(inner, &query, &shape, last).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        for (hits, gaps) in counts {
             let result = match (hits, gaps) {
                 (_, 0) => "hit",
                 (0, _) => "miss",
                 _ => "partial",
             };
-            shared.metrics.cache_lookup(shared.backend.name(), result);
+            self.metrics.cache_lookup(self.backend.name(), result);
             RequestStats::bump(match result {
                 "hit" => &query.stats.cache_hits,
                 "miss" => &query.stats.cache_misses,
                 _ => &query.stats.cache_partial,
             });
-            let answer = if parts.len() == 1 {
-                parts
-                    .pop()
-                    .ok_or_else(|| Error::Internal("no cache parts".into()))?
-            } else {
-                match merge(parts) {
-                    Ok(merged) => merged,
-                    // Stored data that does not merge: a miss, never an error.
-                    Err(_) if hits > 0 => {
-                        return shared.refetch_whole(inner, &query, &key, last).await;
-                    }
-                    Err(e) => return Err(e),
+        }
+        if !storable {
+            self.metrics.cache_skip(Skip::Response.as_str());
+        } else {
+            for ((w, old), new) in windows.into_iter().zip(cached).zip(new_extents) {
+                if new.is_empty() {
+                    continue;
                 }
-            };
-            if !storable {
-                shared.metrics.cache_skip(Skip::Response.as_str());
-            } else if !new_extents.is_empty() {
                 // Combining and encoding happen after the answer, off the request path.
-                let shared = shared.clone();
+                let shared = self.clone();
                 tokio::spawn(async move {
-                    match combine(&key, cached, new_extents, step) {
-                        Ok(entry) => shared.write(key.hash, entry).await,
+                    match combine(&w.key, old, new, step) {
+                        Ok(entry) => shared.write(w.key.hash, entry).await,
                         Err(e) => tracing::debug!(error = %e, "cache entry not stored"),
                     }
                 });
             }
-            Ok(answer)
-        })
+        }
+        Ok(answer)
     }
-}
 
-impl Shared {
-    /// Reads and decodes the entry of `key`; anything unusable is an empty entry.
-    async fn read(&self, key: &PieceKey, phase: i64, step: i64) -> Vec<(Span, QueryResponse)> {
-        let keys = [key.hash];
+    /// Adds the parts of a fetched run `span` to the new extents of the windows it
+    /// covers: exactly what each window would hold had it been fetched alone. `false`
+    /// when the answer cannot be cut (then nothing of it is stored).
+    fn cut_into_windows(
+        &self,
+        windows: &[Window],
+        span: Span,
+        resp: &QueryResponse,
+        new_extents: &mut [Vec<(Span, QueryResponse)>],
+    ) -> bool {
+        let covered: Vec<(usize, Span)> = windows
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.span.start_ms <= span.end_ms && w.span.end_ms >= span.start_ms)
+            .map(|(i, w)| {
+                (
+                    i,
+                    Span {
+                        start_ms: w.span.start_ms.max(span.start_ms),
+                        end_ms: w.span.end_ms.min(span.end_ms),
+                    },
+                )
+            })
+            .collect();
+        if let [(i, part)] = covered[..] {
+            new_extents[i].push((part, resp.clone()));
+            return true;
+        }
+        let spans: Vec<Span> = covered.iter().map(|(_, s)| *s).collect();
+        match cut(resp, &spans) {
+            Ok(pieces) => {
+                for ((i, part), piece) in covered.into_iter().zip(pieces) {
+                    new_extents[i].push((part, piece));
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads and decodes the entries of `windows` in one backend call; anything
+    /// unusable is an empty entry.
+    async fn read_many(
+        &self,
+        windows: &[Window],
+        phase: i64,
+        step: i64,
+    ) -> Vec<Vec<(Span, QueryResponse)>> {
+        let keys: Vec<u64> = windows.iter().map(|w| w.key.hash).collect();
+        let empty = || windows.iter().map(|_| Vec::new()).collect();
         let got = tokio::time::timeout(self.opts.op_timeout, self.backend.get_many(&keys)).await;
-        let bytes = match got {
-            Ok(Ok(mut values)) => match values.pop().flatten() {
-                Some(b) => b,
-                None => return Vec::new(),
-            },
+        let values = match got {
+            Ok(Ok(values)) if values.len() == windows.len() => values,
+            Ok(Ok(_)) => {
+                self.backend_failed("get", "answered a different number of values");
+                return empty();
+            }
             Ok(Err(e)) => {
                 self.backend_failed("get", &e.to_string());
-                return Vec::new();
+                return empty();
             }
             Err(_) => {
                 self.backend_failed("get", "timed out");
-                return Vec::new();
+                return empty();
             }
         };
+        windows
+            .iter()
+            .zip(values)
+            .map(|(w, bytes)| match bytes {
+                Some(bytes) => self.decode(&w.key, &bytes, phase, step),
+                None => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Decodes a stored entry of `key`; anything unusable is an empty entry.
+    fn decode(
+        &self,
+        key: &PieceKey,
+        bytes: &[u8],
+        phase: i64,
+        step: i64,
+    ) -> Vec<(Span, QueryResponse)> {
         self.metrics
             .cache_bytes(self.backend.name(), "read", bytes.len());
-        let Ok(entry) = Entry::decode(&bytes) else {
+        let Ok(entry) = Entry::decode(bytes) else {
             self.metrics.cache_skip("unreadable_entry");
             return Vec::new();
         };
@@ -315,7 +502,7 @@ impl Shared {
         &self,
         inner: S,
         query: &RangeQuery,
-        key: &PieceKey,
+        shape: &ShapeKey,
         last: i64,
     ) -> Result<QueryResponse, Error>
     where
@@ -328,23 +515,23 @@ impl Shared {
             start_ms: query.start_ms,
             end_ms: last,
         };
-        self.fetch(inner, query, key, whole).await
+        self.fetch(inner, query, &shape.text, whole).await
     }
 
-    /// Fetches `span` of `query` from the querier, sharing the request with identical
-    /// concurrent fetches.
+    /// Fetches `span` of `query` (shape key `shape`) from the querier, sharing the
+    /// request with identical concurrent fetches.
     async fn fetch<S>(
         &self,
         inner: S,
         query: &RangeQuery,
-        key: &PieceKey,
+        shape: &str,
         span: Span,
     ) -> Result<QueryResponse, Error>
     where
         S: Service<RangeQuery, Response = QueryResponse, Error = Error> + Clone + Send + 'static,
         S::Future: Send + 'static,
     {
-        let fetch_key = (key.full.clone(), span.start_ms, span.end_ms);
+        let fetch_key = (shape.to_owned(), span.start_ms, span.end_ms);
         let (cell, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&fetch_key) {

@@ -3,6 +3,7 @@ use std::sync::atomic::AtomicUsize;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::backend::BackendFuture;
+use super::key::piece_key;
 use super::memory::MemoryBackend;
 use super::*;
 use crate::layers::validate::ValidateLayer;
@@ -128,6 +129,7 @@ fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
         ttl: Duration::from_secs(3600),
         max_item_bytes: 1 << 20,
         op_timeout: Duration::from_millis(100),
+        max_parallel_fetches: 4,
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
     };
     let layer = CacheLayer::new(opts, backend.clone(), Arc::new(Metrics::new()));
@@ -574,4 +576,73 @@ async fn entries_with_another_key_are_never_served() {
     let (answer, outcome) = h.ask(q.clone()).await;
     assert_eq!(outcome, Some("miss"));
     assert_eq!(answer, answer_json(&q, false));
+}
+
+#[tokio::test]
+async fn missing_days_are_one_run_stored_as_days() {
+    let h = harness(Mock::default(), memory());
+    h.now.store(MIDNIGHT + 20 * 24 * H, Ordering::SeqCst);
+    let d = 24 * H;
+    // Five days, unaligned: one request for all of it.
+    let (start, end) = (MIDNIGHT - 5 * d + 7 * 60_000, MIDNIGHT - 1);
+    let q = query(start, end, &[]);
+    let last = start + (end - start) / 60_000 * 60_000;
+    let (first, outcome) = h.ask(q.clone()).await;
+    assert_eq!(outcome, Some("miss"));
+    assert_eq!(
+        h.take_calls(),
+        vec![(start, last)],
+        "one run, not one per day"
+    );
+    assert_eq!(first, answer_json(&query(start, last, &[]), false));
+
+    // Any day-aligned sub-range is now answered from the stored days alone.
+    let inner = query(MIDNIGHT - 3 * d, MIDNIGHT - d - 60_000, &[]);
+    let (answer, outcome) = h.ask(inner.clone()).await;
+    assert_eq!(outcome, Some("hit"));
+    assert!(h.take_calls().is_empty());
+    assert_eq!(
+        answer,
+        answer_json(&inner, false),
+        "the days hold exactly their points"
+    );
+
+    // A window reaching two days further back and into a day not stored: one run for the
+    // two missing days before, one for the missing part after, the rest from the cache.
+    let wider = query(start - 2 * d, MIDNIGHT + 2 * H, &[]);
+    let (answer, outcome) = h.ask(wider.clone()).await;
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(
+        h.take_calls(),
+        vec![
+            (start - 2 * d, start - 60_000),
+            (last + 60_000, MIDNIGHT + 2 * H)
+        ]
+    );
+    assert_eq!(answer, answer_json(&wider, false));
+}
+
+#[tokio::test]
+async fn a_run_crossing_the_freshness_cutoff_stores_only_its_old_part() {
+    let h = harness(Mock::default(), memory());
+    let d = 24 * H;
+    // Now is 20:00 on MIDNIGHT's day; the cut-off is 19:50.
+    let (start, end) = (MIDNIGHT - 2 * d, MIDNIGHT + 20 * H);
+    let q = query(start, end, &[]);
+    let (first, _) = h.ask(q.clone()).await;
+    assert_eq!(first, answer_json(&q, false));
+    let cutoff = MIDNIGHT + 20 * H - 600_000;
+    assert_eq!(
+        h.take_calls(),
+        vec![(start, cutoff), (cutoff + 60_000, end)],
+        "the old run and the fresh tail, asked together"
+    );
+    let (again, outcome) = h.ask(q.clone()).await;
+    assert_eq!(again, first);
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(
+        h.take_calls(),
+        vec![(cutoff + 60_000, end)],
+        "only the tail again"
+    );
 }

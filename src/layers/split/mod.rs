@@ -2,8 +2,8 @@
 //! runs them in parallel, and merges the answers.
 //!
 //! Invariant: the merged answer equals the unsplit answer — every evaluation timestamp is
-//! computed in exactly one piece (see [`ranges`]) and the merge loses or duplicates no
-//! sample (see [`merge`]). Queries that cannot keep that invariant pass through whole:
+//! computed in exactly one piece (see [`crate::model::ranges`]) and the merge loses or duplicates no
+//! sample (see [`crate::model::merge`]). Queries that cannot keep that invariant pass through whole:
 //! an expression the parser did not understand, a `stats` request (per-piece statistics
 //! do not add up to the whole query's), a step of an interval or more, a sub-millisecond
 //! step, a range before 1970, or a range inside one interval.
@@ -18,9 +18,6 @@
 //! set is dropped and every outstanding piece is cancelled. The first failing piece fails
 //! the whole query with its own error; the others are cancelled.
 
-pub mod merge;
-pub mod ranges;
-
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,9 +29,9 @@ use tracing::Instrument;
 
 use crate::BoxFuture;
 use crate::error::Error;
+use crate::model::ranges::{NoSplit, Piece, split_range};
 use crate::model::{QueryResponse, RangeQuery, RequestStats};
-use crate::promql::{Analysis, analysis_of, attach};
-use ranges::{NoSplit, Piece, split_range};
+use crate::promql::analysis_of;
 
 /// Options of the split layer.
 #[derive(Debug, Clone)]
@@ -121,12 +118,7 @@ where
         // `@ start()` / `@ end()` become absolute times whether or not the query is
         // split: layers below (the cache) may fetch sub-ranges of it, and their keys must
         // name the actual times.
-        if let Some(text) =
-            analysis_of(&query).and_then(|a| a.rewrite_at_start_end(query.start_ms, query.end_ms))
-        {
-            attach(&mut query, Arc::new(Analysis::of(&text)));
-            query.query = text;
-        }
+        crate::promql::pin_start_end(&mut query);
         let pieces = match self.plan(&query) {
             Ok(pieces) => pieces,
             Err(_) => {
@@ -177,7 +169,7 @@ where
                 .into_iter()
                 .map(|a| a.ok_or_else(|| Error::Internal("a query piece never answered".into())))
                 .collect::<Result<Vec<_>, _>>()?;
-            merge::merge(answers)
+            crate::model::merge::merge(answers)
         })
     }
 }

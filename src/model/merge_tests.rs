@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::layers::split::ranges::split_range;
+use crate::model::ranges::split_range;
 
 fn resp(json: &str) -> QueryResponse {
     QueryResponse::from_slice(json.as_bytes()).expect("valid response")
@@ -152,7 +152,7 @@ proptest! {
         let whole = render(&series, start, end);
         let pieces = match split_range(start, end, step, 86_400_000) {
             Ok(p) => p,
-            Err(_) => vec![crate::layers::split::ranges::Piece { start_ms: start, end_ms: end }],
+            Err(_) => vec![crate::model::ranges::Piece { start_ms: start, end_ms: end }],
         };
         let answers: Vec<QueryResponse> = pieces
             .iter()

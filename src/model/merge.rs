@@ -1,4 +1,5 @@
-//! Merging the answers of a split query's pieces into one matrix.
+//! Merging answers of disjoint time ranges of one query (split pieces, cached extents,
+//! fetched runs) into one matrix.
 //!
 //! Pieces cover disjoint, ordered time ranges, so a series' samples are the
 //! concatenation of its sample arrays in piece order: the raw JSON arrays are spliced,
