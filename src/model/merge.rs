@@ -21,11 +21,17 @@ type LabelKey = Vec<(String, String)>;
 struct Merged {
     key: LabelKey,
     metric: RawJson,
-    values: Vec<RawJson>,
-    histograms: Vec<RawJson>,
+    /// Sample arrays with the index of the piece they came from.
+    values: Vec<(usize, RawJson)>,
+    histograms: Vec<(usize, RawJson)>,
 }
 
 /// Merges successful piece answers, given in time order.
+///
+/// Series are found again by the raw text of their label set (a querier writes one label
+/// set the same way every time), so a label set is parsed once per distinct text, not
+/// once per piece; two texts of one label set (another spelling of the same labels) are
+/// still recognised and joined, their samples in piece order.
 pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
     let mut iter = pieces.into_iter();
     let Some(first) = iter.next() else {
@@ -41,10 +47,10 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
         extra: Vec::new(),
         no_store: false,
     };
-    let mut index: HashMap<LabelKey, usize> = HashMap::new();
+    let mut by_text: HashMap<Box<str>, usize> = HashMap::new();
     let mut merged: Vec<Merged> = Vec::new();
     let mut data_extra = None;
-    for piece in std::iter::once(first).chain(iter) {
+    for (piece_no, piece) in std::iter::once(first).chain(iter).enumerate() {
         if piece.status != Status::Success {
             return Err(Error::Internal("merging a failed piece".into()));
         }
@@ -57,33 +63,46 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
         };
         data_extra.get_or_insert(data.extra);
         for series in data.result {
-            let key = label_key(&series.metric)?;
-            let slot = match index.get(&key) {
-                Some(&i) => &mut merged[i],
+            let slot = match by_text.get(series.metric.as_str()) {
+                Some(&i) => i,
                 None => {
-                    index.insert(key.clone(), merged.len());
+                    let key = label_key(&series.metric)?;
+                    by_text.insert(series.metric.as_str().into(), merged.len());
                     merged.push(Merged {
                         key,
                         metric: series.metric,
                         values: Vec::new(),
                         histograms: Vec::new(),
                     });
-                    merged
-                        .last_mut()
-                        .ok_or_else(|| Error::Internal("empty merge".into()))?
+                    merged.len() - 1
                 }
             };
-            slot.values.extend(series.values);
-            slot.histograms.extend(series.histograms);
+            let slot = &mut merged[slot];
+            slot.values.extend(series.values.map(|v| (piece_no, v)));
+            slot.histograms
+                .extend(series.histograms.map(|h| (piece_no, h)));
         }
     }
-    merged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    let result = merged
+    merged.sort_by(|a, b| a.key.cmp(&b.key));
+    // Texts that spell one label set differently are now next to each other.
+    let mut joined: Vec<Merged> = Vec::with_capacity(merged.len());
+    for m in merged {
+        match joined.last_mut() {
+            Some(last) if last.key == m.key => {
+                last.values.extend(m.values);
+                last.histograms.extend(m.histograms);
+                last.values.sort_by_key(|(p, _)| *p);
+                last.histograms.sort_by_key(|(p, _)| *p);
+            }
+            _ => joined.push(m),
+        }
+    }
+    let result = joined
         .into_iter()
         .map(|m| Series {
             metric: m.metric,
-            values: splice_arrays(&m.values),
-            histograms: splice_arrays(&m.histograms),
+            values: splice_arrays(m.values),
+            histograms: splice_arrays(m.histograms),
         })
         .collect();
     out.data = Some(MatrixData {
@@ -101,20 +120,17 @@ fn label_key(metric: &RawJson) -> Result<LabelKey, Error> {
     Ok(map.into_iter().collect())
 }
 
-/// Concatenates JSON arrays: `[a,b]` + `[]` + `[c]` → `[a,b,c]`. `None` when there is
-/// nothing to concatenate.
-fn splice_arrays(arrays: &[RawJson]) -> Option<RawJson> {
-    if arrays.is_empty() {
-        return None;
+/// Concatenates JSON arrays (in the order given): `[a,b]` + `[]` + `[c]` → `[a,b,c]`.
+/// `None` when there is nothing to concatenate.
+fn splice_arrays(mut arrays: Vec<(usize, RawJson)>) -> Option<RawJson> {
+    if arrays.len() <= 1 {
+        return arrays.pop().map(|(_, a)| a);
     }
-    if arrays.len() == 1 {
-        return Some(arrays[0].clone());
-    }
-    let total: usize = arrays.iter().map(|a| a.as_str().len()).sum();
+    let total: usize = arrays.iter().map(|(_, a)| a.as_str().len()).sum();
     let mut out = String::with_capacity(total + 2);
     out.push('[');
     let mut any = false;
-    for a in arrays {
+    for (_, a) in &arrays {
         let inner = a
             .as_str()
             .trim()

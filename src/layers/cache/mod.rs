@@ -7,8 +7,9 @@
 //! 30 s fetches only the new tail.
 //!
 //! Invariants:
-//! - Nothing newer than `now − max_freshness` (rounded down to the grid) is stored: a gap
-//!   crossing that cut-off is fetched as two requests and only the older part is stored.
+//! - Nothing newer than `now − max_freshness` (rounded down to the grid) is stored: a run
+//!   crossing that cut-off is fetched as one request and only its older part is cut into
+//!   extents and stored.
 //! - Never stored: errors, answers with warnings or a partial flag, answers the querier
 //!   marks `Cache-Control: no-store`, and requests that are uncacheable (see
 //!   [`key::Skip`]). `Cache-Control: no-cache` on a request skips the read but stores the
@@ -305,14 +306,13 @@ impl Shared {
             parts.extend(hit_parts);
             gaps.extend(window_gaps);
         }
-        // The missing ranges as runs, each cut at the freshness cut-off: the older part
-        // may be stored, the fresh tail never.
-        let mut fetches: Vec<(Span, bool)> = Vec::new();
-        for run in join_gaps(&gaps, step) {
-            let (old, fresh) = split_at_cutoff(run, cutoff, step);
-            fetches.extend(old.map(|s| (s, true)));
-            fetches.extend(fresh.map(|s| (s, false)));
-        }
+        // The missing ranges as runs, each asked as one request; of a run crossing the
+        // freshness cut-off only the part up to it is stored, the fresh tail never (a
+        // refreshed dashboard asks its new minutes and its fresh tail in one request).
+        let fetches: Vec<(Span, Option<Span>)> = join_gaps(&gaps, step)
+            .into_iter()
+            .map(|run| (run, split_at_cutoff(run, cutoff, step).0))
+            .collect();
         // Futures built (each with its own service) before any is polled.
         let requests: Vec<_> = fetches
             .iter()
@@ -325,11 +325,11 @@ impl Shared {
         let mut new_extents: Vec<Vec<(Span, QueryResponse)>> =
             windows.iter().map(|_| Vec::new()).collect();
         let mut storable = true;
-        for ((span, store), result) in fetches.iter().zip(results) {
+        for ((span, stored), result) in fetches.iter().zip(results) {
             let resp = result?;
-            if *store {
+            if let Some(stored) = stored {
                 let kept = !(resp.is_partial() || resp.no_store)
-                    && self.cut_into_windows(&windows, *span, &resp, &mut new_extents);
+                    && self.cut_into_windows(&windows, *span, *stored, &resp, &mut new_extents);
                 storable &= kept;
             }
             parts.push((span.start_ms, resp));
@@ -384,12 +384,13 @@ impl Shared {
         Ok(answer)
     }
 
-    /// Adds the parts of a fetched run `span` to the new extents of the windows it
-    /// covers: exactly what each window would hold had it been fetched alone. `false`
-    /// when the answer cannot be cut (then nothing of it is stored).
+    /// Adds the part `span` (of the answer `resp` to the run `run`) to the new extents of
+    /// the windows it covers: exactly what each window would hold had it been fetched
+    /// alone. `false` when the answer cannot be cut (then nothing of it is stored).
     fn cut_into_windows(
         &self,
         windows: &[Window],
+        run: Span,
         span: Span,
         resp: &QueryResponse,
         new_extents: &mut [Vec<(Span, QueryResponse)>],
@@ -408,7 +409,9 @@ impl Shared {
                 )
             })
             .collect();
-        if let [(i, part)] = covered[..] {
+        if let [(i, part)] = covered[..]
+            && part == run
+        {
             new_extents[i].push((part, resp.clone()));
             return true;
         }
