@@ -202,6 +202,7 @@ pub struct Metrics {
     querier_seconds: Histogram,
     fetch_plans: Family<PlanLabels, Counter>,
     querier_limit: Gauge,
+    tail_prefetches: Family<ResultLabels, Counter>,
     slow_queries: Family<ResultLabels, Counter>,
     cache_entries: Family<BackendLabels, Gauge>,
     cache_held_bytes: Family<BackendLabels, Gauge>,
@@ -353,6 +354,12 @@ impl Metrics {
             "Ranges the fetch planner asked the querier for, by plan (one request, parts, probe first, per_interval_fallback after a too-many-samples refusal)",
             fetch_plans.clone(),
         );
+        let tail_prefetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_tail_prefetches",
+            "Ranges after a shape's last stored point asked while its entries were read (a dashboard refreshed at now), by result (used, or unused when the entries turned out to lack something else)",
+            tail_prefetches.clone(),
+        );
         let querier_limit = Gauge::default();
         registry.register(
             "querier_concurrency_limit",
@@ -385,6 +392,7 @@ impl Metrics {
             querier_seconds,
             fetch_plans,
             querier_limit,
+            tail_prefetches,
             slow_queries,
             cache_entries,
             cache_held_bytes,
@@ -489,6 +497,13 @@ impl Metrics {
     pub fn query_querier_cost(&self, requests: u64, seconds: f64) {
         self.querier_requests.observe(requests as f64);
         self.querier_seconds.observe(seconds);
+    }
+
+    /// Counts a refresh's prefetched tail range, by whether it was used.
+    pub fn tail_prefetch(&self, result: &'static str) {
+        self.tail_prefetches
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts a range the fetch planner asked, by plan.

@@ -90,7 +90,13 @@ struct Shared {
     metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<FetchKey, Arc<OnceCell<SharedResult>>>>,
     last_warning_ms: AtomicI64,
+    /// Per query shape (hash of its key text), the last grid point this process stored:
+    /// where a refreshed dashboard's missing range will start (see [`Shared::serve`]).
+    stored_ends: moka::sync::Cache<u64, i64>,
 }
+
+/// Shapes whose last stored point is remembered for the tail prefetch.
+const STORED_ENDS_KEPT: u64 = 65_536;
 
 /// Adds [`CacheService`] to a stack.
 #[derive(Clone)]
@@ -108,6 +114,10 @@ impl CacheLayer {
                 metrics,
                 inflight: Mutex::new(HashMap::new()),
                 last_warning_ms: AtomicI64::new(i64::MIN),
+                stored_ends: moka::sync::Cache::builder()
+                    .max_capacity(STORED_ENDS_KEPT)
+                    .time_to_idle(Duration::from_secs(3600))
+                    .build(),
             }),
         }
     }
@@ -261,10 +271,40 @@ impl Shared {
         let phase = query.start_ms.rem_euclid(step);
         let cutoff = grid_floor(cutoff_raw, phase, step);
         let last = windows.last().map_or(query.start_ms, |w| w.span.end_ms);
-        let mut cached = if no_cache {
-            windows.iter().map(|_| Vec::new()).collect()
-        } else {
-            self.read_many(&windows, phase, step).await
+        // A dashboard refreshed at now misses exactly what came after the last point
+        // stored for its shape. That range is asked while the entries are read, so the
+        // refresh waits for the slower of the two instead of both in turn; it is used only
+        // if it covers a missing range as it turns out (else it was wasted: counted).
+        let shape_hash = xxhash_rust::xxh3::xxh3_64(shape.text.as_bytes());
+        let freshness_ms = self.opts.max_freshness.as_millis().min(i64::MAX as u128) as i64;
+        let prefetch = self
+            .stored_ends
+            .get(&shape_hash)
+            .map(|end| Span {
+                start_ms: end + step,
+                end_ms: last,
+            })
+            .filter(|s| {
+                !no_cache
+                    && s.start_ms > query.start_ms
+                    && s.start_ms <= s.end_ms
+                    // Only the new minutes of a refresh, never a long range.
+                    && s.start_ms > cutoff.saturating_sub(2 * freshness_ms)
+            });
+        let read = async {
+            if no_cache {
+                windows.iter().map(|_| Vec::new()).collect()
+            } else {
+                self.read_many(&windows, phase, step).await
+            }
+        };
+        let (mut cached, prefetched) = match prefetch {
+            Some(span) => {
+                let fetch = self.fetch(inner.clone(), &query, &shape.text, span);
+                let (cached, answer) = tokio::join!(read, fetch);
+                (cached, Some((span, answer)))
+            }
+            None => (read.await, None),
         };
         // Per window: the parts the cache answers, and the gaps to fetch.
         let mut parts: Vec<(i64, QueryResponse)> = Vec::new();
@@ -313,15 +353,44 @@ impl Shared {
             .into_iter()
             .map(|run| (run, split_at_cutoff(run, cutoff, step).0))
             .collect();
+        // A run the prefetched range covers (it ends where the query ends) is cut from it.
+        let covering = prefetched.as_ref().map(|(p, _)| *p);
+        let from_prefetch = |run: &Span| {
+            covering.is_some_and(|p| p.start_ms <= run.start_ms && p.end_ms == run.end_ms)
+        };
+        let used = fetches.iter().any(|(run, _)| from_prefetch(run));
+        if prefetched.is_some() {
+            self.metrics
+                .tail_prefetch(if used { "used" } else { "unused" });
+        }
         // Futures built (each with its own service) before any is polled.
         let requests: Vec<_> = fetches
             .iter()
+            .filter(|(run, _)| !from_prefetch(run))
             .map(|(span, _)| self.fetch(inner.clone(), &query, &shape.text, *span))
             .collect();
-        let results: Vec<Result<QueryResponse, Error>> = stream::iter(requests)
+        let mut fetched = stream::iter(requests)
             .buffered(self.opts.max_parallel_fetches.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<Result<QueryResponse, Error>>>()
+            .await
+            .into_iter();
+        let mut results: Vec<Result<QueryResponse, Error>> = Vec::with_capacity(fetches.len());
+        for (run, _) in &fetches {
+            if from_prefetch(run) {
+                results.push(match &prefetched {
+                    Some((p, Ok(resp))) if p == run => Ok(resp.clone()),
+                    Some((_, Ok(resp))) => trim(resp, run.start_ms, run.end_ms),
+                    Some((_, Err(e))) => Err(e.duplicate()),
+                    None => Err(Error::Internal("prefetched range missing".into())),
+                });
+            } else {
+                results.push(
+                    fetched
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("a run was not fetched".into()))),
+                );
+            }
+        }
         let mut new_extents: Vec<Vec<(Span, QueryResponse)>> =
             windows.iter().map(|_| Vec::new()).collect();
         let mut storable = true;
@@ -367,6 +436,14 @@ impl Shared {
         if !storable {
             self.metrics.cache_skip(Skip::Response.as_str());
         } else {
+            let newest = fetches
+                .iter()
+                .filter_map(|(_, s)| s.map(|s| s.end_ms))
+                .max();
+            if let Some(newest) = newest {
+                let known = self.stored_ends.get(&shape_hash).unwrap_or(i64::MIN);
+                self.stored_ends.insert(shape_hash, known.max(newest));
+            }
             for ((w, old), new) in windows.into_iter().zip(cached).zip(new_extents) {
                 if new.is_empty() {
                     continue;

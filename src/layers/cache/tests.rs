@@ -644,3 +644,83 @@ async fn a_run_crossing_the_freshness_cutoff_stores_only_its_old_part() {
         "only the tail again"
     );
 }
+
+#[tokio::test]
+async fn a_refresh_at_now_asks_its_new_minutes_while_reading_and_only_once() {
+    let h = harness(Mock::default(), memory());
+    let d = 24 * H;
+    // A panel of the last two days at now = 20:00, refreshed 5 minutes later.
+    let end = MIDNIGHT + 20 * H;
+    let q = query(end - 2 * d, end, &[]);
+    h.ask(q.clone()).await;
+    h.take_calls();
+    let cutoff = end - 600_000;
+    h.now.store(end + 300_000, Ordering::SeqCst);
+    let refreshed = query(end - 2 * d + 300_000, end + 300_000, &[]);
+    let (answer, outcome) = h.ask(refreshed.clone()).await;
+    assert_eq!(answer, answer_json(&refreshed, false));
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(
+        h.take_calls(),
+        vec![(cutoff + 60_000, end + 300_000)],
+        "one request: what came after the last stored point, asked with the read"
+    );
+    // Next refresh: the prefetch starts after the point stored by the last one.
+    h.now.store(end + 600_000, Ordering::SeqCst);
+    let again = query(end - 2 * d + 600_000, end + 600_000, &[]);
+    let (answer, _) = h.ask(again.clone()).await;
+    assert_eq!(answer, answer_json(&again, false));
+    assert_eq!(
+        h.take_calls(),
+        vec![(cutoff + 300_000 + 60_000, end + 600_000)]
+    );
+}
+
+/// A memory backend that can lose everything it holds (an eviction, a flushed Redis).
+struct Forgetful {
+    inner: MemoryBackend,
+    forget: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for Forgetful {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        if self.forget.load(Ordering::SeqCst) {
+            return Box::pin(async move { Ok(keys.iter().map(|_| None).collect()) });
+        }
+        self.inner.get_many(keys)
+    }
+    fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
+        self.inner.set(key, value, ttl)
+    }
+}
+
+#[tokio::test]
+async fn a_prefetch_that_does_not_cover_what_is_missing_is_not_used() {
+    let backend = Arc::new(Forgetful {
+        inner: MemoryBackend::new(64 << 20),
+        forget: std::sync::atomic::AtomicBool::new(false),
+    });
+    let h = harness(Mock::default(), backend.clone());
+    let d = 24 * H;
+    let end = MIDNIGHT + 20 * H;
+    h.ask(query(end - 2 * d, end, &[])).await;
+    h.take_calls();
+    backend.forget.store(true, Ordering::SeqCst);
+    h.now.store(end + 300_000, Ordering::SeqCst);
+    let refreshed = query(end - 2 * d + 300_000, end + 300_000, &[]);
+    let (answer, outcome) = h.ask(refreshed.clone()).await;
+    assert_eq!(answer, answer_json(&refreshed, false));
+    assert_eq!(outcome, Some("miss"));
+    let cutoff = end - 600_000;
+    assert_eq!(
+        h.take_calls(),
+        vec![
+            (cutoff + 60_000, end + 300_000),
+            (end - 2 * d + 300_000, end + 300_000)
+        ],
+        "the prefetch (wasted) and the whole range"
+    );
+}
