@@ -206,6 +206,112 @@ impl QueryResponse {
     }
 }
 
+impl QueryResponse {
+    /// Decodes an answer this frontend encoded itself ([`QueryResponse::encode`]) and got
+    /// back whole (a cache value whose checksum matched): its layout is known, so series
+    /// are found by following brackets and strings, without validating every number
+    /// again. Anything not in that layout (warnings, extra fields, other spacing) is
+    /// decoded by [`QueryResponse::from_slice`] instead. Never panics on any input; only
+    /// for bytes known to have been valid JSON when encoded.
+    pub fn from_own_encoding(body: &[u8]) -> Result<Self, Error> {
+        match own_layout(body) {
+            Some(resp) => Ok(resp),
+            None => QueryResponse::from_slice(body),
+        }
+    }
+}
+
+/// The series of `body` if it is exactly in the layout [`QueryResponse::encode`] writes
+/// for a plain successful matrix.
+fn own_layout(body: &[u8]) -> Option<QueryResponse> {
+    const HEAD: &str = r#"{"status":"success","data":{"resultType":"matrix","result":["#;
+    let text = std::str::from_utf8(body).ok()?;
+    let mut rest = text.strip_prefix(HEAD)?;
+    let mut result = Vec::new();
+    if let Some(r) = rest.strip_prefix(']') {
+        rest = r;
+    } else {
+        loop {
+            rest = rest.strip_prefix(r#"{"metric":"#)?;
+            let (metric, r) = split_value(rest, b'{')?;
+            rest = r;
+            let mut values = None;
+            if let Some(r) = rest.strip_prefix(r#","values":"#) {
+                let (v, r) = split_value(r, b'[')?;
+                values = Some(RawJson::from_trusted(v.to_owned()));
+                rest = r;
+            }
+            let mut histograms = None;
+            if let Some(r) = rest.strip_prefix(r#","histograms":"#) {
+                let (h, r) = split_value(r, b'[')?;
+                histograms = Some(RawJson::from_trusted(h.to_owned()));
+                rest = r;
+            }
+            rest = rest.strip_prefix('}')?;
+            result.push(Series {
+                metric: RawJson::from_trusted(metric.to_owned()),
+                values,
+                histograms,
+            });
+            match rest.strip_prefix(',') {
+                Some(r) => rest = r,
+                None => {
+                    rest = rest.strip_prefix(']')?;
+                    break;
+                }
+            }
+        }
+    }
+    (rest == "}}").then(|| QueryResponse {
+        status: Status::Success,
+        data: Some(MatrixData {
+            result_type: "matrix".to_owned(),
+            result,
+            extra: Vec::new(),
+        }),
+        error_type: None,
+        error: None,
+        warnings: Vec::new(),
+        infos: Vec::new(),
+        extra: Vec::new(),
+        no_store: false,
+    })
+}
+
+/// Splits off the JSON object or array (opened by `open`) that `text` starts with, by
+/// matching brackets outside strings.
+fn split_value(text: &str, open: u8) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&open) {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    // `i` is an ASCII byte: a character boundary.
+                    return Some(text.split_at(i + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Elements of a JSON array's text (nested arrays, objects and strings skipped over).
 fn array_len(text: &str) -> u64 {
     array_elements(text).count() as u64
@@ -402,6 +508,46 @@ mod tests {
                 ),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn own_encoding_decodes_like_the_full_parser() {
+        let bodies = [
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"[,]\"}{"},"values":[[1,"1"],[2,"NaN"]]},{"metric":{},"histograms":[[1,{"count":"2","buckets":[[0,"1","2","3"]]}]]},{"metric":{"b":"x"},"values":[[1,"1"]],"histograms":[[2,{"count":"1"}]]}]}}"#,
+            // Not the plain layout: decoded by the full parser, same result.
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]},"warnings":["w"]}"#,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[],"stats":{"a":1}},"isPartial":false}"#,
+        ];
+        for body in bodies {
+            let full = QueryResponse::from_slice(body.as_bytes()).expect(body);
+            let own = QueryResponse::from_own_encoding(body.as_bytes()).expect(body);
+            assert_eq!(own.encode(), full.encode(), "{body}");
+            assert_eq!(own.warnings, full.warnings);
+            assert_eq!(own.counts(), full.counts());
+        }
+        assert!(own_layout(br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"}"#).is_none());
+        assert!(split_value("{[", b'{').is_none(), "unclosed");
+        assert!(
+            split_value(r#"{"a":"}"#, b'{').is_none(),
+            "an unclosed string"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, the fast decoder never panics, and where both decoders
+        /// accept them they agree.
+        #[test]
+        fn own_encoding_never_panics_and_agrees(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut framed = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":"#.to_vec();
+            framed.extend_from_slice(&body);
+            for input in [&body[..], &framed[..]] {
+                let own = QueryResponse::from_own_encoding(input);
+                if let (Ok(own), Ok(full)) = (own, QueryResponse::from_slice(input)) {
+                    proptest::prop_assert_eq!(own.encode(), full.encode());
+                }
+            }
         }
     }
 }

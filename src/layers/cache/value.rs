@@ -1,16 +1,26 @@
 //! The stored form of a cache entry, and its decoder for bytes that may be anything
 //! (a Redis value can be corrupted, truncated, or written by another version).
 //!
-//! Layout: magic `PFC1`, one flag byte (0 = raw, 1 = lz4), then the payload: the full
-//! key (u32 length + bytes) and the extents (u32 count; each: i64 start, i64 end, u32
-//! length + the piece's response JSON). All integers little-endian. Payloads above
-//! [`COMPRESS_ABOVE`] bytes are lz4-compressed (fast to decompress, ~2× on matrices).
+//! Layout: magic `PFC2`, one flag byte (0 = raw, 1 = lz4), the xxh3-64 of the
+//! uncompressed payload, then the payload: the full key (u32 length + bytes) and the
+//! extents (u32 count; each: i64 start, i64 end, u32 length + the piece's response
+//! JSON). All integers little-endian. Payloads above [`COMPRESS_ABOVE`] bytes are
+//! lz4-compressed (fast to decompress, ~2× on matrices). Values of the older layout
+//! `PFC1` (no checksum) are still read.
+//!
+//! The checksum says the JSON is exactly what a frontend encoded (nothing was cut or
+//! flipped on the way), so [`Entry::decode_verified`] lets the reader skip validating it
+//! again (`QueryResponse::from_own_encoding`). It is not a signature: whoever can write
+//! to the cache can write any answer, checksum or not.
 
 use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::extents::Span;
 
-const MAGIC: &[u8; 4] = b"PFC1";
+const MAGIC: &[u8; 4] = b"PFC2";
+/// The layout before checksums; read, never written.
+const MAGIC_V1: &[u8; 4] = b"PFC1";
 /// Payloads larger than this are compressed.
 pub const COMPRESS_ABOVE: usize = 4096;
 /// A decoded entry is refused above this size, whatever its header claims.
@@ -66,13 +76,14 @@ impl Entry {
             payload.extend_from_slice(&e.span.end_ms.to_le_bytes());
             put_bytes(&mut payload, &e.json);
         }
-        let mut out = Vec::with_capacity(payload.len() / 2 + 5);
+        let mut out = Vec::with_capacity(payload.len() / 2 + 13);
         out.extend_from_slice(MAGIC);
-        if payload.len() > COMPRESS_ABOVE {
-            out.push(1);
+        let compress = payload.len() > COMPRESS_ABOVE;
+        out.push(u8::from(compress));
+        out.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
+        if compress {
             out.extend_from_slice(&lz4_flex::compress_prepend_size(&payload));
         } else {
-            out.push(0);
             out.extend_from_slice(&payload);
         }
         out
@@ -80,8 +91,27 @@ impl Entry {
 
     /// Decodes stored bytes; never panics, whatever they are.
     pub fn decode(bytes: &[u8]) -> Result<Entry, ValueError> {
-        let rest = bytes.strip_prefix(MAGIC).ok_or(ValueError::Format)?;
+        Entry::decode_verified(bytes).map(|(entry, _)| entry)
+    }
+
+    /// Decodes stored bytes, and tells whether a checksum proved them whole (a value of
+    /// the older layout has none). Never panics, whatever they are.
+    pub fn decode_verified(bytes: &[u8]) -> Result<(Entry, bool), ValueError> {
+        let (rest, checksummed) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V1)) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => return Err(ValueError::Format),
+        };
         let (&flag, rest) = rest.split_first().ok_or(ValueError::Corrupt)?;
+        let (sum, rest) = match checksummed {
+            true => {
+                let (sum, rest) = rest.split_at_checked(8).ok_or(ValueError::Corrupt)?;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(sum);
+                (Some(u64::from_le_bytes(b)), rest)
+            }
+            false => (None, rest),
+        };
         let decompressed;
         let payload: &[u8] = match flag {
             0 => rest,
@@ -101,6 +131,9 @@ impl Entry {
             }
             _ => return Err(ValueError::Format),
         };
+        if sum.is_some_and(|sum| sum != xxh3_64(payload)) {
+            return Err(ValueError::Corrupt);
+        }
         let mut r = Reader(payload);
         let key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| ValueError::Corrupt)?;
         let n = r.u32()? as usize;
@@ -121,7 +154,7 @@ impl Entry {
         if !r.0.is_empty() {
             return Err(ValueError::Corrupt);
         }
-        Ok(Entry { key, extents })
+        Ok((Entry { key, extents }, checksummed))
     }
 }
 
@@ -205,7 +238,7 @@ mod tests {
     fn rejects_garbage() {
         let good = entry(10).encode();
         assert_eq!(Entry::decode(b""), Err(ValueError::Format));
-        assert_eq!(Entry::decode(b"PFC2\0"), Err(ValueError::Format));
+        assert_eq!(Entry::decode(b"PFC9\0"), Err(ValueError::Format));
         assert_eq!(Entry::decode(b"PFC1"), Err(ValueError::Corrupt));
         assert_eq!(Entry::decode(b"PFC1\x07"), Err(ValueError::Format));
         assert_eq!(
@@ -223,6 +256,24 @@ mod tests {
             Entry::decode(b"PFC1\x01\x10\x00\x00\x00abc"),
             Err(ValueError::Corrupt)
         );
+    }
+
+    #[test]
+    fn the_checksum_proves_a_value_whole_and_old_values_still_read() {
+        for size in [10, 100_000] {
+            let e = entry(size);
+            let bytes = e.encode();
+            assert_eq!(Entry::decode_verified(&bytes), Ok((e.clone(), true)));
+            // A flipped bit in the checksum: corrupt, never served.
+            let mut flipped = bytes.clone();
+            flipped[6] ^= 1;
+            assert_eq!(Entry::decode(&flipped), Err(ValueError::Corrupt));
+        }
+        // The layout before checksums: read, but not proven whole.
+        let e = entry(10);
+        let mut old = b"PFC1\0".to_vec();
+        old.extend_from_slice(&e.encode()[13..]);
+        assert_eq!(Entry::decode_verified(&old), Ok((e, false)));
     }
 
     proptest! {
