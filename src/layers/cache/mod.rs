@@ -550,7 +550,7 @@ impl Shared {
     ) -> Vec<(Span, QueryResponse)> {
         self.metrics
             .cache_bytes(self.backend.name(), "read", bytes.len());
-        let Ok((entry, whole)) = Entry::decode_verified(bytes) else {
+        let Ok(entry) = Entry::decode(bytes) else {
             self.metrics.cache_skip("unreadable_entry");
             return Vec::new();
         };
@@ -565,12 +565,7 @@ impl Shared {
         }
         let mut out = Vec::with_capacity(entry.extents.len());
         for e in entry.extents {
-            // A value proven whole holds JSON this frontend encoded: no need to validate it.
-            let decoded = match whole {
-                true => QueryResponse::from_own_encoding(&e.json),
-                false => QueryResponse::from_slice(&e.json),
-            };
-            match decoded {
+            match QueryResponse::from_slice(&e.json) {
                 Ok(resp) => out.push((e.span, resp)),
                 Err(_) => {
                     self.metrics.cache_skip("unreadable_entry");

@@ -8,10 +8,9 @@
 //! lz4-compressed (fast to decompress, ~2× on matrices). Values of the older layout
 //! `PFC1` (no checksum) are still read.
 //!
-//! The checksum says the JSON is exactly what a frontend encoded (nothing was cut or
-//! flipped on the way), so [`Entry::decode_verified`] lets the reader skip validating it
-//! again (`QueryResponse::from_own_encoding`). It is not a signature: whoever can write
-//! to the cache can write any answer, checksum or not.
+//! The checksum catches a value cut or flipped on the way (a corrupt value is a miss,
+//! never an answer). It is not a signature: whoever can write to the cache can write any
+//! answer, checksum or not. The reader still validates the JSON it serves.
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
