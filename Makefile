@@ -16,7 +16,9 @@ lint:
 	cargo clippy --all-targets --locked -- -D warnings
 
 # The end-to-end benchmark: release build, generated data, real Prometheus, Redis and
-# nginx; writes its section of BENCHMARKS.md. About 15 minutes on 2 cores.
+# nginx; writes its section of BENCHMARKS.md. About 30 minutes on 2 cores, half of it
+# the cold mix. `BENCH_ONLY=coldmix make bench` (names in benches/e2e.rs) runs and
+# rewrites only the scenarios named.
 bench:
 	scripts/install-deps.sh --bench
 	cargo bench --locked --bench e2e

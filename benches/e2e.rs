@@ -12,19 +12,29 @@
 //! 5. warm throughput at concurrency 32, frontend vs nginx `proxy_cache`;
 //! 6. scenarios 3 and 4 with the Redis backend;
 //! 7. the frontend's peak RSS per scenario, and RSS under a workload larger than a small
-//!    configured cache.
+//!    configured cache;
+//! 8. the cold mix (`e2e/coldmix.rs`): 100+ ordinary queries (`coldmix_queries.txt`)
+//!    over 30-, 7- and 2-day windows, each asked once direct and once through a fresh
+//!    frontend per fetch mode, by one and by four clients: wall time, the querier's CPU
+//!    and its requests per query.
 //!
-//! Environment: `BENCH_DAYS` (data, default 15), `BENCH_REPS` (default 5),
-//! `BENCH_SECS` (throughput runs, default 10), `BENCH_REPORT` (file to write the report
-//! section to, default BENCHMARKS.md; `-` prints only).
+//! Environment: `BENCH_ONLY` (comma-separated scenario names to run, default all:
+//! `passthrough` 1, `long` 2, 3 and 6, `dashboard` 4 and 6, `throughput` 5, `memory` 7,
+//! `coldmix` 8; a partial run replaces only its own parts of the report),
+//! `BENCH_DAYS` (the days scenarios 2–7 size their windows by, default 15; the data
+//! covers at least 32 when the cold mix runs), `BENCH_REPS` (default 5), `BENCH_SECS`
+//! (throughput runs, default 10), `BENCH_REPORT` (file to write the report section to,
+//! default BENCHMARKS.md; `-` prints only).
 
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
-use std::fmt::Write as _;
+#[path = "e2e/coldmix.rs"]
+mod coldmix;
+#[path = "e2e/scenarios.rs"]
+mod scenarios;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,10 +43,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use support::{
-    Scratch, Supervised, TestBed, build_testbed, form, free_port, probe_status, require_binary,
-    secs, start_redis,
+use scenarios::{
+    Frontends, Peaks, dashboard, long_queries, memory, passthrough, warm_throughput, write_chart,
 };
+use support::{Scratch, Supervised, TestBed, build_testbed, form, free_port, probe_status, secs};
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
@@ -57,6 +67,7 @@ struct Answer {
     status: u16,
     bytes: usize,
     took: Duration,
+    body: Bytes,
 }
 
 impl Client {
@@ -77,6 +88,7 @@ impl Client {
             status,
             bytes: body.len(),
             took: started.elapsed(),
+            body,
         }
     }
 
@@ -167,72 +179,6 @@ fn frontend_toml(prom: &str, cache: &str) -> String {
     )
 }
 
-/// nginx with a `proxy_cache` in front of `prom`, as an SRE would set it up.
-fn start_nginx(dir: &Path, prom: &str) -> (Supervised, String) {
-    require_binary("nginx", "nginx");
-    let port = free_port();
-    let root = dir.join("nginx");
-    for sub in ["cache", "tmp"] {
-        std::fs::create_dir_all(root.join(sub)).expect("nginx dirs");
-    }
-    let upstream = prom.trim_start_matches("http://");
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let r = root.display();
-    let conf = format!(
-        r#"{user}daemon off;
-worker_processes 2;
-pid {r}/nginx.pid;
-error_log {r}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {r}/tmp/body;
-  proxy_temp_path {r}/tmp/proxy;
-  fastcgi_temp_path {r}/tmp/fastcgi;
-  uwsgi_temp_path {r}/tmp/uwsgi;
-  scgi_temp_path {r}/tmp/scgi;
-  proxy_cache_path {r}/cache levels=1:2 keys_zone=prom:16m max_size=2g inactive=60m use_temp_path=off;
-  upstream prometheus {{ server {upstream}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      proxy_pass http://prometheus;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache prom;
-      proxy_cache_key $request_uri;
-      proxy_cache_valid 200 10m;
-      proxy_cache_lock on;
-    }}
-  }}
-}}
-"#,
-        user = if is_root { "user root;\n" } else { "" },
-    );
-    let path = root.join("nginx.conf");
-    std::fs::write(&path, conf).expect("nginx.conf");
-    let args = vec![
-        "-c".to_owned(),
-        path.display().to_string(),
-        "-p".to_owned(),
-        root.display().to_string(),
-    ];
-    let proc = Supervised::start("nginx", &args, &root.join("stderr.log"), None);
-    let until = Instant::now() + Duration::from_secs(10);
-    while probe_status(port, "/api/v1/status/buildinfo").is_none() {
-        assert!(
-            Instant::now() < until,
-            "nginx did not start:\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (proc, format!("http://127.0.0.1:{port}"))
-}
-
 fn sorted(v: &[Duration]) -> Vec<Duration> {
     let mut v = v.to_vec();
     v.sort();
@@ -261,37 +207,6 @@ fn ms(d: Duration) -> String {
     }
 }
 
-/// Requests per second of `make` at `concurrency` for `secs` seconds.
-async fn throughput(client: &Client, concurrency: usize, secs: u64, url: &str) -> (f64, u64) {
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    let started = Instant::now();
-    for _ in 0..concurrency {
-        let (client, url) = (client.clone(), url.to_owned());
-        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
-        tasks.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let a = client.get(&url, &[]).await;
-                if a.status == 200 {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    while tasks.join_next().await.is_some() {}
-    let n = done.load(Ordering::Relaxed);
-    (
-        n as f64 / started.elapsed().as_secs_f64(),
-        errors.load(Ordering::Relaxed),
-    )
-}
-
 /// A Prometheus metric's value summed over every series whose line starts with `prefix`.
 fn metric_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -300,21 +215,14 @@ fn metric_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// Querier requests and querier seconds the frontend spent so far.
-async fn downstream_work(client: &Client, fe: &str) -> (f64, f64) {
+/// The frontend's `/metrics` text.
+async fn metrics_text(client: &Client, fe: &str) -> String {
     let req = Request::get(format!("{fe}/metrics"))
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = client.0.request(req).await.expect("metrics");
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    (
-        metric_sum(&text, "promql_frontend_downstream_attempts_total{"),
-        metric_sum(
-            &text,
-            "promql_frontend_downstream_attempt_duration_seconds_sum{",
-        ),
-    )
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn range_url(base: &str, expr: &str, start: i64, end: i64, step: &str) -> String {
@@ -329,110 +237,19 @@ fn range_url(base: &str, expr: &str, start: i64, end: i64, step: &str) -> String
     )
 }
 
-const HEAVY: &[(&str, &str)] = &[
-    (
-        "histogram_quantile",
-        "histogram_quantile(0.9, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))",
-    ),
-    (
-        "sum by rate",
-        "sum by (code) (rate(http_requests_total[5m]))",
-    ),
-];
-
-/// Grafana's choice of step for ~1,000 points over `range_ms`: the smallest "nice"
-/// interval at or above range / 1000, never below the 60 s scrape interval.
-fn grafana_step_s(range_ms: i64) -> i64 {
-    const NICE: [i64; 10] = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600];
-    let raw = range_ms / 1000 / 1000;
-    NICE.into_iter().find(|&s| s >= raw).unwrap_or(21600)
-}
-
-/// The 12 panels: (title, PromQL, range).
-const PANELS: &[(&str, &str, i64)] = &[
-    ("req rate", "sum(rate(http_requests_total[5m]))", 6 * H),
-    (
-        "req rate by code",
-        "sum by (code) (rate(http_requests_total[5m]))",
-        24 * H,
-    ),
-    (
-        "errors",
-        "sum(rate(http_requests_total{code=~\"5..\"}[5m]))",
-        7 * DAY,
-    ),
-    (
-        "p90 latency",
-        "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
-        6 * H,
-    ),
-    (
-        "p99 by handler",
-        "histogram_quantile(0.99, sum by (le, handler) (rate(request_duration_seconds_bucket[5m])))",
-        2 * DAY,
-    ),
-    (
-        "p50 7d",
-        "histogram_quantile(0.5, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
-        7 * DAY,
-    ),
-    ("temperature", "temperature_celsius", 12 * H),
-    ("free memory", "node_memory_free_bytes", 24 * H),
-    ("up", "up", 6 * H),
-    (
-        "batch jobs",
-        "sum(increase(batch_jobs_processed_total[1h]))",
-        7 * DAY,
-    ),
-    (
-        "req rate by handler",
-        "sum by (handler) (rate(http_requests_total[5m]))",
-        2 * DAY,
-    ),
-    (
-        "avg temperature",
-        "avg by (sensor) (temperature_celsius)",
-        7 * DAY,
-    ),
-];
-
-/// One dashboard load at `now`: every panel at once, as a Grafana POST form with start
-/// and end aligned to the step. Returns each panel's latency.
-async fn load_dashboard(client: &Client, base: &str, now: i64) -> Vec<Duration> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (_, expr, range) in PANELS {
-        let step_ms = grafana_step_s(*range) * 1000;
-        let end = now / step_ms * step_ms;
-        let start = (now - range) / step_ms * step_ms;
-        let body = form(&[
-            ("query", expr),
-            ("start", &secs(start)),
-            ("end", &secs(end)),
-            ("step", &(step_ms / 1000).to_string()),
-        ]);
-        let (client, url) = (client.clone(), format!("{base}/api/v1/query_range"));
-        tasks.spawn(async move {
-            let a = client
-                .post_form(
-                    &url,
-                    body,
-                    &[("x-dashboard-uid", "bench"), ("accept-encoding", "gzip")],
-                )
-                .await;
-            assert_eq!(a.status, 200, "panel {expr}");
-            a.took
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(t) = tasks.join_next().await {
-        out.push(t.expect("panel task"));
-    }
-    out
-}
-
+/// The report section: printed as it is written, and kept for BENCHMARKS.md.
 struct Report {
     text: String,
     chart: Vec<(String, Vec<f64>)>,
+}
+
+/// The markers around one scenario's part of the report, so a run of some scenarios
+/// (`BENCH_ONLY`) replaces only their parts of BENCHMARKS.md.
+fn block_markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- scenario: {name} -->"),
+        format!("<!-- /scenario: {name} -->"),
+    )
 }
 
 impl Report {
@@ -441,10 +258,88 @@ impl Report {
         self.text.push_str(s.as_ref());
         self.text.push('\n');
     }
+
+    /// Adds a marker line to the report file only (not printed).
+    fn marker(&mut self, m: &str) {
+        self.text.push_str(m);
+        self.text.push('\n');
+    }
+}
+
+/// The scenarios, in run order: the name `BENCH_ONLY` selects them by, and what they
+/// measure.
+const SCENARIOS: &[(&str, &str)] = &[
+    ("passthrough", "1. passthrough overhead"),
+    ("long", "2, 3, 6. long range queries, cold and warm"),
+    ("dashboard", "4, 6. dashboard refresh"),
+    ("throughput", "5. warm throughput against nginx"),
+    ("memory", "7. the frontend's memory"),
+    ("coldmix", "8. cold mix: 100+ ordinary queries, empty cache"),
+];
+
+/// Which scenarios run: all of them, or those named in `BENCH_ONLY` (comma-separated).
+struct Selection(Option<Vec<String>>);
+
+impl Selection {
+    fn from_env() -> Selection {
+        let names: Vec<String> = std::env::var("BENCH_ONLY")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for n in &names {
+            assert!(
+                SCENARIOS.iter().any(|(s, _)| s == n),
+                "BENCH_ONLY: no scenario {n:?}; the scenarios are: {}",
+                SCENARIOS
+                    .iter()
+                    .map(|(s, what)| format!("{s} ({what})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Selection((!names.is_empty()).then_some(names))
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|v| v.iter().any(|n| n == name))
+    }
+
+    fn partial(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The selected names, comma-separated.
+    fn names(&self) -> String {
+        self.0.as_deref().unwrap_or_default().join(",")
+    }
+}
+
+/// What every scenario shares.
+struct Bench {
+    client: Client,
+    tb: TestBed,
+    prom: String,
+    dir: PathBuf,
+    reps: usize,
+    tp_secs: u64,
+    /// End of the long-query windows: an hour before the last sample.
+    newest: i64,
+    /// Days of the longer window of scenarios 2 and 7.
+    long_days: i64,
 }
 
 fn main() {
-    let days: f64 = env_num("BENCH_DAYS", 15.0);
+    let only = Selection::from_env();
+    // Scenarios 1–7 were sized for BENCH_DAYS (default 15): their windows follow it.
+    // The cold mix needs 32 days of data (a 30-day window and 1-day lookbacks).
+    let bench_days: f64 = env_num("BENCH_DAYS", 15.0);
+    let days = if only.runs("coldmix") {
+        bench_days.max(coldmix::DATA_DAYS)
+    } else {
+        bench_days
+    };
     let reps: usize = env_num("BENCH_REPS", 5);
     let tp_secs: u64 = env_num("BENCH_SECS", 10);
     let report_path = std::env::var("BENCH_REPORT").unwrap_or_else(|_| "BENCHMARKS.md".into());
@@ -460,227 +355,91 @@ fn main() {
             .await
             .expect("test bed");
         eprintln!("test bed ready in {:.0?}", t.elapsed());
-        let (_redis, redis_port) = tokio::task::spawn_blocking(|| start_redis(None))
-            .await
-            .expect("redis");
-        let dir = scratch.0.clone();
-        let prom = tb.prom_url.clone();
-        let memory = FrontendProc::start(&dir, "memory", &frontend_toml(&prom, "backend = \"memory\"\nmemory_capacity_bytes = 1073741824"));
-        // The same without the response cache: the before/after of that optimisation,
-        // measured in the same run.
-        let pieces_only = FrontendProc::start(&dir, "pieces-only", &frontend_toml(&prom, "backend = \"memory\"\nmemory_capacity_bytes = 1073741824\nresponse_capacity_bytes = 0"));
-        let redis = FrontendProc::start(
-            &dir,
-            "redis",
-            &frontend_toml(&prom, &format!("backend = \"redis\"\n[cache.redis]\nurl = \"redis://127.0.0.1:{redis_port}/0\"")),
-        );
-        let (_nginx, nginx) = start_nginx(&dir, &prom);
-        let client = Client::new();
-        let mut r = Report { text: String::new(), chart: Vec::new() };
+        let b = Bench {
+            client: Client::new(),
+            prom: tb.prom_url.clone(),
+            newest: tb.end_ms - H,
+            tb,
+            dir: scratch.0.clone(),
+            reps,
+            tp_secs,
+            long_days: ((bench_days - 1.0).floor() as i64).clamp(7, 30),
+        };
+        let with_frontends = ["passthrough", "long", "dashboard", "throughput"];
+        let fronts = if with_frontends.iter().any(|name| only.runs(name)) {
+            Some(Frontends::start(&b).await)
+        } else {
+            None
+        };
+        let mut r = Report {
+            text: String::new(),
+            chart: Vec::new(),
+        };
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        r.line(format!(
-            "Run {}: {cores} cores; {days} days of generated data (~450 series, 60 s scrape); Prometheus {}; frontend release build as its own process; {reps} repetitions alternating direct and frontend; throughput runs {tp_secs} s.",
+        let machine = format!(
+            "Run {}: {cores} cores; {days} days of generated data (~450 series, 60 s scrape); Prometheus {}; frontend release build as its own process",
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
             prometheus_version(),
-        ));
-        r.line("");
-
-        // 1. Passthrough overhead.
-        r.line("### 1. Passthrough overhead");
-        r.line("");
-        r.line("| request | direct median | frontend median | added | direct p99 | frontend p99 | direct req/s (c=32) | frontend req/s (c=32) | ratio |");
-        r.line("|---|---|---|---|---|---|---|---|---|");
-        let instant = format!("/api/v1/query?query=up&time={}", secs(tb.end_ms));
-        for (name, path) in [("instant query `up`", instant.as_str()), ("`/api/v1/labels`", "/api/v1/labels")] {
-            let (mut d, mut f) = (Vec::new(), Vec::new());
-            for _ in 0..20 {
-                client.get(&format!("{prom}{path}"), &[]).await;
-                client.get(&format!("{}{path}", memory.url), &[]).await;
-            }
-            for _ in 0..(100 * reps) {
-                d.push(client.get(&format!("{prom}{path}"), &[]).await.took);
-                f.push(client.get(&format!("{}{path}", memory.url), &[]).await.took);
-            }
-            let (mut dt, mut ft) = (0.0, 0.0);
-            for _ in 0..2 {
-                dt += throughput(&client, 32, tp_secs / 2, &format!("{prom}{path}")).await.0;
-                ft += throughput(&client, 32, tp_secs / 2, &format!("{}{path}", memory.url)).await.0;
-            }
-            let added = median(&f).as_secs_f64() - median(&d).as_secs_f64();
-            r.line(format!(
-                "| {name} | {} | {} | {:.3} ms | {} | {} | {:.0} | {:.0} | {:.2}× |",
-                ms(median(&d)), ms(median(&f)), added * 1e3, ms(p99(&d)), ms(p99(&f)), dt / 2.0, ft / 2.0, ft / dt
-            ));
+        );
+        let run_line = format!(
+            "{machine}; {reps} repetitions alternating direct and frontend; throughput runs {tp_secs} s."
+        );
+        if !only.partial() {
+            r.line(&run_line);
+            r.line("");
         }
-        r.line("");
-
-        // 2 + 3 (+ 6 for Redis). Cold and warm long queries.
-        r.line("### 2, 3, 6. Long range queries: cold (empty cache) and warm (repeated)");
-        r.line("");
-        r.line("| query | window | direct | memory cold | memory warm | memory warm, no response cache | redis cold | redis warm | cold / direct (memory) | direct / warm (memory) | direct / warm (no response cache) | direct / warm (redis) |");
-        r.line("|---|---|---|---|---|---|---|---|---|---|---|---|");
-        let newest = tb.end_ms - H;
-        let long_days = ((days - 1.0).floor() as i64).clamp(7, 30);
-        memory.reset_peak();
-        for (name, expr) in HEAVY {
-            for (window_days, step) in [(7, "5m"), (long_days, "10m")] {
-                let (start, end) = (newest - window_days * DAY, newest);
-                let direct_url = range_url(&prom, expr, start, end, step);
-                client.get(&direct_url, &[]).await; // Prometheus' own page cache warm.
-                let mut cols: [Vec<Duration>; 7] = Default::default();
-                for rep in 0..reps {
-                    cols[0].push(client.get(&direct_url, &[]).await.took);
-                    for (i, fe) in [(1, &memory), (3, &pieces_only), (5, &redis)] {
-                        let tenant = format!("cold-{name}-{window_days}-{rep}");
-                        let url = range_url(&fe.url, expr, start, end, step);
-                        let cold = client.get(&url, &[("x-scope-orgid", &tenant)]).await;
-                        assert_eq!(cold.status, 200);
-                        cols[i].push(cold.took);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        cols[i + 1].push(client.get(&url, &[("x-scope-orgid", &tenant)]).await.took);
-                    }
-                }
-                let m: Vec<Duration> = cols.iter().map(|c| median(c)).collect();
-                r.line(format!(
-                    "| {name} | {window_days} d, step {step} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.0}× | {:.0}× | {:.0}× |",
-                    ms(m[0]), ms(m[1]), ms(m[2]), ms(m[4]), ms(m[5]), ms(m[6]),
-                    m[1].as_secs_f64() / m[0].as_secs_f64(),
-                    m[0].as_secs_f64() / m[2].as_secs_f64(),
-                    m[0].as_secs_f64() / m[4].as_secs_f64(),
-                    m[0].as_secs_f64() / m[6].as_secs_f64(),
-                ));
+        let mut peaks = Peaks::default();
+        for (name, _) in SCENARIOS {
+            if !only.runs(name) {
+                continue;
             }
-        }
-        let peak_long = memory.rss_mib().1;
-        r.line("");
-
-        // 4 (+ 6). Dashboard refresh.
-        r.line("### 4, 6. Dashboard refresh: 12 panels, 20 loads, `end` +30 s each");
-        r.line("");
-        r.line("| path | first load (slowest panel) | panel median | panel p99 | querier requests | querier time | vs direct: median | vs direct: querier time |");
-        r.line("|---|---|---|---|---|---|---|---|");
-        memory.reset_peak();
-        let base_now = tb.end_ms - 15 * 60_000;
-        let mut per_load: Vec<(String, Vec<f64>)> = Vec::new();
-        let mut rows: Vec<(String, Duration, Vec<Duration>, f64, f64)> = Vec::new();
-        for (label, url) in [("direct Prometheus", prom.clone()), ("frontend, memory", memory.url.clone()), ("frontend, redis", redis.url.clone())] {
-            let mut first = Duration::ZERO;
-            let mut later = Vec::new();
-            let mut medians = Vec::new();
-            let mut first_work = (0.0, 0.0);
-            for load in 0..20 {
-                let lat = load_dashboard(&client, &url, base_now + load * 30_000).await;
-                medians.push(median(&lat).as_secs_f64() * 1e3);
-                if load == 0 {
-                    first = lat.iter().max().copied().unwrap_or_default();
-                    if label.starts_with("frontend") {
-                        first_work = downstream_work(&client, &url).await;
-                    }
+            let (open, close) = block_markers(name);
+            r.marker(&open);
+            if only.partial() {
+                let line = if *name == "coldmix" {
+                    format!("{machine}.")
                 } else {
-                    later.extend(lat);
+                    run_line.clone()
+                };
+                r.line(format!(
+                    "{line} A partial run: `BENCH_ONLY={}`.",
+                    only.names()
+                ));
+                r.line("");
+            }
+            let t = Instant::now();
+            match (*name, &fronts) {
+                ("coldmix", _) => coldmix::run(&b, &mut r).await,
+                ("passthrough", Some(f)) => passthrough(&b, f, &mut r).await,
+                ("long", Some(f)) => peaks.long = Some(long_queries(&b, f, &mut r).await),
+                ("dashboard", Some(f)) => peaks.dashboard = Some(dashboard(&b, f, &mut r).await),
+                ("throughput", Some(f)) => {
+                    peaks.throughput = Some(warm_throughput(&b, f, &mut r).await)
                 }
+                ("memory", _) => memory(&b, &peaks, &mut r).await,
+                _ => unreachable!("scenario {name} without its frontends"),
             }
-            let (reqs, time) = if label.starts_with("frontend") {
-                let after = downstream_work(&client, &url).await;
-                (after.0 - first_work.0, after.1 - first_work.1)
-            } else {
-                let n = later.len() as f64;
-                (n, later.iter().map(Duration::as_secs_f64).sum())
-            };
-            per_load.push((label.to_owned(), medians));
-            rows.push((label.to_owned(), first, later, reqs, time));
+            r.marker(&close);
+            eprintln!("scenario {name} took {:.0?}", t.elapsed());
         }
-        let direct_median = median(&rows[0].2);
-        let direct_time = rows[0].4;
-        for (label, first, later, reqs, time) in &rows {
-            r.line(format!(
-                "| {label} | {} | {} | {} | {reqs:.0} | {:.2} s | {:.1}× lower | {:.0}% lower |",
-                ms(*first), ms(median(later)), ms(p99(later)), time,
-                direct_median.as_secs_f64() / median(later).as_secs_f64(),
-                (1.0 - time / direct_time) * 100.0,
-            ));
-        }
-        let peak_dash = memory.rss_mib().1;
-        r.chart = per_load;
-        r.line("");
-        r.line("Loads 2–20 (after the first); querier requests and time are summed over them. For the frontend they come from its `/metrics` (range-query attempts); for direct, every panel is one querier request and its latency is the querier time.");
-        r.line("");
 
-        // 5. Warm throughput vs nginx.
-        r.line("### 5. Warm throughput, concurrency 32");
-        r.line("");
-        let (start, end) = (newest - 7 * DAY, newest);
-        let warm_path = range_url("", HEAVY[1].1, start, end, "5m");
-        for base in [&memory.url, &pieces_only.url, &nginx] {
-            let a = client.get(&format!("{base}{warm_path}"), &[]).await;
-            assert_eq!(a.status, 200);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        memory.reset_peak();
-        let (mut fe_tp, mut pc_tp, mut ng_tp, mut errs) = (0.0, 0.0, 0.0, 0);
-        for _ in 0..2 {
-            let (f, e1) = throughput(&client, 32, tp_secs / 2, &format!("{}{warm_path}", memory.url)).await;
-            let (n, e2) = throughput(&client, 32, tp_secs / 2, &format!("{nginx}{warm_path}")).await;
-            let (p, e3) = throughput(&client, 32, tp_secs / 2, &format!("{}{warm_path}", pieces_only.url)).await;
-            fe_tp += f / 2.0;
-            ng_tp += n / 2.0;
-            pc_tp += p / 2.0;
-            errs += e1 + e2 + e3;
-        }
-        let peak_tp = memory.rss_mib().1;
-        r.line("| path | requests/s | ratio to nginx |");
-        r.line("|---|---|---|");
-        r.line(format!("| nginx `proxy_cache` (disk cache, page-cached) | {ng_tp:.0} | 1.00× |"));
-        r.line(format!("| frontend, memory | {fe_tp:.0} | {:.2}× |", fe_tp / ng_tp));
-        r.line(format!("| frontend, memory, no response cache (pieces only) | {pc_tp:.0} | {:.2}× |", pc_tp / ng_tp));
-        r.line("");
-        r.line(format!("The 7-day `sum by rate` query at step 5m ({} bytes of JSON), the same GET URL to both; errors: {errs}.", client.get(&format!("{}{warm_path}", memory.url), &[]).await.bytes));
-        r.line("");
-
-        // 7. Memory.
-        r.line("### 7. Memory (frontend with the memory backend: 1 GiB piece cache, 64 MiB response cache)");
-        r.line("");
-        r.line("| scenario | peak RSS |");
-        r.line("|---|---|");
-        r.line(format!("| long queries, cold and warm (2, 3) | {peak_long:.0} MiB |"));
-        r.line(format!("| dashboard refresh (4) | {peak_dash:.0} MiB |"));
-        r.line(format!("| warm throughput (5) | {peak_tp:.0} MiB |"));
-        r.line("");
-        // The piece cache alone (no response cache), 16 MiB, under four times as much.
-        let small = FrontendProc::start(&dir, "small", &frontend_toml(&prom, "backend = \"memory\"\nmemory_capacity_bytes = 16777216\nresponse_capacity_bytes = 0"));
-        let mut written = 0.0;
-        let mut i = 0;
-        let mut worst = (0.0f64, 0.0f64);
-        while written < 4.0 * 16.0 * 1024.0 * 1024.0 && i < 800 {
-            let tenant = format!("fill-{i}");
-            let (_, expr) = HEAVY[i % 2];
-            let a = client.get(&range_url(&small.url, expr, newest - long_days * DAY, newest, "5m"), &[("x-scope-orgid", &tenant)]).await;
-            assert_eq!(a.status, 200);
-            i += 1;
-            if i % 10 == 0 {
-                let req = Request::get(format!("{}/metrics", small.url)).body(Full::new(Bytes::new())).expect("request");
-                let resp = client.0.request(req).await.expect("metrics");
-                let text = String::from_utf8_lossy(&resp.into_body().collect().await.expect("body").to_bytes()).into_owned();
-                written = metric_sum(&text, "promql_frontend_cache_bytes_total{backend=\"memory\",op=\"write\"}");
-                let (rss, hwm) = small.rss_mib();
-                worst = (worst.0.max(rss), worst.1.max(hwm));
-            }
-        }
-        r.line(format!(
-            "Piece cache of 16 MiB (response cache off), {i} distinct {long_days}-day queries writing {:.0} MiB of entries: RSS at most {:.0} MiB, peak {:.0} MiB (goal: ≤ 16 + 64 = 80 MiB).",
-            written / 1048576.0, worst.0, worst.1
-        ));
-        drop(small);
-        r.line("");
-
-        write_chart(&dir, &r.chart);
         let chart_path = PathBuf::from("benches/results/dashboard-refresh.svg");
-        if report_path != "-" {
-            let _ = std::fs::create_dir_all("benches/results");
-            let _ = std::fs::copy(dir.join("dashboard-refresh.svg"), &chart_path);
-            write_report(&report_path, &r.text);
-            eprintln!("report written to {report_path} and {}", chart_path.display());
+        if !r.chart.is_empty() {
+            write_chart(&b.dir, &r.chart);
         }
+        if report_path != "-" {
+            write_report(&report_path, &r.text, only.partial());
+            eprintln!("report written to {report_path}");
+            if !r.chart.is_empty() {
+                let _ = std::fs::create_dir_all("benches/results");
+                let _ = std::fs::copy(b.dir.join("dashboard-refresh.svg"), &chart_path);
+                eprintln!("chart written to {}", chart_path.display());
+            }
+        }
+        // The processes stop before their scratch directory goes.
+        drop(fronts);
+        drop(b);
+        drop(scratch);
     });
 }
 
@@ -697,83 +456,50 @@ fn prometheus_version() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Replaces the section between the bench markers in `path` (appends it the first time).
-fn write_report(path: &str, section: &str) {
+/// Writes the report into the section between the bench markers in `path` (appended
+/// the first time). A full run replaces the whole section; a partial one (`BENCH_ONLY`)
+/// replaces only the parts of the scenarios it ran, or adds them at the section's end.
+fn write_report(path: &str, text: &str, partial: bool) {
     const START: &str = "<!-- make bench: start -->";
     const END: &str = "<!-- make bench: end -->";
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let body = format!(
-        "{START}\n## End-to-end: `make bench`\n\nCommand: `make bench` (= `cargo bench --bench e2e`).\n\n{section}\n![dashboard refresh: median panel latency per load](benches/results/dashboard-refresh.svg)\n{END}"
+    let section = match (old.find(START), old.find(END)) {
+        (Some(a), Some(b)) if b > a => Some((a, b + END.len())),
+        _ => None,
+    };
+    let fresh = format!(
+        "{START}\n## End-to-end: `make bench`\n\nCommand: `make bench` (= `cargo bench --bench e2e`).\n\n{text}{END}"
     );
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{body}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n{body}\n", old.trim_end()),
+    let new_section = match section {
+        Some((a, b)) if partial => {
+            let mut s = old[a..b].to_owned();
+            for (name, _) in SCENARIOS {
+                let (open, close) = block_markers(name);
+                let Some(block) = text.find(&open).and_then(|i| {
+                    let j = text[i..].find(&close)? + i + close.len();
+                    Some(&text[i..j])
+                }) else {
+                    continue;
+                };
+                let existing = s.find(&open).and_then(|i| {
+                    let j = s[i..].find(&close)? + i + close.len();
+                    Some((i, j))
+                });
+                match existing {
+                    Some((i, j)) => s.replace_range(i..j, block),
+                    None => {
+                        let at = s.len() - END.len();
+                        s.insert_str(at, &format!("{block}\n"));
+                    }
+                }
+            }
+            s
+        }
+        _ => fresh,
+    };
+    let new = match section {
+        Some((a, b)) => format!("{}{new_section}{}", &old[..a], &old[b..]),
+        None => format!("{}\n{new_section}\n", old.trim_end()),
     };
     std::fs::write(path, new).expect("write report");
-}
-
-/// A line chart (SVG, log scale) of the median panel latency of each dashboard load.
-fn write_chart(dir: &Path, series: &[(String, Vec<f64>)]) {
-    let (w, h, left, bottom) = (720.0, 360.0, 70.0, 40.0);
-    let max = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(1.0f64, f64::max);
-    let min = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(max, f64::min)
-        .max(0.01);
-    let (lo, hi) = (
-        min.log10().floor(),
-        max.log10().ceil().max(min.log10().floor() + 1.0),
-    );
-    let x = |i: usize, n: usize| left + (w - left - 20.0) * i as f64 / (n.max(2) - 1) as f64;
-    let y = |v: f64| (h - bottom) - (h - bottom - 20.0) * (v.max(0.01).log10() - lo) / (hi - lo);
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
-    );
-    let mut decade = lo;
-    while decade <= hi {
-        let v = 10f64.powf(decade);
-        let _ = write!(
-            svg,
-            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{} ms</text>"##,
-            w - 20.0,
-            left - 6.0,
-            y(v) + 4.0,
-            if v < 1.0 {
-                format!("{v}")
-            } else {
-                format!("{v:.0}")
-            },
-            y = y(v),
-        );
-        decade += 1.0;
-    }
-    let _ = write!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">dashboard load (end +30 s each)</text>"#,
-        (w + left) / 2.0,
-        h - 8.0
-    );
-    for (k, (label, values)) in series.iter().enumerate() {
-        let color = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"][k % 4];
-        let points: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("{:.1},{:.1}", x(i, values.len()), y(*v)))
-            .collect();
-        let _ = write!(
-            svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/><text x="{}" y="{}" fill="{color}">{label}</text>"#,
-            points.join(" "),
-            left + 10.0,
-            20.0 + 16.0 * k as f64
-        );
-    }
-    svg.push_str("</svg>\n");
-    let _ = std::fs::write(dir.join("dashboard-refresh.svg"), svg);
 }
