@@ -115,10 +115,7 @@ impl Mode {
 fn fetch_mode_toml(mode: Mode) -> &'static str {
     match mode {
         Mode::Direct | Mode::Default => "",
-        // TODO(fetch planning): "\n[query_range]\nfetch = \"per_interval\"\n" once the
-        // field exists (the config rejects unknown fields). Until then the default
-        // config fetches per interval, so this mode is the default one.
-        Mode::PerInterval => "",
+        Mode::PerInterval => "\n[query_range]\nfetch = \"per_interval\"\n",
     }
 }
 
