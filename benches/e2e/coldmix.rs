@@ -504,7 +504,11 @@ fn report(r: &mut Report, queries: &[&str], all: &[WindowRuns], hz: f64) {
                 let (requests, heavy_col, cheap_col) = if *mode == Mode::Direct {
                     (
                         "1, 1".to_owned(),
-                        format!("{} queries, {:.1} s", heavy.len(), sum_over(run, &heavy)),
+                        if clients == 1 {
+                            format!("{} queries, {:.1} s", heavy.len(), sum_over(run, &heavy))
+                        } else {
+                            format!("{} queries", heavy.len())
+                        },
                         format!("{} queries", cheap.len()),
                     )
                 } else {
