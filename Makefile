@@ -16,9 +16,9 @@ lint:
 	cargo clippy --all-targets --locked -- -D warnings
 
 # The end-to-end benchmark: release build, generated data, real Prometheus, Redis and
-# nginx; writes its section of BENCHMARKS.md. About 30 minutes on 2 cores, half of it
+# nginx; writes its section of BENCHMARKS.md. About 33 minutes on 2 cores, half of it
 # the cold mix. `BENCH_ONLY=coldmix make bench` (names in benches/e2e.rs) runs and
-# rewrites only the scenarios named.
+# rewrites only the scenarios named; `BENCH_ONLY=live` the dashboard at now (~3 min).
 bench:
 	scripts/install-deps.sh --bench
 	cargo bench --locked --bench e2e

@@ -16,21 +16,29 @@
 //! 8. the cold mix (`e2e/coldmix.rs`): 100+ ordinary queries (`coldmix_queries.txt`)
 //!    over 30-, 7- and 2-day windows, each asked once direct and once through a fresh
 //!    frontend per fetch mode, by one and by four clients: wall time, the querier's CPU
-//!    and its requests per query.
+//!    and its requests per query;
+//! 9. the live dashboard at now (`e2e/live.rs`): a week of history plus samples
+//!    scraped live up to now, 12 panels refreshed at the wall clock: direct full range,
+//!    direct tail only (the floor) and the frontends (memory, Redis); latency, querier
+//!    requests and time per refresh.
 //!
 //! Environment: `BENCH_ONLY` (comma-separated scenario names to run, default all:
 //! `passthrough` 1, `long` 2, 3 and 6, `dashboard` 4 and 6, `throughput` 5, `memory` 7,
-//! `coldmix` 8; a partial run replaces only its own parts of the report),
+//! `coldmix` 8, `live` 9; a partial run replaces only its own parts of the report),
 //! `BENCH_DAYS` (the days scenarios 2–7 size their windows by, default 15; the data
 //! covers at least 32 when the cold mix runs), `BENCH_REPS` (default 5), `BENCH_SECS`
 //! (throughput runs, default 10), `BENCH_REPORT` (file to write the report section to,
-//! default BENCHMARKS.md; `-` prints only).
+//! default BENCHMARKS.md; `-` prints only); for scenario 9 `BENCH_LIVE_SCRAPE` (scrape
+//! interval, default 5 s), `BENCH_LIVE_EVERY` (seconds between refreshes, default 10)
+//! and `BENCH_LIVE_REFRESHES` (default 10).
 
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
 #[path = "e2e/coldmix.rs"]
 mod coldmix;
+#[path = "e2e/live.rs"]
+mod live;
 #[path = "e2e/scenarios.rs"]
 mod scenarios;
 
@@ -275,6 +283,10 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("throughput", "5. warm throughput against nginx"),
     ("memory", "7. the frontend's memory"),
     ("coldmix", "8. cold mix: 100+ ordinary queries, empty cache"),
+    (
+        "live",
+        "9. live dashboard at now, on data scraped up to now",
+    ),
 ];
 
 /// Which scenarios run: all of them, or those named in `BENCH_ONLY` (comma-separated).
@@ -349,37 +361,53 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let scratch = Scratch::new("bench");
-        eprintln!("generating and backfilling {days} days of data...");
-        let t = Instant::now();
-        let tb: TestBed = tokio::task::spawn_blocking(move || build_testbed(days))
-            .await
-            .expect("test bed");
-        eprintln!("test bed ready in {:.0?}", t.elapsed());
-        let b = Bench {
-            client: Client::new(),
-            prom: tb.prom_url.clone(),
-            newest: tb.end_ms - H,
-            tb,
-            dir: scratch.0.clone(),
-            reps,
-            tp_secs,
-            long_days: ((bench_days - 1.0).floor() as i64).clamp(7, 30),
-        };
-        let with_frontends = ["passthrough", "long", "dashboard", "throughput"];
-        let fronts = if with_frontends.iter().any(|name| only.runs(name)) {
-            Some(Frontends::start(&b).await)
+        let client = Client::new();
+        // Scenarios 1–8 share one test bed; the live scenario builds its own.
+        let b = if SCENARIOS
+            .iter()
+            .any(|(name, _)| *name != "live" && only.runs(name))
+        {
+            eprintln!("generating and backfilling {days} days of data...");
+            let t = Instant::now();
+            let tb: TestBed = tokio::task::spawn_blocking(move || build_testbed(days))
+                .await
+                .expect("test bed");
+            eprintln!("test bed ready in {:.0?}", t.elapsed());
+            Some(Bench {
+                client: client.clone(),
+                prom: tb.prom_url.clone(),
+                newest: tb.end_ms - H,
+                tb,
+                dir: scratch.0.clone(),
+                reps,
+                tp_secs,
+                long_days: ((bench_days - 1.0).floor() as i64).clamp(7, 30),
+            })
         } else {
             None
+        };
+        let with_frontends = ["passthrough", "long", "dashboard", "throughput"];
+        let fronts = match &b {
+            Some(b) if with_frontends.iter().any(|name| only.runs(name)) => {
+                Some(Frontends::start(b).await)
+            }
+            _ => None,
         };
         let mut r = Report {
             text: String::new(),
             chart: Vec::new(),
         };
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let host = format!(
+            "Run {}: {cores} cores",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        let tools = format!(
+            "Prometheus {}; frontend release build as its own process",
+            prometheus_version()
+        );
         let machine = format!(
-            "Run {}: {cores} cores; {days} days of generated data (~450 series, 60 s scrape); Prometheus {}; frontend release build as its own process",
-            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-            prometheus_version(),
+            "{host}; {days} days of generated data (~450 series, 60 s scrape); {tools}"
         );
         let run_line = format!(
             "{machine}; {reps} repetitions alternating direct and frontend; throughput runs {tp_secs} s."
@@ -396,10 +424,11 @@ fn main() {
             let (open, close) = block_markers(name);
             r.marker(&open);
             if only.partial() {
-                let line = if *name == "coldmix" {
-                    format!("{machine}.")
-                } else {
-                    run_line.clone()
+                let line = match *name {
+                    "coldmix" => format!("{machine}."),
+                    // Its data is its own, described in its section.
+                    "live" => format!("{host}; {tools}."),
+                    _ => run_line.clone(),
                 };
                 r.line(format!(
                     "{line} A partial run: `BENCH_ONLY={}`.",
@@ -408,16 +437,19 @@ fn main() {
                 r.line("");
             }
             let t = Instant::now();
-            match (*name, &fronts) {
-                ("coldmix", _) => coldmix::run(&b, &mut r).await,
-                ("passthrough", Some(f)) => passthrough(&b, f, &mut r).await,
-                ("long", Some(f)) => peaks.long = Some(long_queries(&b, f, &mut r).await),
-                ("dashboard", Some(f)) => peaks.dashboard = Some(dashboard(&b, f, &mut r).await),
-                ("throughput", Some(f)) => {
-                    peaks.throughput = Some(warm_throughput(&b, f, &mut r).await)
+            match (*name, &b, &fronts) {
+                ("live", _, _) => live::run(&client, &scratch.0, &mut r).await,
+                ("coldmix", Some(b), _) => coldmix::run(b, &mut r).await,
+                ("passthrough", Some(b), Some(f)) => passthrough(b, f, &mut r).await,
+                ("long", Some(b), Some(f)) => peaks.long = Some(long_queries(b, f, &mut r).await),
+                ("dashboard", Some(b), Some(f)) => {
+                    peaks.dashboard = Some(dashboard(b, f, &mut r).await)
                 }
-                ("memory", _) => memory(&b, &peaks, &mut r).await,
-                _ => unreachable!("scenario {name} without its frontends"),
+                ("throughput", Some(b), Some(f)) => {
+                    peaks.throughput = Some(warm_throughput(b, f, &mut r).await)
+                }
+                ("memory", Some(b), _) => memory(b, &peaks, &mut r).await,
+                _ => unreachable!("scenario {name} without its test bed or frontends"),
             }
             r.marker(&close);
             eprintln!("scenario {name} took {:.0?}", t.elapsed());
@@ -425,14 +457,14 @@ fn main() {
 
         let chart_path = PathBuf::from("benches/results/dashboard-refresh.svg");
         if !r.chart.is_empty() {
-            write_chart(&b.dir, &r.chart);
+            write_chart(&scratch.0, &r.chart);
         }
         if report_path != "-" {
             write_report(&report_path, &r.text, only.partial());
             eprintln!("report written to {report_path}");
             if !r.chart.is_empty() {
                 let _ = std::fs::create_dir_all("benches/results");
-                let _ = std::fs::copy(b.dir.join("dashboard-refresh.svg"), &chart_path);
+                let _ = std::fs::copy(scratch.0.join("dashboard-refresh.svg"), &chart_path);
                 eprintln!("chart written to {}", chart_path.display());
             }
         }

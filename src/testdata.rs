@@ -9,10 +9,19 @@
 //! - a classic histogram (`request_duration_seconds_bucket{le}`, `_sum`, `_count`),
 //! - series that start and stop mid-range (`batch_jobs_processed_total`),
 //! - a few hundred series in all (with the default 8 instances: about 450).
+//!
+//! [`Live`] continues the same series past the history's end, as the text exposition a
+//! Prometheus scrapes (`promql-frontend-testdata --serve`), so backfilled history and
+//! live samples make one data set that reaches the wall clock.
+
+mod live;
+mod series;
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::Command;
+
+pub use live::{Live, exposition_at};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -81,44 +90,6 @@ pub struct Written {
     pub samples: usize,
 }
 
-/// A tiny deterministic PRNG (SplitMix64); good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64) -> Rng {
-        Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-const HANDLERS: [&str; 3] = ["/api/orders", "/api/users", "/healthz"];
-const BUCKETS: [&str; 11] = [
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
-];
-const BUCKET_BOUNDS: [f64; 11] = [
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    f64::INFINITY,
-];
-
 /// Writes the whole data set as OpenMetrics text (ending with `# EOF`).
 pub fn write_openmetrics<W: Write>(spec: &Spec, out: &mut W) -> io::Result<Written> {
     let mut w = Writer {
@@ -127,159 +98,26 @@ pub fn write_openmetrics<W: Write>(spec: &Spec, out: &mut W) -> io::Result<Writt
         start_ms: spec.start_ms(),
         interval_ms: spec.interval_ms,
     };
-    let day_fraction = |t: i64| (t.rem_euclid(86_400_000) as f64) / 86_400_000.0;
-    let diurnal = |t: i64| 1.0 + 0.6 * (day_fraction(t) * std::f64::consts::TAU).sin();
-
-    // up: 1 while scraped, 0 while down.
-    w.family(
-        "up",
-        "gauge",
-        "Whether the target was scraped successfully.",
-    )?;
-    for i in 0..spec.instances {
-        let labels = format!("instance=\"host-{i}:8080\",job=\"api\"");
-        w.series(
-            "up",
-            &labels,
-            spec.timestamps()
-                .map(|t| Some(if spec.down(i, t) { 0.0 } else { 1.0 })),
-        )?;
-    }
-
-    // Counters with resets and gaps.
-    w.family("http_requests", "counter", "HTTP requests served.")?;
-    for i in 0..spec.instances {
-        for (h, handler) in HANDLERS.iter().enumerate() {
-            for method in ["GET", "POST"] {
-                for code in ["200", "500"] {
-                    let mut rng = Rng::new(
-                        spec.seed,
-                        (i * 100 + h * 10) as u64
-                            + method.len() as u64 * 3
-                            + code.as_bytes()[0] as u64,
-                    );
-                    let base = if code == "200" { 20.0 } else { 0.4 }
-                        * (1.0 + h as f64)
-                        * (1.0 + i as f64 / 4.0);
-                    let mut value = 0.0f64;
-                    let mut prev = spec.start_ms() - spec.interval_ms;
-                    let labels = format!(
-                        "code=\"{code}\",handler=\"{handler}\",instance=\"host-{i}:8080\",job=\"api\",method=\"{method}\""
-                    );
-                    let points = spec.timestamps().map(|t| {
-                        if spec.restarted(i, prev, t) {
-                            value = 0.0;
-                        }
-                        value += (base * diurnal(t) * (0.5 + rng.unit())).floor();
-                        prev = t;
-                        (!spec.down(i, t)).then_some(value)
-                    });
-                    w.series("http_requests_total", &labels, points)?;
+    let n = spec.timestamps().count();
+    for mut family in series::families(spec) {
+        w.family(family.name, family.kind, family.help)?;
+        for group in &mut family.groups {
+            // Each series' points are written together: step the group over the whole
+            // range first, one column of values per series.
+            let width = group.series.len();
+            let mut columns = vec![Vec::with_capacity(n); width];
+            let mut at = vec![None; width];
+            for t in spec.timestamps() {
+                group.step(spec, t, &mut at);
+                for (column, value) in columns.iter_mut().zip(&at) {
+                    column.push(*value);
                 }
+            }
+            for ((name, labels), column) in group.series.iter().zip(columns) {
+                w.series(name, labels, column.into_iter())?;
             }
         }
     }
-
-    // Gauges.
-    w.family("node_memory_free_bytes", "gauge", "Free memory.")?;
-    for i in 0..spec.instances {
-        let mut rng = Rng::new(spec.seed, 10_000 + i as u64);
-        let labels = format!("instance=\"host-{i}:8080\",job=\"api\"");
-        let points = spec.timestamps().map(|t| {
-            let v = 4.0e9 + 1.5e9 * diurnal(t) + (rng.unit() * 1.0e8).floor();
-            (!spec.down(i, t)).then_some(v)
-        });
-        w.series("node_memory_free_bytes", &labels, points)?;
-    }
-    w.family(
-        "temperature_celsius",
-        "gauge",
-        "Sensor temperature; goes below zero.",
-    )?;
-    for i in 0..spec.instances {
-        for sensor in ["inlet", "outlet"] {
-            let mut rng = Rng::new(spec.seed, 20_000 + i as u64 * 7 + sensor.len() as u64);
-            let labels = format!("instance=\"host-{i}:8080\",job=\"api\",sensor=\"{sensor}\"");
-            let points = spec.timestamps().map(|t| {
-                let v = -5.0 + 20.0 * day_fraction(t) + rng.unit() * 3.0;
-                Some((v * 1000.0).round() / 1000.0)
-            });
-            w.series("temperature_celsius", &labels, points)?;
-        }
-    }
-
-    // A classic histogram, consistent across buckets, sum and count.
-    w.family("request_duration_seconds", "histogram", "Request latency.")?;
-    for i in 0..spec.instances {
-        for (h, handler) in HANDLERS.iter().enumerate() {
-            let mut rng = Rng::new(spec.seed, 30_000 + (i * 10 + h) as u64);
-            let n = spec.timestamps().count();
-            let mut buckets = vec![[0.0f64; 11]; n];
-            let mut sums = vec![0.0f64; n];
-            let mut up = vec![true; n];
-            let (mut cum, mut sum) = ([0.0f64; 11], 0.0f64);
-            let mut prev = spec.start_ms() - spec.interval_ms;
-            for (k, t) in spec.timestamps().enumerate() {
-                if spec.restarted(i, prev, t) {
-                    cum = [0.0; 11];
-                    sum = 0.0;
-                }
-                prev = t;
-                let observations = 5 + (rng.unit() * 30.0 * diurnal(t)) as usize;
-                for _ in 0..observations {
-                    // Exponential latency with a per-handler scale.
-                    let v = -(1.0 - rng.unit()).ln() * 0.05 * (1.0 + h as f64 * 2.0);
-                    sum += v;
-                    for (b, bound) in BUCKET_BOUNDS.iter().enumerate() {
-                        if v <= *bound {
-                            cum[b] += 1.0;
-                        }
-                    }
-                }
-                buckets[k] = cum;
-                sums[k] = (sum * 1e6).round() / 1e6;
-                up[k] = !spec.down(i, t);
-            }
-            let base = format!("handler=\"{handler}\",instance=\"host-{i}:8080\",job=\"api\"");
-            for (b, le) in BUCKETS.iter().enumerate() {
-                let labels = format!("{base},le=\"{le}\"");
-                let points = (0..n).map(|k| up[k].then_some(buckets[k][b]));
-                w.series("request_duration_seconds_bucket", &labels, points)?;
-            }
-            w.series(
-                "request_duration_seconds_sum",
-                &base,
-                (0..n).map(|k| up[k].then_some(sums[k])),
-            )?;
-            w.series(
-                "request_duration_seconds_count",
-                &base,
-                (0..n).map(|k| up[k].then_some(buckets[k][10])),
-            )?;
-        }
-    }
-
-    // Series that start and stop mid-range.
-    w.family(
-        "batch_jobs_processed",
-        "counter",
-        "Items processed by short-lived batch jobs.",
-    )?;
-    for b in 0..10i64 {
-        let begin = spec.start_ms() + spec.range_ms * b / 10 + 3_600_000;
-        let stop = begin + spec.range_ms / 8;
-        let mut value = 0.0;
-        let labels = format!("batch=\"b{b}\",job=\"batch\"");
-        let points = spec.timestamps().map(|t| {
-            if t < begin || t > stop {
-                return None;
-            }
-            value += 3.0 + (b % 4) as f64;
-            Some(value)
-        });
-        w.series("batch_jobs_processed_total", &labels, points)?;
-    }
-
     w.out.write_all(b"# EOF\n")?;
     Ok(w.written)
 }

@@ -7,6 +7,7 @@ mod deploy;
 mod errors;
 mod ha;
 mod hostile;
+mod live_edge;
 mod passthrough;
 mod planning;
 mod promtool;

@@ -6,8 +6,13 @@
 //! runs under a tiny `sh` supervisor that reads its stdin: when the test binary exits,
 //! however it exits, the pipe closes and the supervisor kills the process and removes
 //! its temporary directory.
+//!
+//! `live` builds a second kind of bed: history plus live samples scraped up to now.
 
 #![allow(dead_code)]
+
+#[path = "support/live.rs"]
+pub mod live;
 
 use std::convert::Infallible;
 use std::io::{BufWriter, Read, Write};
@@ -226,13 +231,26 @@ pub fn start_prometheus_with(
     extra_args: &[String],
     ready: impl Fn(u16) -> bool,
 ) -> (Supervised, u16) {
+    let config = "global:\n  scrape_interval: 1m\n";
+    start_prometheus_config(data_dir, cleanup, config, extra_args, ready)
+}
+
+/// Starts a real Prometheus with `config` as its `prometheus.yml` and extra flags;
+/// `ready(port)` says when it is up.
+pub fn start_prometheus_config(
+    data_dir: &Path,
+    cleanup: Option<&Path>,
+    config: &str,
+    extra_args: &[String],
+    ready: impl Fn(u16) -> bool,
+) -> (Supervised, u16) {
     require_binary("prometheus", "prometheus");
-    let config = data_dir.with_extension("yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    let config_path = data_dir.with_extension("yml");
+    std::fs::write(&config_path, config).expect("write prometheus.yml");
     for _attempt in 0..3 {
         let port = free_port();
         let mut args = vec![
-            format!("--config.file={}", config.display()),
+            format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", data_dir.display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--storage.tsdb.retention.time=3650d".to_owned(),
