@@ -351,7 +351,7 @@ impl Metrics {
         let fetch_plans = Family::<PlanLabels, Counter>::default();
         registry.register(
             "fetch_plans",
-            "Ranges the fetch planner asked the querier for, by plan (one request, parts, probe first, per_interval_fallback after a too-many-samples refusal)",
+            "Ranges the fetch planner asked the querier for, by plan (one request, parts, per_interval_fallback after a too-many-samples refusal)",
             fetch_plans.clone(),
         );
         let tail_prefetches = Family::<ResultLabels, Counter>::default();

@@ -1,12 +1,12 @@
 //! Pure planning arithmetic: what a query shape costs the querier, how many parallel
-//! parts a run gets, where the parts and the probe are cut, and whether an answer came
+//! parts a run gets, where the parts are cut, and whether an answer came
 //! back slower than the same work did before.
 //!
 //! Cost is learned per query shape (normalised expression and step) as querier time per
 //! evaluation point: for one shape, a range's cost grows with its points, whatever its
 //! position in time. Every request also costs a fixed amount (the round trip, the
 //! querier's setup): that part, estimated as the fastest recent answer of any shape among
-//! those under [`OVERHEAD_MAX`], is taken off before dividing, or a small probe of a cheap
+//! those under [`OVERHEAD_MAX`], is taken off before dividing, or a small part of a cheap
 //! query would look expensive.
 
 use std::time::Duration;
@@ -16,9 +16,6 @@ use super::limit::Signal;
 /// A part is at least this many times the expression's own lookback: each part reads
 /// its lookback again, so parts this long read at most 1/8 more samples than one query.
 pub const MIN_PART_LOOKBACKS: i64 = 8;
-
-/// The probe of an unknown shape covers this fraction of the run (at least one point).
-pub const PROBE_FRACTION: u64 = 16;
 
 /// An answer this many times slower per point than the best recent one of its shape is
 /// [`Signal::Slow`].
@@ -145,14 +142,6 @@ pub fn cut_grid(start_ms: i64, end_ms: i64, step_ms: i64, parts: usize) -> Vec<(
     out
 }
 
-/// The last grid point of the probe: about 1/[`PROBE_FRACTION`] of `[start, end]`'s
-/// points, at least one, never the whole run when it has two points or more.
-pub fn probe_end(start_ms: i64, end_ms: i64, step_ms: i64) -> i64 {
-    let n = points(start_ms, end_ms, step_ms);
-    let len = (n / PROBE_FRACTION).clamp(1, n.saturating_sub(1).max(1));
-    start_ms + (len as i64 - 1) * step_ms
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,18 +200,6 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_is_a_sixteenth_and_never_the_whole_run() {
-        let step = 60_000;
-        assert_eq!(points(0, probe_end(0, 159 * step, step), step), 10);
-        assert_eq!(
-            probe_end(0, step, step),
-            0,
-            "two points: the probe is the first"
-        );
-        assert_eq!(probe_end(0, 0, step), 0);
-    }
-
-    #[test]
     fn slow_means_markedly_slower_per_point_than_the_best() {
         let c = Cost::first(Duration::from_millis(100), 100, Duration::ZERO);
         assert_eq!(
@@ -267,7 +244,7 @@ mod tests {
             "slow answers tell nothing"
         );
         assert_eq!(overhead_with(None, ms(50)), None);
-        // A probe of 45 points that took 1.2 ms, 1 ms of it the fixed cost: the other 675
+        // A part of 45 points that took 1.2 ms, 1 ms of it the fixed cost: the other 675
         // points are expected to take 3 ms, not 18.
         let c = Cost::first(Duration::from_micros(1200), 45, overhead);
         assert!(

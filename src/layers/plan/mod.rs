@@ -11,8 +11,12 @@
 //!   expressions that read no series (`time()`, `vector(1)`) are never cut.
 //! - The cost of a query shape (normalised expression and step) is learned as querier
 //!   time per evaluation point from every answer. A shape seen before gets one part per
-//!   `parallel_part_duration` of expected querier time. An unseen one is probed first:
-//!   its first 1/16 is asked alone, and the rest planned from what that cost.
+//!   `parallel_part_duration` of expected querier time. An unseen one is asked in two
+//!   halves at once (when it may be cut and two places are free): a cheap query pays
+//!   one more request's fixed cost, once, and answers no later than whole; an expensive
+//!   one takes half the time on an idle querier; both teach the shape's cost. (Asking a
+//!   small probe first, then planning the rest, was measured: it made every cheap query
+//!   wait for two requests in turn.)
 //! - Parts never exceed the free places under the adaptive concurrency limit
 //!   ([`limit::Limiter`]), which every request to the querier from this layer waits for.
 //! - A range asked as one request that the querier refuses for loading too many samples
@@ -39,7 +43,7 @@ use crate::model::merge::merge;
 use crate::model::ranges::split_range;
 use crate::model::{QueryResponse, RangeQuery};
 use crate::promql::{analysis_of, pin_start_end};
-use cost::{Cost, cut_grid, judge, max_parts, overhead_with, parts_for, points, probe_end};
+use cost::{Cost, cut_grid, judge, max_parts, overhead_with, parts_for, points};
 use limit::{Limiter, Signal};
 
 /// Options of the plan layer.
@@ -152,8 +156,6 @@ enum Plan {
     One,
     /// `n` parallel parts.
     Parts(usize),
-    /// Probe the start first, then plan the rest.
-    Probe,
 }
 
 impl Plan {
@@ -161,7 +163,6 @@ impl Plan {
         match self {
             Plan::One => "one",
             Plan::Parts(_) => "parts",
-            Plan::Probe => "probe",
         }
     }
 }
@@ -205,20 +206,6 @@ impl Shared {
                 )
                 .await
             }
-            Plan::Probe => {
-                let probe_last = probe_end(query.start_ms, last, step);
-                let mut probe = query.clone();
-                probe.end_ms = probe_last;
-                let first = self.send(inner.clone(), probe, shape).await?;
-                let rest_start = probe_last + step;
-                let rest = match self.choose(rest_start, last, step, lookback, shape) {
-                    Plan::Parts(n) => cut_grid(rest_start, last, step, n),
-                    Plan::One | Plan::Probe => vec![(rest_start, last)],
-                };
-                let mut answers = vec![first];
-                answers.extend(self.fetch_all(inner, &query, &rest, shape).await?);
-                merge(answers)
-            }
         }
     }
 
@@ -234,10 +221,12 @@ impl Shared {
         if most <= 1 {
             return Plan::One;
         }
+        let headroom = self.limiter.headroom();
         let Some(cost) = shape.and_then(|s| self.costs.get(&s)) else {
-            return match shape {
-                Some(_) => Plan::Probe,
-                None => Plan::One,
+            // Unseen: two halves when two places are free, else one request.
+            return match (shape, headroom >= 2) {
+                (Some(_), true) => Plan::Parts(2),
+                _ => Plan::One,
             };
         };
         let target = self.opts.part_duration.as_secs_f64() * 1e3;
@@ -245,7 +234,7 @@ impl Shared {
             cost.expected_ms(points(start, last, step)),
             target,
             most,
-            self.limiter.headroom(),
+            headroom,
         ) {
             n if n <= 1 => Plan::One,
             n => Plan::Parts(n),
