@@ -32,6 +32,7 @@ pub mod layers;
 pub mod metrics;
 pub mod model;
 pub mod promql;
+pub mod quote;
 pub mod server;
 pub mod slowlog;
 pub mod stack;
