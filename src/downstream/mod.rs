@@ -462,7 +462,12 @@ impl Downstream {
         let target = &self.shared.targets[index];
         let uri: Uri = format!("{}{}{}", target.origin, target.prefix, path_and_query)
             .parse()
-            .map_err(|e| Error::BadData(format!("invalid request path {path_and_query:?}: {e}")))?;
+            .map_err(|e| {
+                Error::BadData(format!(
+                    "invalid request path {}: {e}",
+                    crate::quote::go_quote(path_and_query)
+                ))
+            })?;
         headers::strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.remove(header::CONTENT_LENGTH);

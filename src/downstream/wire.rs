@@ -148,8 +148,8 @@ pub fn decode_content_encoding(
             Ok(Bytes::from(out))
         }
         Some(enc) => Err(Error::BadResponse(format!(
-            "unsupported Content-Encoding {:?}",
-            String::from_utf8_lossy(enc)
+            "unsupported Content-Encoding {}",
+            crate::quote::go_quote(enc)
         ))),
     }
 }

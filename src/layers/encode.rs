@@ -64,10 +64,10 @@ mod tests {
         });
         let q = RangeQuery::from_form(
             vec![
-                ("query".into(), "x".into()),
-                ("start".into(), "1".into()),
-                ("end".into(), "2".into()),
-                ("step".into(), "1".into()),
+                ("query".into(), "x".to_owned()),
+                ("start".into(), "1".to_owned()),
+                ("end".into(), "2".to_owned()),
+                ("step".into(), "1".to_owned()),
             ],
             http::HeaderMap::new(),
         )

@@ -2,6 +2,7 @@
 //! time math both rely on. Nothing here does I/O.
 
 pub mod encoded;
+pub mod gotime;
 pub mod merge;
 pub mod query;
 pub mod ranges;

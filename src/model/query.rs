@@ -11,9 +11,11 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::error::Error;
+use crate::model::gotime::GoTime;
 use crate::model::time::{
-    NS_PER_MS, format_seconds_ms, format_seconds_ns, parse_duration_ns, parse_timestamp_ms,
+    NS_PER_MS, format_seconds_ms, format_seconds_ns, parse_duration, parse_duration_ns, parse_time,
 };
+use crate::quote::go_quote;
 
 /// Prometheus refuses range queries with more points per series than this.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -56,43 +58,61 @@ pub struct RangeQuery {
 
 impl RangeQuery {
     /// Builds a range query from form pairs (body pairs first, then URL pairs, like Go's
-    /// `Request.FormValue`: the first occurrence of a name wins).
-    pub fn from_form(pairs: Vec<(String, String)>, headers: HeaderMap) -> Result<Self, Error> {
-        let first = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let start_ms = parse_timestamp_ms(first("start")).map_err(|e| invalid_param("start", e))?;
-        let end_ms = parse_timestamp_ms(first("end")).map_err(|e| invalid_param("end", e))?;
-        if end_ms < start_ms {
+    /// `Request.FormValue`: the first occurrence of a name wins). Values are bytes as
+    /// sent (Go keeps bytes that are not UTF-8, and quotes them so in messages).
+    ///
+    /// The checks run in Prometheus' order: `start`, `end`, end before start, `step`,
+    /// step not positive, the points limit, `timeout`. Times Go reads but Prometheus
+    /// cannot evaluate (beyond ±2⁶³ ns, e.g. `start=1e300&end=1e300`, which Prometheus
+    /// 2.42 answers with an empty matrix) pass those checks as they do in Prometheus and
+    /// are refused after them.
+    pub fn from_form<V: AsRef<[u8]>>(
+        pairs: Vec<(String, V)>,
+        headers: HeaderMap,
+    ) -> Result<Self, Error> {
+        let first = |name: &str| first_value(&pairs, name).unwrap_or_default();
+        let start = parse_time(first("start")).map_err(|e| invalid_param("start", e))?;
+        let end = parse_time(first("end")).map_err(|e| invalid_param("end", e))?;
+        if end.before(start) {
             return Err(invalid_param(
                 "end",
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let step_ns = parse_duration_ns(first("step")).map_err(|e| invalid_param("step", e))?;
+        let step_ns = parse_duration(first("step")).map_err(|e| invalid_param("step", e))?;
         if step_ns <= 0 {
             return Err(invalid_param(
                 "step",
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        if points_exceed_limit(start_ms, end_ms, step_ns) {
+        if end.sub_ns(start) / step_ns > MAX_POINTS_PER_SERIES {
             return Err(Error::BadData(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
         let timeout = first("timeout");
         if !timeout.is_empty() {
-            parse_duration_ns(timeout).map_err(|e| invalid_param("timeout", e))?;
+            parse_duration(timeout).map_err(|e| invalid_param("timeout", e))?;
         }
-        let query = first("query").to_owned();
+        let evaluable = |name: &str, t: GoTime| {
+            t.unix_ms().ok_or_else(|| {
+                invalid_param(
+                    name,
+                    format!(
+                        "{} is beyond the times Prometheus can evaluate (±2^63 ns around 1970)",
+                        go_quote(first(name))
+                    ),
+                )
+            })
+        };
+        let start_ms = evaluable("start", start)?;
+        let end_ms = evaluable("end", end)?;
+        let query = String::from_utf8_lossy(first("query")).into_owned();
         let params = pairs
-            .into_iter()
+            .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "query" | "start" | "end" | "step"))
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.as_ref()).into_owned()))
             .collect();
         Ok(RangeQuery {
             query,
@@ -144,23 +164,14 @@ impl RangeQuery {
     }
 }
 
-/// Whether `(end - start) / step` exceeds [`MAX_POINTS_PER_SERIES`], computed like
-/// Prometheus: nanosecond durations, integer division.
-pub fn points_exceed_limit(start_ms: i64, end_ms: i64, step_ns: i64) -> bool {
-    let range_ns = (end_ms as i128 - start_ms as i128) * NS_PER_MS as i128;
-    // Go's time.Sub saturates at the largest duration.
-    let range_ns = range_ns.min(i64::MAX as i128);
-    range_ns / step_ns as i128 > MAX_POINTS_PER_SERIES as i128
-}
+/// Form parameters in the order received: each name (as text) with its value's bytes
+/// as sent.
+pub type FormPairs = Vec<(String, Vec<u8>)>;
 
 /// Collects a request's form pairs the way Go's `ParseForm` does for a POST: the body's
 /// pairs first (only for a form-encoded body), then the URL's. Callers pass an empty body
 /// for GET requests, whose bodies Go ignores.
-pub fn form_pairs(
-    uri_query: Option<&str>,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Vec<(String, String)> {
+pub fn form_pairs(uri_query: Option<&str>, content_type: Option<&str>, body: &[u8]) -> FormPairs {
     let mut pairs = Vec::new();
     if is_form_content_type(content_type) {
         pairs.extend(parse_query(body));
@@ -171,10 +182,18 @@ pub fn form_pairs(
     pairs
 }
 
+/// The first value of `name` in `pairs`, if present.
+pub fn first_value<'a, V: AsRef<[u8]>>(pairs: &'a [(String, V)], name: &str) -> Option<&'a [u8]> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_ref())
+}
+
 /// Parses `k=v&k2=v2` like Go's `url.ParseQuery`: pairs are separated by `&` only; a
-/// pair containing `;` or a malformed `%` escape is skipped; `+` is a space. Bytes that
-/// are not UTF-8 are replaced (U+FFFD).
-pub fn parse_query(input: &[u8]) -> Vec<(String, String)> {
+/// pair containing `;` or a malformed `%` escape is skipped; `+` is a space. Values keep
+/// bytes that are not UTF-8 (as Go's strings do); in names they are replaced (U+FFFD).
+pub fn parse_query(input: &[u8]) -> FormPairs {
     input
         .split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty() && !pair.contains(&b';'))
@@ -183,13 +202,16 @@ pub fn parse_query(input: &[u8]) -> Vec<(String, String)> {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[..0]),
             };
-            Some((unescape(k)?, unescape(v)?))
+            let key = unescape(k)?;
+            let key = String::from_utf8(key)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            Some((key, unescape(v)?))
         })
         .collect()
 }
 
 /// Decodes `+` and `%XX`; `None` for a malformed escape.
-fn unescape(s: &[u8]) -> Option<String> {
+fn unescape(s: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -206,10 +228,7 @@ fn unescape(s: &[u8]) -> Option<String> {
         }
         i += 1;
     }
-    Some(
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
+    Some(out)
 }
 
 /// Whether a `Content-Type` names a URL-encoded form (parameters may follow a `;`).
@@ -232,7 +251,7 @@ pub fn is_multipart_content_type(content_type: Option<&str>) -> bool {
 }
 
 fn invalid_param(name: &str, msg: String) -> Error {
-    Error::BadData(format!("invalid parameter {name:?}: {msg}"))
+    Error::BadData(format!("invalid parameter {}: {msg}", go_quote(name)))
 }
 
 #[cfg(test)]

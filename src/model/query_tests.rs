@@ -134,30 +134,154 @@ fn form_pairs_body_before_url() {
         Some("application/x-www-form-urlencoded; charset=utf-8"),
         b"query=body%20q&start=1",
     );
-    assert_eq!(p[0], ("query".to_string(), "body q".to_string()));
-    assert_eq!(p[2], ("query".to_string(), "url".to_string()));
+    assert_eq!(p[0], ("query".to_string(), b"body q".to_vec()));
+    assert_eq!(p[2], ("query".to_string(), b"url".to_vec()));
     let ignored = form_pairs(Some("a=1"), Some("application/json"), b"query=x");
-    assert_eq!(ignored, pairs(&[("a", "1")]));
+    assert_eq!(ignored, vec![("a".to_string(), b"1".to_vec())]);
 }
 
 #[test]
 fn query_parsing_follows_go() {
-    let cases: [(&str, &[(&str, &str)]); 7] = [
+    let cases: [(&str, &[(&str, &str)]); 6] = [
         ("a=1&b=x+y%20z", &[("a", "1"), ("b", "x y z")]),
         ("a=1;b=2&c=3", &[("c", "3")]),
         ("a=%zz&b=2", &[("b", "2")]),
         ("a=%4&b=2", &[("b", "2")]),
         ("&&a&b=", &[("a", ""), ("b", "")]),
         ("k=v=w", &[("k", "v=w")]),
-        ("q=%ff%fe", &[("q", "\u{fffd}\u{fffd}")]),
     ];
+    let bytes = |list: Vec<(String, String)>| -> FormPairs {
+        list.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+    };
     for (input, want) in cases {
-        assert_eq!(parse_query(input.as_bytes()), pairs(want), "{input}");
+        assert_eq!(parse_query(input.as_bytes()), bytes(pairs(want)), "{input}");
+    }
+    // Values keep bytes that are not UTF-8, as Go's strings do; names do not.
+    assert_eq!(
+        parse_query(b"q=%ff%fe&%ff=1"),
+        vec![
+            ("q".to_owned(), vec![0xff, 0xfe]),
+            ("\u{fffd}".to_owned(), b"1".to_vec())
+        ]
+    );
+}
+
+/// Each expected message is what Prometheus 2.42 answers for the same parameters.
+#[test]
+fn checks_run_in_prometheus_order_for_nonsense_values() {
+    let points = "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)";
+    let before = "invalid parameter \"end\": end timestamp must not be before start time";
+    let step = "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("NaN", "60", "15", points),
+        ("Inf", "60", "15", points),
+        ("-Inf", "60", "15", points),
+        ("1e300", "0", "15", points),
+        ("0000-01-01T00:00:00Z", "1796003600", "60", points),
+        ("0", "NaN", "15", before),
+        ("0", "Inf", "15", before),
+        ("0", "1e300", "15", before),
+        ("0", "60", "NaN", step),
+        ("0", "60", "9223372036.854775807", step),
+        ("0", "60", "1e-400", step),
+        ("9223371974719179776", "9223371974719178752", "15", points),
+    ];
+    for (start, end, step_value, want) in cases {
+        let got = decode(&[
+            ("query", "up"),
+            ("start", start),
+            ("end", end),
+            ("step", step_value),
+        ]);
+        match got {
+            Err(Error::BadData(msg)) => assert_eq!(&msg, want, "{start} {end} {step_value}"),
+            other => panic!("{start} {end} {step_value}: expected bad_data, got {other:?}"),
+        }
+    }
+    // Go accepts these, and so does the frontend.
+    let q = decode(&[
+        ("query", "up"),
+        ("start", "1_796_000_000"),
+        ("end", "2026-12-01T11:00:00+24:00"),
+        ("step", "0x1p4"),
+    ])
+    .expect("Go's syntax");
+    assert_eq!(
+        (q.start_ms, q.end_ms, q.step_ns),
+        (1_796_000_000_000, 1_796_036_400_000, 16_000_000_000)
+    );
+    // Times Prometheus reads but cannot evaluate pass its checks and are then refused.
+    for (start, end) in [("1e300", "1e301"), ("NaN", "NaN"), ("9.3e9", "9.3e9")] {
+        match decode(&[
+            ("query", "up"),
+            ("start", start),
+            ("end", end),
+            ("step", "15"),
+        ]) {
+            Err(Error::BadData(msg)) => assert_eq!(
+                msg,
+                format!(
+                    "invalid parameter \"start\": \"{start}\" is beyond the times Prometheus can evaluate (±2^63 ns around 1970)"
+                )
+            ),
+            other => panic!("{start}: expected bad_data, got {other:?}"),
+        }
     }
 }
 
+/// Values are quoted in messages as Go's `%q` quotes them (each case checked against
+/// Prometheus 2.42); the bytes are the value after URL decoding.
 #[test]
-fn huge_ranges_do_not_overflow() {
-    assert!(points_exceed_limit(i64::MIN / 2, i64::MAX / 2, 1));
-    assert!(!points_exceed_limit(0, 0, 1));
+fn messages_quote_values_like_go() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"x\x01", r#""x\x01""#),
+        (b"\x07\x08\x0c\n\r\t\x0b", r#""\a\b\f\n\r\t\v""#),
+        (b"\xc2\x80", r#""\u0080""#),
+        (b"\xe2\x80\x8b", r#""\u200b""#),
+        (b"\xff", r#""\xff""#),
+        (b"e\xcc\x81", "\"e\u{301}\""),
+        (b"\xc2\xa0", r#""\u00a0""#),
+        (b"\xf3\xa0\x80\x81", r#""\U000e0001""#),
+        (b"\xef\xbb\xbf", r#""\ufeff""#),
+        (b"\"\\", r#""\"\\""#),
+        (b"\x7f", r#""\x7f""#),
+        (b"\xe2\x80\xa8", r#""\u2028""#),
+        (b"\xf0\x9f\x98\x80", "\"\u{1f600}\""),
+        (b"\xed\xa0\x80", r#""\xed\xa0\x80""#),
+        (b"\xe2\x80", r#""\xe2\x80""#),
+        (b"<&>", r#""<&>""#),
+        (b"\xee\x80\x80", r#""\ue000""#),
+        (b"\xc2\xad", r#""\u00ad""#),
+        (b"\xf3\xb0\x80\x80", r#""\U000f0000""#),
+        (b"\xef\xbf\xbd", "\"\u{fffd}\""),
+    ];
+    for (value, quoted) in cases {
+        for name in ["start", "step", "timeout"] {
+            let mut list: Vec<(String, Vec<u8>)> = [
+                ("query", &b"up"[..]),
+                ("start", b"0"),
+                ("end", b"60"),
+                ("step", b"15"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+            list.retain(|(k, _)| k != name);
+            list.push((name.to_string(), value.to_vec()));
+            let what = if name == "start" {
+                "timestamp"
+            } else {
+                "duration"
+            };
+            match RangeQuery::from_form(list, HeaderMap::new()) {
+                Err(Error::BadData(msg)) => assert_eq!(
+                    msg,
+                    format!(
+                        "invalid parameter \"{name}\": cannot parse {quoted} to a valid {what}"
+                    )
+                ),
+                other => panic!("{name}={value:?}: expected bad_data, got {other:?}"),
+            }
+        }
+    }
 }

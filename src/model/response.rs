@@ -103,8 +103,8 @@ impl QueryResponse {
         match (&resp.status, &resp.data) {
             (Status::Success, Some(d)) if d.result_type == "matrix" => Ok(resp),
             (Status::Success, Some(d)) => Err(Error::BadResponse(format!(
-                "query_range answered with resultType {:?}, not \"matrix\"",
-                d.result_type
+                "query_range answered with resultType {}, not \"matrix\"",
+                crate::quote::go_quote(&d.result_type)
             ))),
             (Status::Success, None) => Err(Error::BadResponse(
                 "query_range success without data".into(),

@@ -4,6 +4,10 @@
 //! (rounded to the millisecond) or RFC 3339; a duration is float seconds or a Prometheus
 //! duration string (`1h30m`, `15s`, `2d`). Formatting writes milliseconds back as decimal
 //! seconds without float rounding (`1792921995.3`, never `1792921995.2999999`).
+//! Go's own syntax rules, which Prometheus inherits, live in [`super::gotime`].
+
+use crate::model::gotime::{self, GoTime};
+use crate::quote::go_quote;
 
 /// Milliseconds in a second.
 pub const MS_PER_SECOND: i64 = 1_000;
@@ -11,61 +15,71 @@ pub const MS_PER_SECOND: i64 = 1_000;
 pub const NS_PER_MS: i64 = 1_000_000;
 
 /// The timestamp Prometheus uses for "the beginning of time" (`minTime`), as accepted in
-/// its RFC 3339 spelling by the API.
-const MIN_TIME_FORMATTED: &str = "-292273086-05-16T16:47:06Z";
+/// its RFC 3339 spelling by the API (Go's parser itself reads four-digit years only).
+const MIN_TIME_FORMATTED: &[u8] = b"-292273086-05-16T16:47:06Z";
 /// The timestamp Prometheus uses for "the end of time" (`maxTime`).
-const MAX_TIME_FORMATTED: &str = "292277025-08-18T07:12:54.999999999Z";
-/// `minTime` in milliseconds.
-const MIN_TIME_MS: i64 = -9_223_309_901_257_974_000;
-/// `maxTime` in milliseconds.
-const MAX_TIME_MS: i64 = 9_223_309_901_257_974_999;
+const MAX_TIME_FORMATTED: &[u8] = b"292277025-08-18T07:12:54.999999999Z";
 
-/// Parses an API timestamp into Unix milliseconds.
+/// Parses an API timestamp like Prometheus' `parseTime`: Go's float syntax first (Unix
+/// seconds, the fraction rounded to the millisecond), then RFC 3339, then Prometheus' two
+/// boundary times. Nonsense floats (`NaN`, `1e300`) are times too, as in Go: they wrap
+/// around and fail the checks that follow (see [`GoTime`]).
 ///
 /// Errors carry Prometheus' wording: `cannot parse "x" to a valid timestamp`.
-pub fn parse_timestamp_ms(s: &str) -> Result<i64, String> {
-    let invalid = || format!("cannot parse {s:?} to a valid timestamp");
-    if let Ok(t) = s.parse::<f64>() {
-        if !t.is_finite() {
-            return Err(invalid());
-        }
+pub fn parse_time(s: &[u8]) -> Result<GoTime, String> {
+    if let Some(t) = gotime::parse_float(s) {
         let secs = t.trunc();
-        let frac_ms = (t.fract() * 1000.0).round();
-        // i64 milliseconds cover ±292 million years; anything beyond is not a time.
-        if secs.abs() >= 9.0e15 {
-            return Err(invalid());
-        }
-        return Ok(secs as i64 * MS_PER_SECOND + frac_ms as i64);
+        let frac = ((t - secs) * 1000.0).round() / 1000.0;
+        return Ok(GoTime::unix(
+            gotime::f64_to_i64(secs),
+            gotime::f64_to_i64(frac * 1e9),
+        ));
+    }
+    if let Some(t) = gotime::parse_rfc3339_nano(s) {
+        return Ok(t);
     }
     match s {
-        MIN_TIME_FORMATTED => return Ok(MIN_TIME_MS),
-        MAX_TIME_FORMATTED => return Ok(MAX_TIME_MS),
-        _ => {}
+        MIN_TIME_FORMATTED => Ok(GoTime::unix(i64::MIN / 1000 + 62_135_596_801, 0)),
+        MAX_TIME_FORMATTED => Ok(GoTime::unix(i64::MAX / 1000 - 62_135_596_801, 999_999_999)),
+        _ => Err(format!("cannot parse {} to a valid timestamp", go_quote(s))),
     }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| invalid())
 }
 
-/// Parses an API duration into nanoseconds (Go's `time.Duration`).
+/// Parses an API timestamp into Unix milliseconds: [`parse_time`], refusing a time
+/// Prometheus cannot evaluate (see [`GoTime::unix_ms`]) with the same message.
+pub fn parse_timestamp_ms(s: &str) -> Result<i64, String> {
+    parse_time(s.as_bytes())?
+        .unix_ms()
+        .ok_or_else(|| format!("cannot parse {} to a valid timestamp", go_quote(s)))
+}
+
+/// Parses an API duration into nanoseconds (Go's `time.Duration`) like Prometheus'
+/// `parseDuration`: Go's float syntax (seconds) first, then a Prometheus duration string.
+/// A float beyond the `int64` range is refused; NaN, like any float Go cannot convert,
+/// becomes the smallest `int64` (a negative duration), as on amd64.
 ///
 /// Errors carry Prometheus' wording: `cannot parse "x" to a valid duration`.
-pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
-    if let Ok(d) = s.parse::<f64>() {
-        if d.is_nan() {
-            return Err(format!("cannot parse {s:?} to a valid duration"));
-        }
+pub fn parse_duration(s: &[u8]) -> Result<i64, String> {
+    if let Some(d) = gotime::parse_float(s) {
         let ns = d * 1e9;
         if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
             return Err(format!(
-                "cannot parse {s:?} to a valid duration. It overflows int64"
+                "cannot parse {} to a valid duration. It overflows int64",
+                go_quote(s)
             ));
         }
-        return Ok(ns as i64);
+        return Ok(gotime::f64_to_i64(ns));
     }
-    parse_prometheus_duration_ms(s)
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(parse_prometheus_duration_ms)
         .and_then(|ms| ms.checked_mul(NS_PER_MS))
-        .ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
+        .ok_or_else(|| format!("cannot parse {} to a valid duration", go_quote(s)))
+}
+
+/// [`parse_duration`] of a text parameter.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    parse_duration(s.as_bytes())
 }
 
 /// Parses a Prometheus duration string (`1y2w3d4h5m6s7ms`, units in that order, each at
@@ -183,12 +197,18 @@ mod tests {
             ("1700000000.1235", 1_700_000_000_124),
             ("1792921995.3", 1_792_921_995_300),
             ("-1.5", -1_500),
+            ("-0.0015", -2),
             ("1e9", 1_000_000_000_000),
+            ("1_796_000_000", 1_796_000_000_000),
+            ("0x1p30", 1_073_741_824_000),
             ("2023-11-14T22:13:20Z", 1_700_000_000_000),
             ("2023-11-14T22:13:20.123456789Z", 1_700_000_000_123),
             ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
-            (MIN_TIME_FORMATTED, MIN_TIME_MS),
-            (MAX_TIME_FORMATTED, MAX_TIME_MS),
+            ("2023-11-14T23:13:20,5+01:00", 1_700_000_000_500),
+            ("2023-11-15T22:13:20+24:00", 1_700_000_000_000),
+            // The bounds of what Prometheus can evaluate (±2⁶³ ns).
+            ("9223372036.854", 9_223_372_036_854),
+            ("-9223372036.854", -9_223_372_036_854),
         ];
         for (s, want) in ok {
             assert_eq!(parse_timestamp_ms(s), Ok(want), "{s}");
@@ -200,11 +220,47 @@ mod tests {
             "inf",
             "-inf",
             "1e300",
+            "1e400",
+            "9223372036.855",
             "2023-13-01T00:00:00Z",
+            "2023-11-14t22:13:20z",
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T23:59:60Z",
+            "2023-11-14T22:13:20.1234567890Z",
+            "0000-01-01T00:00:00Z",
+            // Prometheus reads its boundary times, but cannot evaluate them.
+            "-292273086-05-16T16:47:06Z",
+            "292277025-08-18T07:12:54.999999999Z",
         ] {
             let err = parse_timestamp_ms(s).expect_err(s);
-            assert_eq!(err, format!("cannot parse {s:?} to a valid timestamp"));
+            assert_eq!(
+                err,
+                format!("cannot parse {} to a valid timestamp", go_quote(s))
+            );
         }
+    }
+
+    #[test]
+    fn times_beyond_the_range_still_compare_like_go() {
+        // What Prometheus 2.42 answers for these is checked against the real binary in
+        // the end-to-end tests; here the arithmetic behind it.
+        let t = |s: &str| parse_time(s.as_bytes()).expect(s);
+        let zero = t("0");
+        assert!(t("NaN").before(zero), "NaN wraps around to the far past");
+        assert_eq!(zero.sub_ns(t("NaN")), i64::MAX, "end - start saturates");
+        assert!(t("NaN").before(t("1")));
+        assert_eq!(t("Inf"), t("NaN"));
+        assert_eq!(
+            t("1e300"),
+            t("-1e300"),
+            "both convert to the smallest int64"
+        );
+        assert!(!t("0").before(t("1e300")));
+        assert!(t("1e300").before(t("0")));
+        assert_eq!(t("1e300").sub_ns(t("1e301")), 0);
+        assert!(t("-292273086-05-16T16:47:06Z").before(t("0")));
+        assert!(t("0").before(t("292277025-08-18T07:12:54.999999999Z")));
+        assert!(parse_time(b"x").is_err());
     }
 
     #[test]
@@ -214,27 +270,56 @@ mod tests {
             ("0.5", 500_000_000),
             ("-1", -1_000_000_000),
             ("0", 0),
+            ("1_0", 10_000_000_000),
+            ("0x1p4", 16_000_000_000),
+            ("1e-400", 0),
             ("30s", 30_000_000_000),
+            ("01s", 1_000_000_000),
             ("1m", 60_000_000_000),
             ("1h7m", 4_020_000_000_000),
+            ("1h0m", 3_600_000_000_000),
             ("1d", 86_400_000_000_000),
             ("2w", 1_209_600_000_000_000),
             ("1y", 31_536_000_000_000_000),
+            ("292y", 9_208_512_000_000_000_000),
             ("1s500ms", 1_500_000_000),
             ("250ms", 250_000_000),
+            // Go converts NaN, and the one float that rounds to 2⁶³, to the smallest
+            // int64: a negative step, refused as such.
+            ("NaN", i64::MIN),
+            ("9223372036.854775807", i64::MIN),
         ];
         for (s, want) in ok {
             assert_eq!(parse_duration_ns(s), Ok(want), "{s}");
         }
-        for s in ["", "1x", "m", "1m1h", "1s1s", "1.5m", "abc", "NaN"] {
-            assert!(parse_duration_ns(s).is_err(), "{s} should be rejected");
+        for s in [
+            "", "1x", "m", "1m1h", "1s1s", "1ms1s", "1.5m", "abc", "-1s", "+nan", "0x1", "10_",
+            "_10", "1e400", "293y", "106752d", "1h1h", " 1s",
+        ] {
+            assert_eq!(
+                parse_duration_ns(s),
+                Err(format!("cannot parse {} to a valid duration", go_quote(s))),
+                "{s}"
+            );
         }
-        assert!(
-            parse_duration_ns("1e12")
-                .expect_err("overflow")
-                .contains("overflows int64")
+        for s in ["1e12", "Inf", "-infinity", "9223372037"] {
+            assert_eq!(
+                parse_duration_ns(s),
+                Err(format!(
+                    "cannot parse {} to a valid duration. It overflows int64",
+                    go_quote(s)
+                )),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            parse_duration(b"\xff"),
+            Err(r#"cannot parse "\xff" to a valid duration"#.to_owned())
         );
-        assert!(parse_duration_ns("300y").is_err(), "overflow of ns");
+        assert_eq!(
+            parse_duration(b"1\x01s"),
+            Err(r#"cannot parse "1\x01s" to a valid duration"#.to_owned())
+        );
     }
 
     #[test]

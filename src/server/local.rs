@@ -12,7 +12,8 @@ use super::observe::Lines;
 use super::respond::{full, text};
 use super::{Body, Frontend};
 use crate::error::Error;
-use crate::model::query::form_pairs;
+use crate::model::query::{first_value, form_pairs};
+use crate::quote::go_quote;
 
 impl Frontend {
     pub(super) async fn ready(&self) -> Response<Body> {
@@ -39,26 +40,26 @@ impl Frontend {
     /// new lines as they are logged, as newline-delimited JSON, until shutdown.
     pub(super) fn slow_queries(&self, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
         let pairs = form_pairs(req.uri().query(), None, &[]);
-        let first = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let first = |name: &str| first_value(&pairs, name);
         let limit = match first("limit") {
-            None | Some("") => usize::MAX,
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                Error::BadData(format!(
-                    "invalid parameter \"limit\": {v:?} is not a non-negative integer"
-                ))
-            })?,
+            None | Some(b"") => usize::MAX,
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::BadData(format!(
+                        "invalid parameter \"limit\": {} is not a non-negative integer",
+                        go_quote(v)
+                    ))
+                })?,
         };
         let follow = match first("follow") {
-            None | Some("" | "false" | "0") => false,
-            Some("true" | "1") => true,
+            None | Some(b"" | b"false" | b"0") => false,
+            Some(b"true" | b"1") => true,
             Some(v) => {
                 return Err(Error::BadData(format!(
-                    "invalid parameter \"follow\": {v:?} is not true or false"
+                    "invalid parameter \"follow\": {} is not true or false",
+                    go_quote(v)
                 )));
             }
         };

@@ -33,7 +33,7 @@ use crate::error::{BoxError, Error};
 use crate::headers::ForwardHeaders;
 use crate::layers::retry::RetryPolicy;
 use crate::metrics::{Endpoint, Metrics};
-use crate::model::query::form_pairs;
+use crate::model::query::{FormPairs, form_pairs};
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
 use observe::{Admitted, Observed, Pending, error_message};
@@ -327,7 +327,7 @@ impl Frontend {
 
 /// A request's parameters as Prometheus (Go's `ParseForm`) reads them: a POST's form
 /// body first, then the query string.
-fn request_pairs(parts: &http::request::Parts, body: &[u8]) -> Vec<(String, String)> {
+fn request_pairs(parts: &http::request::Parts, body: &[u8]) -> FormPairs {
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

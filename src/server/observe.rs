@@ -14,6 +14,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::{BoxError, Error};
 use crate::model::RequestStats;
+use crate::model::query::first_value;
 use crate::model::time::parse_timestamp_ms;
 use crate::slowlog::{CacheFacts, Entry, HttpRequest, Params, SlowLog, rfc3339_ms};
 
@@ -84,20 +85,20 @@ impl Pending {
 
     /// Records the parameters of another read request from its form pairs: `query` (or
     /// the `match[]` selectors), `start`/`end` (or an instant query's `time`, with step 0).
-    pub fn read_params(&mut self, pairs: &[(String, String)]) {
-        let first = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    pub fn read_params<V: AsRef<[u8]>>(&mut self, pairs: &[(String, V)]) {
+        let first = |name: &str| first_value(pairs, name).map(String::from_utf8_lossy);
         let time = |name: &str| {
             first(name)
-                .and_then(|v| parse_timestamp_ms(v).ok())
+                .and_then(|v| parse_timestamp_ms(&v).ok())
                 .and_then(rfc3339_ms)
         };
-        let matchers: Vec<&str> = pairs
+        let matchers: Vec<_> = pairs
             .iter()
             .filter(|(k, _)| k == "match[]")
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
             .collect();
         let query = first("query")
-            .cloned()
+            .map(|q| q.into_owned())
             .or_else(|| (!matchers.is_empty()).then(|| matchers.join(", ")));
         self.entry.params = match first("time") {
             Some(_) => Params {

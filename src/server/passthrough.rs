@@ -17,8 +17,9 @@ use super::{Body, Frontend, read_body, request_pairs};
 use crate::downstream::ForwardRequest;
 use crate::error::{BoxError, Error};
 use crate::headers::strip_hop_by_hop;
+use crate::model::query::first_value;
 use crate::model::query::is_form_content_type;
-use crate::model::time::parse_duration_ns;
+use crate::model::time::parse_duration;
 
 impl Frontend {
     pub(super) async fn passthrough(
@@ -42,10 +43,8 @@ impl Frontend {
         if let Some(p) = pending.as_deref_mut() {
             p.read_params(&pairs);
         }
-        let client_timeout = pairs
-            .iter()
-            .find(|(k, _)| k == "timeout")
-            .and_then(|(_, v)| parse_duration_ns(v).ok())
+        let client_timeout = first_value(&pairs, "timeout")
+            .and_then(|v| parse_duration(v).ok())
             .map(|ns| Duration::from_nanos(ns.max(0) as u64));
         let deadline = self.deadline_for(client_timeout);
         let request = ForwardRequest {
