@@ -10,7 +10,8 @@
 //! Timeouts: `connect_timeout` bounds opening a connection; an attempt is bounded by
 //! `request_timeout` and by the request's deadline, whichever comes first (until the
 //! response headers for a passthrough request, until the whole body for a range query).
-//! A range query tells the querier the time left as its `timeout` parameter. A
+//! A range query or an instant query passes the client's `timeout` on to the querier
+//! (or the attempt's time limit when the client sent none). A
 //! connection failure becomes `Error::Unavailable`, an expired timeout `Error::Timeout`,
 //! a non-2xx answer `Error::Downstream` with the querier's body.
 
@@ -36,11 +37,12 @@ pub use endpoints::{BalancePolicy, HealthOptions};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::model::timeout::{ClientTimeout, format_timeout};
 use crate::model::{QueryResponse, RangeQuery, Route};
 use crate::{BoxFuture, headers};
 use endpoints::{Endpoints, Transition};
 pub use wire::decode_content_encoding;
-use wire::{downstream_error, timeout_param, tls_config, too_large, with_timeout};
+use wire::{downstream_error, tls_config, too_large, with_timeout};
 
 /// Connection and timeout settings for [`Downstream`].
 #[derive(Clone)]
@@ -82,9 +84,12 @@ pub struct ForwardRequest {
     /// and returned as `Error::Downstream` (every header, body decoded) so that it can be
     /// classified.
     pub retryable: bool,
-    /// Whether to tell the querier the attempt's time limit as the `timeout` parameter
-    /// (instant queries), replacing the client's.
+    /// Whether to set the querier's `timeout` parameter (instant queries): the
+    /// client's own (see [`ClientTimeout::for_attempt`]), or the attempt's time limit
+    /// when the client sent none.
     pub timeout_param: bool,
+    /// The client's `timeout`, if it sent a valid one.
+    pub client_timeout: Option<ClientTimeout>,
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -289,7 +294,11 @@ impl Downstream {
         let s = &self.shared;
         let (budget, limit) = self.attempt_budget(index, deadline)?;
         let (path_and_query, body) = match req.timeout_param {
-            true => with_timeout(&req.path_and_query, &req.body, &timeout_param(budget)),
+            true => with_timeout(
+                &req.path_and_query,
+                &req.body,
+                &querier_timeout(req.client_timeout.as_ref(), budget),
+            ),
             false => (req.path_and_query.clone(), req.body.clone()),
         };
         let http_req = self.build_request(
@@ -366,12 +375,11 @@ impl Downstream {
     ) -> Result<QueryResponse, Error> {
         let (budget, limit) = self.attempt_budget(index, query.deadline)?;
         if query.deadline.is_some() {
-            // The querier may stop evaluating when the frontend stops waiting for this
-            // attempt.
+            // The querier enforces the client's timeout itself, and stops evaluating
+            // when the frontend stops waiting for this attempt.
+            let told = querier_timeout(query.client_timeout.as_ref(), budget);
             query.params.retain(|(k, _)| k != "timeout");
-            query
-                .params
-                .push(("timeout".to_owned(), timeout_param(budget)));
+            query.params.push(("timeout".to_owned(), told));
         }
         let mut headers = query.headers.clone();
         headers.insert(
@@ -539,6 +547,15 @@ impl Downstream {
             };
         }
         Error::Unavailable { endpoint, source }
+    }
+}
+
+/// The `timeout` an attempt the frontend waits `budget` for tells the querier: the
+/// client's (see [`ClientTimeout::for_attempt`]), or `budget` when it sent none.
+fn querier_timeout(client: Option<&ClientTimeout>, budget: Duration) -> String {
+    match client {
+        Some(t) => t.for_attempt(Instant::now(), budget).into_owned(),
+        None => format_timeout(budget),
     }
 }
 

@@ -3,20 +3,15 @@
 //! headers a client needs, and `Content-Encoding` decoded within a size limit.
 
 use std::io::Read;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::error::Error;
 
-/// A duration as the querier's `timeout` parameter: seconds with milliseconds.
-pub(super) fn timeout_param(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
-}
-
 /// The request with its `timeout` parameter (in the query string for a GET, in the form
-/// body for a form POST) replaced by `timeout`. Other parameters stay byte for byte.
+/// body for a form POST) replaced by `timeout` (URL-encoded here). Other parameters stay
+/// byte for byte.
 pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) -> (String, Bytes) {
     fn replace(raw: &str, timeout: &str) -> String {
         let mut out: Vec<&str> = raw
@@ -29,7 +24,8 @@ pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) ->
                         .is_none_or(|(k, _)| k != "timeout")
             })
             .collect();
-        let param = format!("timeout={timeout}");
+        let value: String = form_urlencoded::byte_serialize(timeout.as_bytes()).collect();
+        let param = format!("timeout={value}");
         out.push(&param);
         out.join("&")
     }
@@ -216,6 +212,11 @@ mod tests {
                 (want.to_owned(), none.clone())
             );
         }
+        assert_eq!(
+            with_timeout("/api/v1/query?query=up", &none, "+1").0,
+            "/api/v1/query?query=up&timeout=%2B1",
+            "the value is encoded"
+        );
         let body = Bytes::from_static(b"query=sum(up)&timeout=30s");
         let (pq, new) = with_timeout("/api/v1/query?timeout=9s", &body, "2.000");
         assert_eq!(

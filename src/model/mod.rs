@@ -10,6 +10,7 @@ pub mod response;
 pub mod route;
 pub mod stats;
 pub mod time;
+pub mod timeout;
 
 pub use encoded::EncodedAnswer;
 pub use query::RangeQuery;

@@ -13,8 +13,9 @@ use http::HeaderMap;
 use crate::error::Error;
 use crate::model::gotime::GoTime;
 use crate::model::time::{
-    NS_PER_MS, format_seconds_ms, format_seconds_ns, parse_duration, parse_duration_ns, parse_time,
+    NS_PER_MS, format_seconds_ms, format_seconds_ns, parse_duration, parse_time,
 };
+use crate::model::timeout::ClientTimeout;
 use crate::quote::go_quote;
 
 /// Prometheus refuses range queries with more points per series than this.
@@ -49,9 +50,13 @@ pub struct RangeQuery {
     pub extensions: http::Extensions,
     /// How the request was served; shared by all its pieces.
     pub stats: Arc<crate::model::RequestStats>,
-    /// When the client's answer is due (the `timeout` parameter capped by
-    /// `downstream.deadline`); no attempt or retry starts after it. `None`: no deadline.
+    /// When the frontend stops waiting for the answer (`downstream.deadline`, or the
+    /// client's `timeout` plus a margin, see [`ClientTimeout`]); no attempt or retry
+    /// starts after it. `None`: no deadline.
     pub deadline: Option<tokio::time::Instant>,
+    /// The client's `timeout`, which each attempt passes on to the querier (set by the
+    /// edge, which knows when the request arrived).
+    pub client_timeout: Option<ClientTimeout>,
     /// Endpoints tried by earlier attempts of this piece (set by the retry layer).
     pub route: Option<Arc<crate::model::Route>>,
 }
@@ -126,6 +131,7 @@ impl RangeQuery {
             extensions: http::Extensions::new(),
             stats: Arc::default(),
             deadline: None,
+            client_timeout: None,
             route: None,
         })
     }
@@ -143,12 +149,6 @@ impl RangeQuery {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The client's `timeout` parameter, if it sent a valid one.
-    pub fn client_timeout(&self) -> Option<std::time::Duration> {
-        let ns = parse_duration_ns(self.param("timeout")?).ok()?;
-        Some(std::time::Duration::from_nanos(ns.max(0) as u64))
-    }
-
     /// Encodes the query as an `application/x-www-form-urlencoded` body.
     pub fn to_form(&self) -> String {
         let mut form =
@@ -162,6 +162,22 @@ impl RangeQuery {
         }
         form.finish()
     }
+}
+
+/// Checks an instant query's (`/api/v1/query`) parameters that Prometheus checks before
+/// it parses the expression, in its order and with its messages: `time` (when given),
+/// then `timeout`. The expression is left to the querier.
+pub fn check_instant_query<V: AsRef<[u8]>>(pairs: &[(String, V)]) -> Result<(), Error> {
+    let time = first_value(pairs, "time").unwrap_or_default();
+    if !time.is_empty() {
+        parse_time(time)
+            .map_err(|e| invalid_param("time", format!("Invalid time value for 'time': {e}")))?;
+    }
+    let timeout = first_value(pairs, "timeout").unwrap_or_default();
+    if !timeout.is_empty() {
+        parse_duration(timeout).map_err(|e| invalid_param("timeout", e))?;
+    }
+    Ok(())
 }
 
 /// Form parameters in the order received: each name (as text) with its value's bytes

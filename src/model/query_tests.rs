@@ -285,3 +285,42 @@ fn messages_quote_values_like_go() {
         }
     }
 }
+
+/// Prometheus checks an instant query's `time`, then its `timeout` (messages from
+/// Prometheus 2.42).
+#[test]
+fn instant_queries_check_time_then_timeout() {
+    let check = |list: &[(&str, &str)]| check_instant_query(&pairs(list));
+    assert!(check(&[("query", "up")]).is_ok());
+    assert!(check(&[("query", "up"), ("time", ""), ("timeout", "")]).is_ok());
+    for timeout in ["10s", "1_0", "0x1p4", "-1", "0", "NaN"] {
+        assert!(
+            check(&[("time", "1796078115"), ("timeout", timeout)]).is_ok(),
+            "{timeout}"
+        );
+    }
+    let cases = [
+        (
+            vec![("time", "x"), ("timeout", "xx")],
+            r#"invalid parameter "time": Invalid time value for 'time': cannot parse "x" to a valid timestamp"#,
+        ),
+        (
+            vec![("query", "sum("), ("timeout", "xx")],
+            r#"invalid parameter "timeout": cannot parse "xx" to a valid duration"#,
+        ),
+        (
+            vec![("timeout", "-1s")],
+            r#"invalid parameter "timeout": cannot parse "-1s" to a valid duration"#,
+        ),
+        (
+            vec![("timeout", "Inf")],
+            r#"invalid parameter "timeout": cannot parse "Inf" to a valid duration. It overflows int64"#,
+        ),
+    ];
+    for (list, want) in cases {
+        match check(&list) {
+            Err(Error::BadData(msg)) => assert_eq!(msg, want, "{list:?}"),
+            other => panic!("{list:?}: expected bad_data, got {other:?}"),
+        }
+    }
+}

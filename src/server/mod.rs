@@ -34,6 +34,7 @@ use crate::headers::ForwardHeaders;
 use crate::layers::retry::RetryPolicy;
 use crate::metrics::{Endpoint, Metrics};
 use crate::model::query::{FormPairs, form_pairs};
+use crate::model::timeout::ClientTimeout;
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
 use observe::{Admitted, Observed, Pending, error_message};
@@ -317,11 +318,15 @@ impl Frontend {
         }
     }
 
-    /// When a request received now must be answered: `downstream.deadline` from now, or
-    /// sooner when the client's `timeout` parameter says so.
-    fn deadline_for(&self, client_timeout: Option<Duration>) -> tokio::time::Instant {
-        let allowed = client_timeout.map_or(self.deadline, |t| t.min(self.deadline));
-        tokio::time::Instant::now() + allowed
+    /// When the frontend stops waiting for a request that arrived at `arrived`:
+    /// `downstream.deadline` later, or sooner when the client's `timeout` plus its
+    /// backstop margin is shorter.
+    fn deadline_for(
+        &self,
+        arrived: tokio::time::Instant,
+        client_timeout: Option<&ClientTimeout>,
+    ) -> tokio::time::Instant {
+        arrived + client_timeout.map_or(self.deadline, |t| t.backstop(self.deadline))
     }
 }
 

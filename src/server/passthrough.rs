@@ -4,7 +4,7 @@
 //! stack's policy and budget; anything else gets exactly one attempt.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header;
 use http::{Method, Request, Response};
@@ -17,9 +17,10 @@ use super::{Body, Frontend, read_body, request_pairs};
 use crate::downstream::ForwardRequest;
 use crate::error::{BoxError, Error};
 use crate::headers::strip_hop_by_hop;
-use crate::model::query::first_value;
-use crate::model::query::is_form_content_type;
-use crate::model::time::parse_duration;
+use crate::model::query::{
+    check_instant_query, first_value, is_form_content_type, is_multipart_content_type,
+};
+use crate::model::timeout::ClientTimeout;
 
 impl Frontend {
     pub(super) async fn passthrough(
@@ -27,6 +28,7 @@ impl Frontend {
         req: Request<Incoming>,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
+        let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let mut headers = self.forward.select(&parts.headers);
@@ -37,16 +39,28 @@ impl Frontend {
         let content_type = content_type.and_then(|v| v.to_str().ok());
         let api = parts.uri.path().starts_with("/api/");
         let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
-        // The client's `timeout` parameter (URL or form) can shorten the deadline.
         let pairs = request_pairs(&parts, &body);
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             p.read_params(&pairs);
         }
+        let path = parts.uri.path();
+        let query_path = path == "/api/v1/query" || path == "/api/v1/query_range";
+        // An instant query's `time` and `timeout` are checked here as Prometheus checks
+        // them: the frontend passes the timeout on and waits by it, so it must be valid.
+        // A multipart body (not decoded here) is left to the querier.
+        if path == "/api/v1/query"
+            && matches!(parts.method, Method::GET | Method::POST)
+            && !is_multipart_content_type(content_type)
+        {
+            check_instant_query(&pairs)?;
+        }
+        // The querier enforces the client's `timeout` on the query paths (the only ones
+        // where Prometheus reads it); the frontend waits a little longer.
         let client_timeout = first_value(&pairs, "timeout")
-            .and_then(|v| parse_duration(v).ok())
-            .map(|ns| Duration::from_nanos(ns.max(0) as u64));
-        let deadline = self.deadline_for(client_timeout);
+            .filter(|_| query_path)
+            .and_then(|v| ClientTimeout::new(v, arrived));
+        let deadline = self.deadline_for(arrived, client_timeout.as_ref());
         let request = ForwardRequest {
             method: parts.method,
             path_and_query: parts
@@ -58,6 +72,7 @@ impl Frontend {
             body,
             retryable,
             timeout_param: retryable && parts.uri.path() == "/api/v1/query",
+            client_timeout,
         };
         let downstream = &self.downstream;
         let stats = Arc::new(crate::model::RequestStats::default());

@@ -12,6 +12,7 @@ use super::{Body, Frontend, read_body, request_pairs};
 use crate::error::Error;
 use crate::headers::strip_hop_by_hop;
 use crate::model::RangeQuery;
+use crate::model::timeout::ClientTimeout;
 
 impl Frontend {
     /// Answers a range query (GET or form POST).
@@ -20,6 +21,7 @@ impl Frontend {
         req: Request<Incoming>,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
+        let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let pairs = request_pairs(&parts, &body);
@@ -32,7 +34,10 @@ impl Frontend {
         let mut request_headers = parts.headers.clone();
         strip_hop_by_hop(&mut request_headers);
         query.request_headers = request_headers;
-        query.deadline = Some(self.deadline_for(query.client_timeout()));
+        query.client_timeout = query
+            .param("timeout")
+            .and_then(|t| ClientTimeout::new(t.as_bytes(), arrived));
+        query.deadline = Some(self.deadline_for(arrived, query.client_timeout.as_ref()));
         let stats = query.stats.clone();
         if let Some(p) = pending.as_deref_mut() {
             p.range_query(

@@ -3,6 +3,7 @@
 
 mod cache;
 mod compare;
+mod compat;
 mod deploy;
 mod errors;
 mod ha;

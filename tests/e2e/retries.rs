@@ -256,36 +256,42 @@ async fn client_errors_get_one_attempt() {
     }
 }
 
+/// What the querier is told as `timeout`: the client's own value, as written, when the
+/// frontend waits at least that long; the frontend's limit otherwise.
 #[tokio::test]
-async fn the_deadline_goes_downstream_as_timeout() {
+async fn the_clients_timeout_or_the_frontends_limit_goes_downstream() {
     let fake = faulty(|_| None).await;
     let mut c = config(&fake.url);
     c.downstream.deadline = Duration::from_secs(40);
     c.downstream.request_timeout = Duration::from_secs(300);
     let fe = start_frontend(c).await;
-    let timeouts = |fake: &FakeQuerier| -> Vec<f64> {
+    let timeouts = |fake: &FakeQuerier| -> Vec<String> {
         fake.seen
             .lock()
             .expect("lock")
             .iter()
-            .map(|(_, _, _, body)| {
+            .map(|(_, pq, _, body)| {
+                let query = pq.split_once('?').map_or("", |(_, q)| q);
                 form_urlencoded::parse(body)
+                    .chain(form_urlencoded::parse(query.as_bytes()))
                     .filter(|(k, _)| k == "timeout")
-                    .map(|(_, v)| v.parse::<f64>().expect("seconds"))
+                    .map(|(_, v)| v.into_owned())
                     .collect::<Vec<_>>()
             })
             .map(|t| {
                 assert_eq!(t.len(), 1, "exactly one timeout parameter");
-                t[0]
+                t[0].clone()
             })
             .collect()
     };
+    let seconds = |t: &str| t.parse::<f64>().expect("seconds");
     let reply = send(Method::GET, &format!("{}{}", fe.url, path()), &[], None).await;
     assert_eq!(reply.status, 200);
-    let sent = timeouts(&fake);
-    assert!(sent[0] > 30.0 && sent[0] <= 40.0, "{sent:?}");
-    // The client's own timeout wins when shorter, and cannot lengthen the deadline.
-    for (asked, low, high) in [("7s", 5.0, 7.0), ("1h", 30.0, 40.0)] {
+    let sent = seconds(&timeouts(&fake)[0]);
+    assert!(sent > 30.0 && sent <= 40.0, "without a timeout: {sent}");
+    // The client's value goes as written (Go's syntax included); one longer than the
+    // frontend waits becomes the frontend's limit.
+    for (asked, want) in [("7s", Some("7s")), ("0x1p3", Some("0x1p3")), ("1h", None)] {
         let reply = send(
             Method::GET,
             &format!("{}{}&timeout={asked}&x={asked}", fe.url, path()),
@@ -294,18 +300,36 @@ async fn the_deadline_goes_downstream_as_timeout() {
         )
         .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let sent = timeouts(&fake);
-        let last = sent.last().copied().unwrap_or_default();
-        assert!(last > low && last <= high, "timeout={asked}: sent {last}");
+        let last = timeouts(&fake).pop().unwrap_or_default();
+        match want {
+            Some(want) => assert_eq!(last, want, "timeout={asked}"),
+            None => assert!(
+                seconds(&last) > 30.0 && seconds(&last) <= 40.0,
+                "timeout={asked}: sent {last}"
+            ),
+        }
     }
-    // An attempt limit below the deadline is what the querier is told.
+    // Instant queries (passthrough) are told the same way.
+    for (asked, want) in [("7s", "7s"), ("%2B1", "%2B1")] {
+        let reply = send(
+            Method::GET,
+            &format!("{}/api/v1/query?query=up&timeout={asked}", fe.url),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let seen = fake.seen.lock().expect("lock");
+        let (_, pq, _, _) = seen.last().expect("the instant query");
+        assert_eq!(pq, &format!("/api/v1/query?query=up&timeout={want}"));
+    }
+    // An attempt limit below the client's timeout is what the querier is told.
     let mut c = config(&fake.url);
     c.downstream.request_timeout = Duration::from_secs(3);
     let fe = start_frontend(c).await;
     let reply = send(Method::GET, &format!("{}{}&x=1", fe.url, path()), &[], None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(timeouts(&fake).last().copied(), Some(3.0));
-    // Instant queries (passthrough) are told too, in place of the client's value.
+    assert_eq!(timeouts(&fake).last().map(String::as_str), Some("3.000"));
     let reply = send(
         Method::GET,
         &format!("{}/api/v1/query?query=up&timeout=1h", fe.url),
