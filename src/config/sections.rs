@@ -106,9 +106,10 @@ pub struct DownstreamConfig {
     /// result (in addition to the passive checks on real traffic). `0s`: no active probes.
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
-    /// Overall time for one client request, retries included. A client's `timeout`
-    /// parameter can shorten it, never lengthen it; range queries pass the time left
-    /// to the querier as their `timeout` parameter.
+    /// Overall time for one client request, retries included. A query's `timeout`
+    /// parameter goes to the querier, which enforces it; the frontend then waits that
+    /// long plus a margin (a tenth, at least 5 s), never longer than this. Without one,
+    /// each attempt tells the querier the time it is given as `timeout`.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
     /// Time allowed to open a TCP (and TLS) connection.
