@@ -6,6 +6,7 @@
 //! `Error` into an HTTP response, through [`Error::to_json`] or, for an error the querier
 //! answered itself, by passing the querier's body through unchanged.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,11 +58,13 @@ pub enum Error {
     Downstream {
         /// The querier's status code.
         status: StatusCode,
-        /// The querier's headers that matter to the client (`Content-Type`,
-        /// `Retry-After`, `WWW-Authenticate`, `Location`; `Content-Encoding` only when
-        /// the body could not be decoded).
+        /// The querier's headers: for a passthrough request all of them, for a range
+        /// query those that matter to the client (`Content-Type`, `Retry-After`,
+        /// `WWW-Authenticate`, `Location`). `Content-Encoding` is among them exactly
+        /// when `body` is still encoded.
         headers: Box<http::HeaderMap>,
-        /// The querier's body, decoded when possible.
+        /// The querier's body: decoded for a range query (when it could be), as it came
+        /// for a passthrough request. [`Error::querier_body`] reads either.
         body: Bytes,
     },
 
@@ -159,11 +162,12 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
-            Error::Downstream { status, body, .. } => {
+            Error::Downstream { status, .. } => {
+                let body = self.querier_body().unwrap_or_default();
                 *status == StatusCode::TOO_MANY_REQUESTS
                     || (status.is_server_error()
-                        && !(body_mentions(body, b"\"errorType\":\"timeout\"")
-                            || body_mentions(body, b"\"errorType\":\"canceled\"")))
+                        && !(body_mentions(&body, b"\"errorType\":\"timeout\"")
+                            || body_mentions(&body, b"\"errorType\":\"canceled\"")))
             }
             Error::BadResponse(_) => true,
             Error::BadData(_)
@@ -218,6 +222,16 @@ impl Error {
             Error::Canceled => Error::Canceled,
             Error::Internal(m) => Error::Internal(m.clone()),
         }
+    }
+
+    /// The beginning (up to 64 KiB) of the body of an error the querier answered,
+    /// decoded if it came compressed: to read its type and message. `None` for other
+    /// errors.
+    pub fn querier_body(&self) -> Option<Cow<'_, [u8]>> {
+        let Error::Downstream { headers, body, .. } = self else {
+            return None;
+        };
+        Some(crate::encoding::decoded_prefix(headers, body, 64 * 1024))
     }
 
     /// The delay a querier asked for with `Retry-After` (seconds or an HTTP date) on a

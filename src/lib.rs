@@ -23,6 +23,7 @@ use std::pin::Pin;
 
 pub mod config;
 pub mod downstream;
+pub mod encoding;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_targets;

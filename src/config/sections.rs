@@ -50,8 +50,9 @@ pub struct ServerConfig {
     /// How long a client may take to send its request headers (slowloris guard).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Whether the frontend gzips the responses it builds itself (`query_range`) for
-    /// clients that accept gzip. Passthrough responses keep the querier's encoding.
+    /// Whether the frontend compresses the bodies it writes itself (`query_range`
+    /// answers, its own error JSON) for clients that accept it, choosing gzip or deflate
+    /// as Prometheus does. Passthrough responses keep the querier's encoding.
     pub gzip_responses: bool,
     /// Most requests answered at once; further ones get 503 `unavailable` at once
     /// instead of queueing without bound. `/-/healthy`, `/-/ready` and `/metrics` are not

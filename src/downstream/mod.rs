@@ -41,7 +41,6 @@ use crate::model::timeout::{ClientTimeout, format_timeout};
 use crate::model::{QueryResponse, RangeQuery, Route};
 use crate::{BoxFuture, headers};
 use endpoints::{Endpoints, Transition};
-pub use wire::decode_content_encoding;
 use wire::{downstream_error, tls_config, too_large, with_timeout};
 
 /// Connection and timeout settings for [`Downstream`].
@@ -81,8 +80,8 @@ pub struct ForwardRequest {
     /// The whole request body.
     pub body: Bytes,
     /// Whether a failed attempt may be retried. Then a 4xx or 5xx answer is read whole
-    /// and returned as `Error::Downstream` (every header, body decoded) so that it can be
-    /// classified.
+    /// and returned as `Error::Downstream` (every header, the body as it came) so that
+    /// it can be classified.
     pub retryable: bool,
     /// Whether to set the querier's `timeout` parameter (instant queries): the
     /// client's own (see [`ClientTimeout::for_attempt`]), or the attempt's time limit
@@ -322,18 +321,10 @@ impl Downstream {
             }
             let (mut parts, body) = resp.into_parts();
             let body = self.read_body(index, body).await?;
-            // Kept whole (all headers, decoded body) so that a final answer reaches the
-            // client as the querier sent it.
+            // Kept whole (all headers, the body as it came, `Content-Encoding` included)
+            // so that a final answer reaches the client as the querier sent it.
             headers::strip_hop_by_hop(&mut parts.headers);
             parts.headers.remove(header::CONTENT_LENGTH);
-            let body =
-                match decode_content_encoding(&parts.headers, body.clone(), s.max_response_bytes) {
-                    Ok(decoded) => {
-                        parts.headers.remove(header::CONTENT_ENCODING);
-                        decoded
-                    }
-                    Err(_) => body,
-                };
             Err(Error::Downstream {
                 status: parts.status,
                 headers: Box::new(parts.headers),
@@ -414,7 +405,7 @@ impl Downstream {
         if !parts.status.is_success() {
             return Err(downstream_error(parts, body, limit_bytes));
         }
-        let body = decode_content_encoding(&parts.headers, body, limit_bytes)?;
+        let body = crate::encoding::decode(&parts.headers, body, limit_bytes)?;
         let mut answer = QueryResponse::from_slice(&body)?;
         answer.no_store = parts
             .headers

@@ -1,11 +1,9 @@
 //! What travels on the wire to and from the querier, as pure functions: the `timeout`
 //! parameter written into a request, the TLS client config, error answers kept with the
-//! headers a client needs, and `Content-Encoding` decoded within a size limit.
-
-use std::io::Read;
+//! headers a client needs (the body decoded within a size limit).
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 
 use crate::error::Error;
 
@@ -101,7 +99,7 @@ pub(super) fn downstream_error(parts: http::response::Parts, body: Bytes, limit:
             headers.insert(name, v.clone());
         }
     }
-    let body = match decode_content_encoding(&parts.headers, body.clone(), limit) {
+    let body = match crate::encoding::decode(&parts.headers, body.clone(), limit) {
         Ok(decoded) => {
             headers.remove(header::CONTENT_ENCODING);
             decoded
@@ -119,37 +117,6 @@ pub(super) fn too_large(limit: usize) -> Error {
     Error::ResponseTooLarge { limit }
 }
 
-/// Decodes a `Content-Encoding: gzip` body of at most `limit` decoded bytes; identity
-/// bodies pass unchanged. Any other encoding is an invalid response (the frontend only
-/// ever asks for gzip).
-pub fn decode_content_encoding(
-    headers: &HeaderMap,
-    body: Bytes,
-    limit: usize,
-) -> Result<Bytes, Error> {
-    match headers
-        .get(header::CONTENT_ENCODING)
-        .map(HeaderValue::as_bytes)
-    {
-        None | Some(b"identity") => Ok(body),
-        Some(enc) if enc.eq_ignore_ascii_case(b"gzip") => {
-            let mut out = Vec::with_capacity((body.len() * 8).min(limit));
-            flate2::read::GzDecoder::new(&body[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| Error::BadResponse(format!("undecodable gzip body: {e}")))?;
-            if out.len() > limit {
-                return Err(too_large(limit));
-            }
-            Ok(Bytes::from(out))
-        }
-        Some(enc) => Err(Error::BadResponse(format!(
-            "unsupported Content-Encoding {}",
-            crate::quote::go_quote(enc)
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,33 +126,6 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(data).expect("compress");
         Bytes::from(enc.finish().expect("finish"))
-    }
-
-    fn with_encoding(enc: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
-        h
-    }
-
-    #[test]
-    fn decodes_gzip_within_the_limit() {
-        let plain = Bytes::from_static(b"{\"status\":\"success\"}");
-        assert_eq!(
-            decode_content_encoding(&HeaderMap::new(), plain.clone(), 100).expect("identity"),
-            plain
-        );
-        assert_eq!(
-            decode_content_encoding(&with_encoding("gzip"), gzip(&plain), 100).expect("gzip"),
-            plain
-        );
-        assert!(matches!(
-            decode_content_encoding(&with_encoding("br"), plain.clone(), 100),
-            Err(Error::BadResponse(_))
-        ));
-        assert!(matches!(
-            decode_content_encoding(&with_encoding("gzip"), plain, 100),
-            Err(Error::BadResponse(_))
-        ));
     }
 
     #[test]
@@ -224,15 +164,6 @@ mod tests {
             "the body's value wins in Prometheus"
         );
         assert_eq!(&new[..], b"query=sum(up)&timeout=2.000");
-    }
-
-    #[test]
-    fn gzip_bombs_are_cut_off() {
-        let bomb = gzip(&vec![b'0'; 10_000_000]);
-        assert!(bomb.len() < 100_000);
-        let err = decode_content_encoding(&with_encoding("gzip"), bomb, 1_000_000)
-            .expect_err("too large");
-        assert!(err.to_string().contains("max_response_bytes"), "{err}");
     }
 
     #[test]

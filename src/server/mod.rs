@@ -47,7 +47,7 @@ mod passthrough;
 mod range;
 mod respond;
 
-pub use respond::{accepts_gzip, error_response};
+pub use respond::error_response;
 
 /// Response body type of the server: a local buffer or the querier's stream.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -234,11 +234,15 @@ impl Frontend {
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let coding = self.coding_for(req.headers());
         if head > self.max_header_bytes {
-            let resp = error_response(&Error::HeadTooLarge {
-                size: head,
-                limit: self.max_header_bytes,
-            });
+            let resp = self.error_answer(
+                &Error::HeadTooLarge {
+                    size: head,
+                    limit: self.max_header_bytes,
+                },
+                coding,
+            );
             self.metrics
                 .observe_request(endpoint, resp.status(), started.elapsed());
             return resp;
@@ -251,7 +255,7 @@ impl Frontend {
             (Some(permits), _) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    let resp = error_response(&Error::Overloaded);
+                    let resp = self.error_answer(&Error::Overloaded, coding);
                     self.metrics
                         .observe_request(endpoint, resp.status(), started.elapsed());
                     return resp;
@@ -293,7 +297,7 @@ impl Frontend {
             _ => self.passthrough(req, pending.as_mut()).await,
         };
         let error = resp.as_ref().err().map(error_message);
-        let resp = resp.unwrap_or_else(|e| error_response(&e));
+        let resp = resp.unwrap_or_else(|e| self.error_answer(&e, coding));
         let took = started.elapsed();
         self.metrics.observe_request(endpoint, resp.status(), took);
         tracing::debug!(

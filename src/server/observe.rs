@@ -166,8 +166,8 @@ impl Pending {
 /// The message of an error answer for the log: the querier's own `error` text when it
 /// sent Prometheus JSON, else the frontend's message.
 pub fn error_message(err: &Error) -> String {
-    if let Error::Downstream { body, .. } = err
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+    if let Some(body) = err.querier_body()
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
         && let Some(msg) = v.get("error").and_then(|m| m.as_str())
     {
         return msg.to_owned();

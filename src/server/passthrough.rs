@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::observe::{Pending, error_message};
-use super::respond::{error_response, full, looks_like_json_object};
+use super::respond::{full, looks_like_json_object};
 use super::{Body, Frontend, read_body, request_pairs};
 use crate::downstream::ForwardRequest;
 use crate::error::{BoxError, Error};
@@ -30,6 +30,7 @@ impl Frontend {
     ) -> Result<Response<Body>, Error> {
         let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
+        let coding = self.coding_for(&parts.headers);
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let mut headers = self.forward.select(&parts.headers);
         let content_type = parts.headers.get(header::CONTENT_TYPE);
@@ -96,34 +97,34 @@ impl Frontend {
         let resp = match result {
             Ok(resp) => resp,
             // The querier's final error answer, read whole to classify it: passed on as
-            // it came (status, headers, body), except that an API path's 5xx without
-            // Prometheus JSON (a querier starting up answers `503 Service Unavailable`
-            // in plain text, a load balancer an HTML page) becomes error JSON with the
-            // same status, as API clients expect.
+            // it came (status, headers, body, its `Content-Encoding` included), except
+            // that an API path's 5xx without Prometheus JSON (a querier starting up
+            // answers `503 Service Unavailable` in plain text, a load balancer an HTML
+            // page) becomes error JSON with the same status, as API clients expect.
             Err(err @ Error::Downstream { .. }) => {
                 if let Some(p) = pending {
                     p.error(error_message(&err));
                 }
-                if api
-                    && let Error::Downstream {
-                        status,
-                        headers,
-                        body,
-                    } = &err
-                    && status.is_server_error()
-                    && !looks_like_json_object(body)
-                    && !headers.contains_key(header::CONTENT_ENCODING)
-                {
-                    return Ok(error_response(&err));
-                }
                 let Error::Downstream {
                     status,
-                    headers,
+                    mut headers,
                     body,
                 } = err
                 else {
                     return Err(err);
                 };
+                if api && status.is_server_error() {
+                    let text = crate::encoding::decoded_prefix(&headers, &body, 64 * 1024);
+                    if !looks_like_json_object(&text) {
+                        headers.remove(header::CONTENT_ENCODING);
+                        let wrapped = Error::Downstream {
+                            status,
+                            headers,
+                            body: bytes::Bytes::copy_from_slice(&text),
+                        };
+                        return Ok(self.error_answer(&wrapped, coding));
+                    }
+                }
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
                 *resp.headers_mut() = *headers;

@@ -1,8 +1,7 @@
 //! Building responses: Prometheus error JSON for every [`Error`] (the only place an
-//! error becomes an HTTP response), JSON answers gzipped when the client accepts it and
-//! they are worth it, and small text pages.
-
-use std::io::Write;
+//! error becomes an HTTP response), JSON bodies compressed as the client negotiates
+//! (gzip or deflate, chosen as Prometheus chooses, see [`crate::encoding`]), and small
+//! text pages.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -10,51 +9,82 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::{Body, Frontend};
+use crate::encoding::{Coding, negotiate};
 use crate::error::{Error, error_type_for_status};
 use crate::model::EncodedAnswer;
 
-/// Responses the frontend builds itself are gzipped only above this size; smaller
-/// bodies do not gain enough to pay for the CPU.
-const GZIP_MIN_BYTES: usize = 1024;
-
 impl Frontend {
-    /// A 200 JSON response, gzipped when allowed and worth it.
+    /// The coding of the bodies the frontend writes for a client with these request
+    /// headers: negotiated like Prometheus does, when `server.gzip_responses` is on.
+    pub(super) fn coding_for(&self, req_headers: &HeaderMap) -> Option<Coding> {
+        self.gzip_responses
+            .then(|| negotiate(req_headers))
+            .flatten()
+    }
+
+    /// A 200 JSON response, compressed when the client accepts it.
     pub(super) fn json_response(
         &self,
         req_headers: &HeaderMap,
         json: impl Into<Bytes>,
     ) -> Response<Body> {
         let json: Bytes = json.into();
-        let gzip = self
-            .wants_gzip(req_headers, json.len())
-            .then(|| gzip_bytes(&json).ok().map(Bytes::from))
-            .flatten();
-        self.json_body(json, gzip)
+        let packed = self
+            .coding_for(req_headers)
+            .and_then(|c| Some((c, Bytes::from(c.compress(&json).ok()?))));
+        self.json_body(json, packed)
     }
 
-    /// An encoded answer, with its kept gzip form (made now if need be) when the client
-    /// takes gzip.
+    /// An encoded answer, compressed when the client accepts it: its gzip form is made
+    /// once and kept with it (gzip is what browsers and Grafana ask for); a deflate form
+    /// is made for each request.
     pub(super) fn answer_response(
         &self,
         req_headers: &HeaderMap,
         answer: &EncodedAnswer,
     ) -> Response<Body> {
-        let gzip = self
-            .wants_gzip(req_headers, answer.json.len())
-            .then(|| answer.gzip(|b| gzip_bytes(b).ok()))
-            .flatten();
-        self.json_body(answer.json.clone(), gzip)
+        let packed = match self.coding_for(req_headers) {
+            Some(Coding::Gzip) => answer
+                .gzip(|b| Coding::Gzip.compress(b).ok())
+                .map(|z| (Coding::Gzip, z)),
+            Some(Coding::Deflate) => Coding::Deflate
+                .compress(&answer.json)
+                .ok()
+                .map(|z| (Coding::Deflate, Bytes::from(z))),
+            None => None,
+        };
+        self.json_body(answer.json.clone(), packed)
     }
 
-    fn wants_gzip(&self, req_headers: &HeaderMap, len: usize) -> bool {
-        self.gzip_responses && len >= GZIP_MIN_BYTES && accepts_gzip(req_headers)
+    /// An error as the client sees it ([`error_response`]), with a body the frontend
+    /// wrote compressed in `coding`, as Prometheus compresses its error answers. A
+    /// querier's answer that is still encoded keeps its own encoding.
+    pub(super) fn error_answer(&self, err: &Error, coding: Option<Coding>) -> Response<Body> {
+        let (status, mut headers, body) = error_parts(err);
+        let body = match coding.filter(|_| !headers.contains_key(header::CONTENT_ENCODING)) {
+            Some(c) => match c.compress(&body) {
+                Ok(z) => {
+                    headers.insert(header::CONTENT_ENCODING, c.header_value());
+                    Bytes::from(z)
+                }
+                Err(_) => body,
+            },
+            None => body,
+        };
+        if self.gzip_responses {
+            headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
     }
 
-    /// A 200 JSON response: `gzip` when given, `json` otherwise.
-    fn json_body(&self, json: Bytes, gzip: Option<Bytes>) -> Response<Body> {
-        let (body, encoded) = match gzip {
-            Some(z) => (z, true),
-            None => (json, false),
+    /// A 200 JSON response: the `packed` form when given, `json` otherwise.
+    fn json_body(&self, json: Bytes, packed: Option<(Coding, Bytes)>) -> Response<Body> {
+        let (body, coding) = match packed {
+            Some((coding, z)) => (z, Some(coding)),
+            None => (json, None),
         };
         let mut resp = Response::new(full(body));
         let h = resp.headers_mut();
@@ -62,8 +92,8 @@ impl Frontend {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if encoded {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        if let Some(coding) = coding {
+            h.insert(header::CONTENT_ENCODING, coding.header_value());
         }
         if self.gzip_responses {
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -76,7 +106,16 @@ impl Frontend {
 /// its status, body and the headers a client needs (`Retry-After`, ...); anything else
 /// gets Prometheus error JSON.
 pub fn error_response(err: &Error) -> Response<Body> {
-    let (status, headers, body) = match err {
+    let (status, headers, body) = error_parts(err);
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The status, headers and body of [`error_response`].
+fn error_parts(err: &Error) -> (StatusCode, HeaderMap, Bytes) {
+    match err {
         Error::Downstream {
             status,
             headers,
@@ -132,46 +171,13 @@ pub fn error_response(err: &Error) -> Response<Body> {
             );
             (other.status(), headers, Bytes::from(other.to_json()))
         }
-    };
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
+    }
 }
 
 pub(super) fn looks_like_json_object(body: &[u8]) -> bool {
     body.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|&b| b == b'{')
-}
-
-/// Whether `Accept-Encoding` allows gzip (listed, or `*`, with a non-zero q).
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let q_zero = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
-        })
-}
-
-fn gzip_bytes(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 6),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(data)?;
-    enc.finish()
 }
 
 pub(super) fn full(bytes: Bytes) -> Body {
@@ -191,22 +197,6 @@ pub(super) fn text(status: StatusCode, msg: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with_accept(v: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
-        h
-    }
-
-    #[test]
-    fn gzip_negotiation() {
-        assert!(accepts_gzip(&with_accept("gzip")));
-        assert!(accepts_gzip(&with_accept("deflate, gzip;q=0.5")));
-        assert!(accepts_gzip(&with_accept("*")));
-        assert!(!accepts_gzip(&with_accept("gzip;q=0")));
-        assert!(!accepts_gzip(&with_accept("br, deflate")));
-        assert!(!accepts_gzip(&HeaderMap::new()));
-    }
 
     #[tokio::test]
     async fn error_responses_keep_querier_json_and_wrap_html() {

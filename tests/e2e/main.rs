@@ -4,6 +4,7 @@
 mod cache;
 mod compare;
 mod compat;
+mod compat_http;
 mod deploy;
 mod errors;
 mod ha;

@@ -556,18 +556,23 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The body with any gzip `Content-Encoding` removed.
+    /// The body with any gzip or deflate `Content-Encoding` removed.
     pub fn decoded(&self) -> Bytes {
+        let mut out = Vec::new();
         match self.headers.get("content-encoding") {
             Some(v) if v == "gzip" => {
-                let mut out = Vec::new();
                 flate2::read::GzDecoder::new(&self.body[..])
                     .read_to_end(&mut out)
                     .expect("valid gzip body");
-                Bytes::from(out)
             }
-            _ => self.body.clone(),
+            Some(v) if v == "deflate" => {
+                flate2::read::ZlibDecoder::new(&self.body[..])
+                    .read_to_end(&mut out)
+                    .expect("valid deflate (zlib) body");
+            }
+            _ => return self.body.clone(),
         }
+        Bytes::from(out)
     }
 
     /// The decoded body as JSON.
