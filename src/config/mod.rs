@@ -149,6 +149,12 @@ impl Config {
         if self.server.header_read_timeout.is_zero() {
             return invalid("server.header_read_timeout", "must be greater than 0");
         }
+        if let Err(e) = regex::Regex::new(&format!("^(?:{})$", self.server.cors_origin)) {
+            return Err(ConfigError::Invalid {
+                field: "server.cors_origin",
+                msg: format!("not a valid regular expression: {e}"),
+            });
+        }
         let d = &self.downstream;
         if let Err(msg) = validate_downstream_url(&d.url) {
             return Err(ConfigError::Invalid {

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// answers, its own error JSON) for clients that accept it, choosing gzip or deflate
     /// as Prometheus does. Passthrough responses keep the querier's encoding.
     pub gzip_responses: bool,
+    /// Origins whose browser pages may read the API (CORS), as a regular expression
+    /// matched against the whole `Origin` header (Prometheus' `--web.cors.origin`).
+    /// `.*`, the default, answers any origin with `Access-Control-Allow-Origin: *`.
+    pub cors_origin: String,
     /// Most requests answered at once; further ones get 503 `unavailable` at once
     /// instead of queueing without bound. `/-/healthy`, `/-/ready` and `/metrics` are not
     /// counted, so probes and scrapes still answer under overload. `0`: no limit.
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: Duration::from_secs(30),
             gzip_responses: true,
+            cors_origin: ".*".to_owned(),
             max_concurrent_requests: 1024,
             max_header_bytes: 64 * 1024,
         }

@@ -79,6 +79,7 @@ fn validate_names_the_field() {
             "downstream.forward_headers",
         ),
         ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
+        ("[server]\ncors_origin = \"(\"", "server.cors_origin"),
         (
             "[query_range]\nmax_query_parallelism = 0",
             "query_range.max_query_parallelism",

@@ -4,9 +4,12 @@
 //! Routes:
 //! - `/api/v1/query_range` (GET or POST form): decoded into a [`crate::model::RangeQuery`], sent
 //!   through the range-query stack (`crate::stack`), encoded back.
-//! - `/-/healthy`, `/-/ready`, `/metrics`, `/api/v1/slow_queries`: answered locally.
+//! - `/-/healthy`, `/-/ready`, `/metrics`, `/api/v1/slow_queries`, and CORS preflights
+//!   (`OPTIONS` on `/api/v1/...`): answered locally.
 //! - everything else: forwarded unchanged (method, path, query string, body, allow-listed
 //!   headers) and the querier's response streamed back with hop-by-hop headers removed.
+//!
+//! Every answer on the API gets the CORS headers of `server.cors_origin` ([`Cors`]).
 //!
 //! Shutdown: when the shutdown future resolves the listener closes, in-flight requests
 //! get up to the grace period to finish, and then the remaining connections are dropped.
@@ -38,15 +41,17 @@ use crate::model::timeout::ClientTimeout;
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
 use observe::{Admitted, Observed, Pending, error_message};
-use respond::text;
+use respond::{preflight, text};
 use tracing::Instrument;
 
+mod cors;
 mod local;
 mod observe;
 mod passthrough;
 mod range;
 mod respond;
 
+pub use cors::Cors;
 pub use respond::error_response;
 
 /// Response body type of the server: a local buffer or the querier's stream.
@@ -61,6 +66,7 @@ pub struct Frontend {
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
     gzip_responses: bool,
+    cors: Cors,
     ready_window: Duration,
     probe_path: String,
     grace_period: Duration,
@@ -105,6 +111,9 @@ impl Frontend {
             metrics,
             max_body_bytes: config.server.max_body_bytes,
             gzip_responses: config.server.gzip_responses,
+            cors: Cors::new(&config.server.cors_origin).map_err(|e| {
+                Error::Internal(format!("server.cors_origin is not a valid pattern: {e}"))
+            })?,
             ready_window: d.ready_window,
             probe_path: d.probe_path.clone(),
             grace_period: config.server.grace_period,
@@ -213,10 +222,17 @@ impl Frontend {
             .insert(crate::headers::REQUEST_ID, request_id.clone());
         let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
         let span = tracing::info_span!("request", request_id = %id);
+        // Every answer on the API carries the CORS headers, whoever wrote it.
+        let path = req.uri().path();
+        let cors = (Cors::covers(path) || Cors::is_preflight(req.method(), path))
+            .then(|| req.headers().get(header::ORIGIN).cloned());
         let mut resp = self
             .handle_request(peer, req, head, &id)
             .instrument(span)
             .await;
+        if let Some(origin) = cors {
+            self.cors.apply(origin.as_ref(), resp.headers_mut());
+        }
         resp.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id);
         resp
@@ -276,6 +292,8 @@ impl Frontend {
             )
         });
         let resp = match (endpoint, &method) {
+            // CORS preflight: answered here, as Prometheus answers it.
+            _ if Cors::is_preflight(&method, &path) => Ok(preflight(coding)),
             // Multipart forms (`curl -F`) are not decoded here: forwarded whole, as
             // the querier reads them (unsplit, uncached).
             (Endpoint::query_range, &Method::POST)

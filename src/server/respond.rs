@@ -180,6 +180,19 @@ pub(super) fn looks_like_json_object(body: &[u8]) -> bool {
         .is_some_and(|&b| b == b'{')
 }
 
+/// The answer to a CORS preflight (`OPTIONS` on the API): 204 without a body. Like
+/// Prometheus, it names the coding the client negotiated although there is no body to
+/// encode. The CORS headers are added at the edge, as to every API answer.
+pub(super) fn preflight(coding: Option<Coding>) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    if let Some(coding) = coding {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, coding.header_value());
+    }
+    resp
+}
+
 pub(super) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }

@@ -145,3 +145,198 @@ async fn content_encoding_is_negotiated_like_prometheus() {
     assert_eq!(header(&via, "content-encoding"), Some("gzip"));
     assert_eq!(via.decoded(), direct.decoded());
 }
+
+/// The CORS headers of an answer, as a client sees them: the four
+/// `Access-Control-*` headers and whether `Vary` names `Origin`.
+fn cors_of(reply: &Reply) -> Vec<String> {
+    let mut seen: Vec<String> = [
+        "access-control-allow-origin",
+        "access-control-allow-headers",
+        "access-control-allow-methods",
+        "access-control-expose-headers",
+    ]
+    .iter()
+    .filter_map(|name| header(reply, name).map(|v| format!("{name}: {v}")))
+    .collect();
+    let vary_origin = reply
+        .headers
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("origin"));
+    if vary_origin {
+        seen.push("vary: Origin".to_owned());
+    }
+    seen
+}
+
+/// Sends each request with each `Origin` to Prometheus and to the frontend and lists
+/// where status, CORS headers or (for a preflight) the body differ.
+async fn compare_cors(
+    prom: &str,
+    fe: &str,
+    requests: &[(&str, Method, &str, String)],
+    origins: &[Option<&str>],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, method, path, query) in requests {
+        for origin in origins {
+            let mut headers = vec![("access-control-request-method", "POST")];
+            if let Some(origin) = origin {
+                headers.push(("origin", origin));
+            }
+            let direct = ask(prom, method, path, query, &headers).await;
+            let via = ask(fe, method, path, query, &headers).await;
+            let what = format!("{name} ({method} {path}), Origin {origin:?}");
+            if via.status != direct.status {
+                problems.push(format!(
+                    "{what}: status {} vs {}",
+                    via.status, direct.status
+                ));
+            }
+            if cors_of(&via) != cors_of(&direct) {
+                problems.push(format!(
+                    "{what}: frontend {:?} vs Prometheus {:?}",
+                    cors_of(&via),
+                    cors_of(&direct)
+                ));
+            }
+            if *method == Method::OPTIONS && (via.body != direct.body || !via.body.is_empty()) {
+                problems.push(format!("{what}: a preflight has no body: {:?}", via.body));
+            }
+        }
+    }
+    problems
+}
+
+/// The default (`.*`): any origin may read the API, as with Prometheus' default. The
+/// frontend's own answers (range queries, its errors, preflights) and those it passes
+/// on carry the same headers as Prometheus'; paths outside the API carry none.
+#[tokio::test]
+async fn cors_headers_are_those_of_prometheus() {
+    let tb = bed().await;
+    let fe = start_frontend(test_config(&tb.prom_url)).await;
+    let (s, e) = (secs(tb.end_ms - 3_600_000), secs(tb.end_ms));
+    let range = format!("query=up&start={s}&end={e}&step=60");
+    let requests = [
+        (
+            "range answer",
+            Method::GET,
+            "/api/v1/query_range",
+            range.clone(),
+        ),
+        ("range answer", Method::POST, "/api/v1/query_range", range),
+        (
+            "range 400 by the frontend",
+            Method::GET,
+            "/api/v1/query_range",
+            "query=up&start=x".to_owned(),
+        ),
+        (
+            "instant answer",
+            Method::POST,
+            "/api/v1/query",
+            format!("query=up&time={e}"),
+        ),
+        (
+            "instant 400 by the querier",
+            Method::GET,
+            "/api/v1/query",
+            "query=sum(".to_owned(),
+        ),
+        (
+            "instant 400 by the frontend",
+            Method::GET,
+            "/api/v1/query",
+            "query=up&timeout=xx".to_owned(),
+        ),
+        ("labels", Method::GET, "/api/v1/labels", String::new()),
+        (
+            "buildinfo",
+            Method::GET,
+            "/api/v1/status/buildinfo",
+            String::new(),
+        ),
+        (
+            "preflight",
+            Method::OPTIONS,
+            "/api/v1/query_range",
+            String::new(),
+        ),
+        (
+            "preflight",
+            Method::OPTIONS,
+            "/api/v1/series",
+            String::new(),
+        ),
+        (
+            "preflight on remote read",
+            Method::OPTIONS,
+            "/api/v1/read",
+            String::new(),
+        ),
+        ("health", Method::GET, "/-/healthy", String::new()),
+    ];
+    let origins = [Some("http://grafana.example"), Some("null"), None];
+    let problems = compare_cors(&tb.prom_url, &fe.url, &requests, &origins).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The frontend's own errors carry them too: here the querier cannot be reached.
+    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let lonely = start_frontend(test_config(&closed)).await;
+    let reply = send(
+        Method::GET,
+        &format!("{}/api/v1/labels", lonely.url),
+        &[("origin", "http://grafana.example")],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(header(&reply, "access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        header(&reply, "access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
+}
+
+/// `server.cors_origin` set to a pattern, compared with a Prometheus started with the
+/// same `--web.cors.origin`: a matching origin is echoed, another gets the other headers
+/// but no `Access-Control-Allow-Origin`.
+#[tokio::test]
+async fn a_cors_pattern_echoes_matching_origins_like_prometheus() {
+    let pattern = r"https?://grafana\.example";
+    let scratch = crate::support::Scratch::new("cors-prometheus");
+    let data = scratch.0.join("tsdb");
+    let (_prometheus, port) = crate::support::blocking(move || {
+        crate::support::start_prometheus_with(
+            &data,
+            None,
+            &[format!("--web.cors.origin={pattern}")],
+            |port| crate::support::probe_status(port, "/-/ready") == Some(200),
+        )
+    })
+    .await;
+    let prom = format!("http://127.0.0.1:{port}");
+    let mut config = test_config(&prom);
+    config.server.cors_origin = pattern.to_owned();
+    let fe = start_frontend(config).await;
+    let requests = [
+        (
+            "range answer",
+            Method::GET,
+            "/api/v1/query_range",
+            "query=1&start=1700000000&end=1700003600&step=60".to_owned(),
+        ),
+        ("labels", Method::GET, "/api/v1/labels", String::new()),
+        ("preflight", Method::OPTIONS, "/api/v1/query", String::new()),
+    ];
+    let origins = [
+        Some("http://grafana.example"),
+        Some("https://grafana.example"),
+        Some("http://grafana.example.evil"),
+        Some("http://xgrafana.example"),
+        None,
+    ];
+    let problems = compare_cors(&prom, &fe.url, &requests, &origins).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
