@@ -1,9 +1,13 @@
 //! Per-request facts that layers record and the edge reads: how a range query was
-//! served (pieces, cache outcome, downstream work). Shared by every piece of one request
-//! through an `Arc`, updated with relaxed atomics (counters only, no ordering needed).
+//! served (pieces, cache outcome, downstream work), and the one limit all its pieces
+//! share (its places for querier requests). Shared by every piece of one request through
+//! an `Arc`; the counters are relaxed atomics (no ordering needed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 /// Counters of one request.
 #[derive(Debug, Default)]
@@ -24,6 +28,9 @@ pub struct RequestStats {
     pub downstream_nanos: AtomicU64,
     /// Querier requests that were attempts after a failed one.
     pub retries: AtomicU64,
+    /// The query's places for requests to the querier (`max_query_parallelism`), made
+    /// by the fetch planner on first use and shared by every run and part of the query.
+    pub fetch_slots: OnceLock<Arc<Semaphore>>,
 }
 
 impl RequestStats {

@@ -255,3 +255,44 @@ async fn an_answer_a_little_after_the_timeout_is_not_cut_off() {
     let seen = fake.seen.lock().expect("lock");
     assert_eq!(seen.len(), 2, "one attempt each");
 }
+
+/// A documented difference (README, "How much one query may make the querier hold"):
+/// `--query.max-samples` bounds each request, so a query Prometheus refuses whole for
+/// its samples is answered through the frontend from pieces that each fit. (A
+/// Prometheus with a small limit, so that the query is cheap.)
+#[tokio::test]
+async fn a_query_too_large_for_one_request_is_answered_from_pieces() {
+    let scratch = crate::support::Scratch::new("max-samples-prometheus");
+    let data = scratch.0.join("tsdb");
+    let (_prometheus, port) = crate::support::blocking(move || {
+        crate::support::start_prometheus_with(
+            &data,
+            None,
+            &["--query.max-samples=100000".to_owned()],
+            |port| crate::support::probe_status(port, "/-/ready") == Some(200),
+        )
+    })
+    .await;
+    let prom = format!("http://127.0.0.1:{port}");
+    let fe = start_frontend(test_config(&prom)).await;
+    // 28 hours across a UTC midnight: about 101,000 one-second samples whole, at most
+    // about 58,000 in a day's piece.
+    let midnight = (chrono::Utc::now().timestamp() / 86_400 - 1) * 86_400;
+    let (start, end) = (midnight - 12 * 3600, midnight + 16 * 3600);
+    let q =
+        format!("query=count_over_time(vector(1)%5B10m:1s%5D)&start={start}&end={end}&step=3600");
+    for method in [Method::GET, Method::POST] {
+        let direct = ask(&prom, "/api/v1/query_range", &method, &q).await;
+        assert_eq!(direct.status, 422, "{}", direct.text());
+        assert_eq!(direct.json()["errorType"], "execution");
+        let via = ask(&fe.url, "/api/v1/query_range", &method, &q).await;
+        assert_eq!(via.status, 200, "{}", via.text());
+        let values = via.json()["data"]["result"][0]["values"].clone();
+        let values = values.as_array().expect("one series");
+        assert_eq!(values.len(), 29, "every hour of the 28");
+        assert!(
+            values.iter().all(|v| v[1] == "601"),
+            "each point counts its 10 minutes at 1 s: {values:?}"
+        );
+    }
+}

@@ -19,6 +19,9 @@
 //!   wait for two requests in turn.)
 //! - Parts never exceed the free places under the adaptive concurrency limit
 //!   ([`limit::Limiter`]), which every request to the querier from this layer waits for.
+//! - At most `max_query_parallelism` requests of one client query are in flight, over
+//!   all the runs the cache above asks for at once (the places live in the query's
+//!   shared stats).
 //! - A range asked as one request that the querier refuses for loading too many samples
 //!   (422) is asked again cut at the split interval, as the per-interval mode would have.
 //!
@@ -32,6 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 use xxhash_rust::xxh3::xxh3_64;
@@ -328,6 +332,15 @@ impl Shared {
         S::Future: Send + 'static,
     {
         let n = points(sub.start_ms, sub.end_ms, sub.step_ms());
+        // One query's requests share `max_query_parallelism` places, over all the runs
+        // the cache asks for at once and all their parts: that bounds what one query
+        // makes the querier hold (each request under its `--query.max-samples`).
+        let slots = sub
+            .stats
+            .fetch_slots
+            .get_or_init(|| Arc::new(Semaphore::new(self.opts.max_query_parallelism.max(1))))
+            .clone();
+        let _slot = slots.acquire_owned().await;
         let permit = self.limiter.acquire().await;
         sub.stats
             .pieces

@@ -17,6 +17,8 @@ struct Mock {
     asked: Arc<Mutex<Vec<(i64, i64)>>>,
     per_point: Duration,
     refuse_longer_than_ms: Option<i64>,
+    /// Requests being answered now, and the most at any time.
+    in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Mock {
@@ -25,7 +27,12 @@ impl Mock {
             asked: Arc::default(),
             per_point,
             refuse_longer_than_ms: None,
+            in_flight: Arc::default(),
         }
+    }
+
+    fn peak_in_flight(&self) -> usize {
+        self.in_flight.lock().expect("lock").1
     }
 
     fn asked(&self) -> Vec<(i64, i64)> {
@@ -52,7 +59,27 @@ impl Service<RangeQuery> for Mock {
             .expect("lock")
             .push((q.start_ms, q.end_ms));
         let (per_point, limit) = (self.per_point, self.refuse_longer_than_ms);
+        let in_flight = self.in_flight.clone();
         Box::pin(async move {
+            {
+                let mut n = in_flight.lock().expect("lock");
+                n.0 += 1;
+                n.1 = n.1.max(n.0);
+            }
+            let answer = Self::answer(q, per_point, limit).await;
+            in_flight.lock().expect("lock").0 -= 1;
+            answer
+        })
+    }
+}
+
+impl Mock {
+    async fn answer(
+        q: RangeQuery,
+        per_point: Duration,
+        limit: Option<i64>,
+    ) -> Result<QueryResponse, Error> {
+        {
             if limit.is_some_and(|l| q.end_ms - q.start_ms > l) {
                 return Err(Error::Downstream {
                     status: http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,7 +101,7 @@ impl Service<RangeQuery> for Mock {
                 samples.join(",")
             );
             QueryResponse::from_slice(body.as_bytes())
-        })
+        }
     }
 }
 
@@ -103,10 +130,17 @@ fn options() -> PlanOptions {
 
 /// validate (for the analysis) over plan over the mock.
 fn stack(mock: &Mock) -> tower::util::BoxCloneSyncService<RangeQuery, QueryResponse, Error> {
+    stack_with(mock, options())
+}
+
+fn stack_with(
+    mock: &Mock,
+    opts: PlanOptions,
+) -> tower::util::BoxCloneSyncService<RangeQuery, QueryResponse, Error> {
     tower::util::BoxCloneSyncService::new(
         tower::ServiceBuilder::new()
             .layer(ValidateLayer::new(Default::default()))
-            .layer(PlanLayer::new(options(), Arc::new(Metrics::new())))
+            .layer(PlanLayer::new(opts, Arc::new(Metrics::new())))
             .service(mock.clone()),
     )
 }
@@ -254,4 +288,50 @@ async fn at_start_and_end_are_pinned_before_cutting() {
         assert!(!text.contains("end()"), "pinned: {text}");
         assert!(text.contains("@ 1699920000.000"), "the query's end: {text}");
     }
+}
+
+/// The cache asks for several runs of one query at once; together they never have more
+/// than `max_query_parallelism` requests at the querier (what one query may make the
+/// querier hold), while another query has places of its own.
+#[tokio::test(start_paused = true)]
+async fn one_querys_runs_share_its_parallelism() {
+    let mut mock = Mock::new(Duration::from_millis(1));
+    // Each run is refused whole and fetched again as ten day pieces.
+    mock.refuse_longer_than_ms = Some(D);
+    let svc = stack_with(
+        &mock,
+        PlanOptions {
+            max_query_parallelism: 3,
+            // The global limit fixed at 64, so only the per-query places bind.
+            adaptive_concurrency: false,
+            ..options()
+        },
+    );
+    let first = query(
+        "time()",
+        MIDNIGHT - 20 * D,
+        MIDNIGHT - 10 * D - 300_000,
+        300,
+    );
+    let mut second = first.clone();
+    second.start_ms = MIDNIGHT - 10 * D;
+    second.end_ms = MIDNIGHT - 300_000;
+    let (a, b) = tokio::join!(svc.clone().oneshot(first), svc.clone().oneshot(second));
+    a.expect("first run");
+    b.expect("second run");
+    assert_eq!(mock.asked().len(), 2 + 20, "each run whole, then by day");
+    assert_eq!(mock.peak_in_flight(), 3, "the runs shared three places");
+    // Two different queries (their own stats) are not held to one query's places.
+    mock.in_flight.lock().expect("lock").1 = 0;
+    let one = query(
+        "time()",
+        MIDNIGHT - 20 * D,
+        MIDNIGHT - 10 * D - 300_000,
+        300,
+    );
+    let other = query("time()", MIDNIGHT - 10 * D, MIDNIGHT - 300_000, 300);
+    let (a, b) = tokio::join!(svc.clone().oneshot(one), svc.oneshot(other));
+    a.expect("one query");
+    b.expect("another query");
+    assert_eq!(mock.peak_in_flight(), 6, "three places each");
 }
