@@ -103,6 +103,20 @@ async fn hostile_requests_get_what_the_querier_says_and_never_a_5xx() {
         ),
         ("form body with a charset and invalid UTF-8", post("/api/v1/query_range", "application/x-www-form-urlencoded; charset=utf-8", "query=up%C3%28&start=0&end=60&step=15")),
         ("instant query at NaN", get("/api/v1/query?query=up&time=NaN", "")),
+        // Parameters read with Go's syntax and checked like Prometheus (the tables in
+        // compat.rs compare the messages too).
+        ("instant query with an unparsable timeout", get("/api/v1/query?query=up&timeout=xx", "")),
+        ("instant query with a negative timeout string", post("/api/v1/query", "application/x-www-form-urlencoded", "query=up&timeout=-1s")),
+        ("instant query with an invalid time and timeout", get("/api/v1/query?query=up&time=x&timeout=xx", "")),
+        ("range query with _ and a hexadecimal step", get(&range(&format!("query=up&start={}_{}&end={e}&step=0x1p6", &s[..1], &s[1..])), "")),
+        ("range query with a lower-case RFC 3339 time", get(&range("query=up&start=2026-11-30t00:00:00z&end=60&step=15"), "")),
+        ("range query with a time in invalid UTF-8", get(&range("query=up&start=%FF%01&end=60&step=15"), "")),
+        ("NaN step", get(&range("query=up&start=0&end=60&step=NaN"), "")),
+        (
+            "CORS preflight",
+            b"OPTIONS /api/v1/query_range HTTP/1.1\r\nHost: f\r\nOrigin: http://evil.example\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+        ),
         // promql-parser panics on durations beyond `Duration` (found by fuzzing).
         ("range query with an offset of 1e30 s", get(&range("query=up%20offset%201e30&start=0&end=60&step=15"), "")),
         ("range query with a subquery step of 1e30 s", get(&range("query=max_over_time(up%5B5m:1e30%5D)&start=0&end=60&step=15"), "")),
