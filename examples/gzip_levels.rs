@@ -1,5 +1,5 @@
 //! Size and CPU time of the frontend's gzip at each level, for choosing the level
-//! (`encoding::GZIP_LEVEL`): `cargo run --release --example gzip_levels -- ANSWER.json`,
+//! (`encoding::KEPT_LEVEL`, `encoding::FRESH_LEVEL`): `cargo run --release --example gzip_levels -- ANSWER.json`,
 //! where ANSWER.json is a query_range answer (BENCHMARKS.md shows how one was made).
 //! Prints, per level, the compressed size, its ratio to the input, and the median time
 //! of 101 compressions.

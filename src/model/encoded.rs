@@ -5,6 +5,7 @@
 //! bytes a client got and the edge only negotiates the content encoding.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
@@ -23,6 +24,9 @@ pub struct EncodedAnswer {
     /// Whether the answer may be kept whole: complete (no partial-response flag) and not
     /// marked `Cache-Control: no-store` by the querier.
     pub storable: bool,
+    /// Set when the response cache keeps the answer: its gzip form will be sent many
+    /// times, so it is worth a smaller one.
+    kept: AtomicBool,
 }
 
 impl EncodedAnswer {
@@ -45,7 +49,18 @@ impl EncodedAnswer {
             series,
             samples,
             storable,
+            kept: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the answer as kept by the response cache.
+    pub fn mark_kept(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the response cache keeps the answer.
+    pub fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::Relaxed)
     }
 
     /// The gzip form of the answer, made by `compress` on first use and kept.

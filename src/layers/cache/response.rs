@@ -145,6 +145,7 @@ impl ResponseCache {
 
     /// Stores an answer.
     pub async fn put(&self, lookup: Lookup, answer: Arc<EncodedAnswer>) {
+        answer.mark_kept();
         let stored = Arc::new(Stored {
             key: lookup.key,
             answer,
