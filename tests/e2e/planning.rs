@@ -70,7 +70,8 @@ async fn a_cold_month_costs_a_request_or_two_and_a_heavy_query_is_still_cut() {
 
     // Heavy: a subquery evaluated every 15 s over the test bed's days. The test bed is
     // small, so "heavy" is set relative to this machine: a frontend whose part target is
-    // an eighth of what the query costs Prometheus directly.
+    // a 32nd of what the query costs Prometheus directly (a wide margin: the querier may
+    // be busier or idler between the two measurements).
     let heavy = "quantile_over_time(0.9, sum by (code) (rate(http_requests_total[5m]))[30m:15s])";
     let window = (tb.end_ms - 3 * D + H, tb.end_ms - H, "60");
     let qs = form(&[
@@ -93,7 +94,7 @@ async fn a_cold_month_costs_a_request_or_two_and_a_heavy_query_is_still_cut() {
         direct = direct.min(started.elapsed());
     }
     let mut config = test_config(&proxy.url);
-    config.query_range.parallel_part_duration = direct / 8;
+    config.query_range.parallel_part_duration = direct / 32;
     let heavy_fe = start_frontend(config).await;
     let unseen = ask(&heavy_fe.url, &tb.prom_url, &proxy, heavy, window).await;
     assert_eq!(unseen, 2, "an unseen shape: two halves");
