@@ -7,9 +7,11 @@
 //! the client's own value and decides; the frontend waits longer, as a backstop for a
 //! querier that does not answer: [`backstop_margin`] beyond the timeout.
 //!
-//! An attempt is told the client's value as written while none of its time is spent
-//! (to the millisecond), the time left after that (a retry, or a piece of a split query
-//! that waited for its turn), and never more than the frontend waits for that attempt.
+//! An attempt is told the client's value as written while less than [`AS_WRITTEN_FOR`] of
+//! it is spent (the frontend's own work and a busy machine take some milliseconds, and
+//! the backstop margin covers that much), the time left after that (a retry, or a part of
+//! a query that waited for its turn), and never more than the frontend waits for that
+//! attempt.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -17,6 +19,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::time::parse_duration;
+
+/// How much of the client's timeout may be spent before an attempt is told the time left
+/// instead of the client's own value: far less than [`MIN_BACKSTOP_MARGIN`], so a querier
+/// told the client's value still answers before the frontend gives up.
+pub const AS_WRITTEN_FOR: Duration = Duration::from_millis(250);
 
 /// The least the frontend waits beyond a client's `timeout`.
 pub const MIN_BACKSTOP_MARGIN: Duration = Duration::from_secs(5);
@@ -69,7 +76,8 @@ impl ClientTimeout {
             return Cow::Borrowed(&self.text);
         }
         let left = self.until.saturating_duration_since(now);
-        if ceil_ms(left) >= ceil_ms(self.allowed) && self.allowed <= budget {
+        let spent = self.allowed.saturating_sub(left);
+        if spent < AS_WRITTEN_FOR && self.allowed <= budget {
             return Cow::Borrowed(&self.text);
         }
         Cow::Owned(format_timeout(left.min(budget)))
@@ -89,10 +97,6 @@ pub fn format_timeout(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-fn ceil_ms(d: Duration) -> u128 {
-    d.as_nanos().div_ceil(1_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,9 +109,14 @@ mod tests {
         let budget = Duration::from_secs(120);
         assert_eq!(t.for_attempt(arrived, budget), "1_0");
         assert_eq!(
-            t.for_attempt(arrived + Duration::from_micros(900), budget),
+            t.for_attempt(arrived + Duration::from_millis(200), budget),
             "1_0",
-            "less than a millisecond spent"
+            "less than AS_WRITTEN_FOR spent"
+        );
+        assert_eq!(
+            t.for_attempt(arrived + AS_WRITTEN_FOR, budget),
+            "9.750",
+            "AS_WRITTEN_FOR spent: the time left"
         );
         assert_eq!(
             t.for_attempt(arrived + Duration::from_millis(2_500), budget),
