@@ -113,6 +113,7 @@ fn bench_cache_value(c: &mut Criterion) {
                 end_ms: START + DAY - 60_000,
             },
             json: bytes::Bytes::from(json.clone()),
+            chunks: Vec::new(),
         }],
     };
     let encoded = entry.encode();

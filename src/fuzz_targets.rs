@@ -409,6 +409,7 @@ pub fn cache_value(data: &[u8]) {
                 end_ms: t + i64::from(len),
             },
             json: bytes::Bytes::copy_from_slice(&tail[..n]),
+            chunks: Vec::new(),
         });
         t += i64::from(len) + 1;
         rest = &tail[n..];

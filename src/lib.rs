@@ -36,6 +36,7 @@ pub mod promql;
 pub mod quote;
 pub mod server;
 pub mod slowlog;
+pub mod splice;
 pub mod stack;
 pub mod testdata;
 

@@ -73,7 +73,7 @@ mod tests {
         )
         .expect("query");
         let answer = EncodeLayer.layer(inner).oneshot(q).await.expect("answer");
-        assert_eq!((answer.series, answer.samples), (1, 2));
+        assert_eq!(answer.counts(), (1, 2));
         assert!(answer.storable);
         let again = QueryResponse::from_slice(&answer.json).expect("valid JSON answer");
         assert_eq!(again.counts(), (1, 2));

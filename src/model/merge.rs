@@ -13,17 +13,22 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::model::{MatrixData, QueryResponse, RawJson, Series, Status};
+use crate::splice::Chunk;
 
 /// A label set as Prometheus orders it: pairs sorted by name; `Vec` ordering then equals
 /// Prometheus' `labels.Compare`.
 type LabelKey = Vec<(String, String)>;
 
+/// One piece's sample array of a series: piece index, text, compressed runs.
+type Part = (usize, RawJson, Vec<Chunk>);
+
 struct Merged {
     key: LabelKey,
     metric: RawJson,
-    /// Sample arrays with the index of the piece they came from.
-    values: Vec<(usize, RawJson)>,
-    histograms: Vec<(usize, RawJson)>,
+    /// Sample arrays with the index of the piece they came from (and their compressed
+    /// runs).
+    values: Vec<Part>,
+    histograms: Vec<Part>,
 }
 
 /// Merges successful piece answers, given in time order.
@@ -78,9 +83,10 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
                 }
             };
             let slot = &mut merged[slot];
-            slot.values.extend(series.values.map(|v| (piece_no, v)));
+            slot.values
+                .extend(series.values.map(|v| (piece_no, v, series.chunks)));
             slot.histograms
-                .extend(series.histograms.map(|h| (piece_no, h)));
+                .extend(series.histograms.map(|h| (piece_no, h, Vec::new())));
         }
     }
     merged.sort_by(|a, b| a.key.cmp(&b.key));
@@ -91,18 +97,22 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
             Some(last) if last.key == m.key => {
                 last.values.extend(m.values);
                 last.histograms.extend(m.histograms);
-                last.values.sort_by_key(|(p, _)| *p);
-                last.histograms.sort_by_key(|(p, _)| *p);
+                last.values.sort_by_key(|(p, _, _)| *p);
+                last.histograms.sort_by_key(|(p, _, _)| *p);
             }
             _ => joined.push(m),
         }
     }
     let result = joined
         .into_iter()
-        .map(|m| Series {
-            metric: m.metric,
-            values: splice_arrays(m.values),
-            histograms: splice_arrays(m.histograms),
+        .map(|m| {
+            let (values, chunks) = splice_arrays(m.values);
+            Series {
+                metric: m.metric,
+                values,
+                histograms: splice_arrays(m.histograms).0,
+                chunks,
+            }
         })
         .collect();
     out.data = Some(MatrixData {
@@ -120,19 +130,23 @@ fn label_key(metric: &RawJson) -> Result<LabelKey, Error> {
     Ok(map.into_iter().collect())
 }
 
-/// Concatenates JSON arrays (in the order given): `[a,b]` + `[]` + `[c]` → `[a,b,c]`.
-/// `None` when there is nothing to concatenate.
-fn splice_arrays(mut arrays: Vec<(usize, RawJson)>) -> Option<RawJson> {
+/// Concatenates JSON arrays (in the order given): `[a,b]` + `[]` + `[c]` → `[a,b,c]`,
+/// with their compressed runs moved to where their text lands. `None` when there is
+/// nothing to concatenate.
+fn splice_arrays(mut arrays: Vec<Part>) -> (Option<RawJson>, Vec<Chunk>) {
     if arrays.len() <= 1 {
-        return arrays.pop().map(|(_, a)| a);
+        return arrays
+            .pop()
+            .map_or((None, Vec::new()), |(_, a, c)| (Some(a), c));
     }
-    let total: usize = arrays.iter().map(|(_, a)| a.as_str().len()).sum();
+    let total: usize = arrays.iter().map(|(_, a, _)| a.as_str().len()).sum();
     let mut out = String::with_capacity(total + 2);
+    let mut chunks = Vec::new();
     out.push('[');
     let mut any = false;
-    for (_, a) in &arrays {
-        let inner = a
-            .as_str()
+    for (_, a, a_chunks) in &arrays {
+        let text = a.as_str();
+        let inner = text
             .trim()
             .strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
@@ -144,11 +158,23 @@ fn splice_arrays(mut arrays: Vec<(usize, RawJson)>) -> Option<RawJson> {
         if any {
             out.push(',');
         }
+        // `inner` is a slice of `text`: its offset there, and where it lands in `out`.
+        let from = inner.as_ptr() as usize - text.as_ptr() as usize;
+        let to = out.len();
+        chunks.extend(
+            a_chunks
+                .iter()
+                .filter(|c| c.start >= from && c.start + c.len <= from + inner.len())
+                .map(|c| Chunk {
+                    start: c.start - from + to,
+                    ..c.clone()
+                }),
+        );
         out.push_str(inner);
         any = true;
     }
     out.push(']');
-    Some(RawJson::from_trusted(out))
+    (Some(RawJson::from_trusted(out)), chunks)
 }
 
 fn push_unique(into: &mut Vec<String>, items: Vec<String>) {

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::json::{write_str, write_str_array};
+use crate::splice::{Chunk, Placed};
 
 /// `status` of a Prometheus API response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub struct Series {
     /// Native histogram samples, raw.
     #[serde(default)]
     pub histograms: Option<RawJson>,
+    /// Runs of `values` kept compressed (see [`crate::splice`]): set on series read from
+    /// the cache, carried through cuts and merges, used when the answer is gzipped.
+    #[serde(skip)]
+    pub chunks: Vec<Chunk>,
 }
 
 /// A piece of JSON text that is known to be valid: either read from a querier (and
@@ -140,6 +145,18 @@ impl QueryResponse {
 
     /// Encodes the response in Prometheus' field order.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_into(None)
+    }
+
+    /// Encodes the response, and says where in it the series' compressed runs
+    /// ([`Series::chunks`]) landed.
+    pub fn encode_placed(&self) -> (Vec<u8>, Vec<Placed>) {
+        let mut placed = Vec::new();
+        let out = self.encode_into(Some(&mut placed));
+        (out, placed)
+    }
+
+    fn encode_into(&self, mut placed: Option<&mut Vec<Placed>>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
         out.extend_from_slice(match self.status {
             Status::Success => b"{\"status\":\"success\"",
@@ -157,6 +174,14 @@ impl QueryResponse {
                 out.extend_from_slice(s.metric.as_str().as_bytes());
                 if let Some(v) = &s.values {
                     out.extend_from_slice(b",\"values\":");
+                    if let Some(placed) = placed.as_deref_mut() {
+                        let base = out.len();
+                        placed.extend(s.chunks.iter().map(|c| Placed {
+                            at: base + c.start,
+                            len: c.len,
+                            deflate: c.deflate.clone(),
+                        }));
+                    }
                     out.extend_from_slice(v.as_str().as_bytes());
                 }
                 if let Some(h) = &s.histograms {

@@ -14,6 +14,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::{BoxError, Error};
 use crate::model::RequestStats;
+use crate::model::encoded::EncodedAnswer;
 use crate::model::query::first_value;
 use crate::model::time::parse_timestamp_ms;
 use crate::slowlog::{CacheFacts, Entry, HttpRequest, Params, SlowLog, rfc3339_ms};
@@ -25,6 +26,8 @@ pub struct Pending {
     entry: Entry,
     started: Instant,
     stats: Option<Arc<RequestStats>>,
+    /// The range-query answer, whose series and samples a written line reports.
+    answer: Option<Arc<EncodedAnswer>>,
 }
 
 impl Pending {
@@ -62,6 +65,7 @@ impl Pending {
             entry,
             started: Instant::now(),
             stats: None,
+            answer: None,
         }
     }
 
@@ -121,10 +125,10 @@ impl Pending {
         self.stats = Some(stats);
     }
 
-    /// Records the series and samples of a decoded answer.
-    pub fn answer_counts(&mut self, series: u64, samples: u64) {
-        self.entry.series = Some(series);
-        self.entry.samples = Some(samples);
+    /// Records the range-query answer; its series and samples are counted only if the
+    /// line is written (counting walks the whole answer).
+    pub fn answer(&mut self, answer: Arc<EncodedAnswer>) {
+        self.answer = Some(answer);
     }
 
     /// Records an error message (the querier's, for an answer passed on as it came).
@@ -140,9 +144,17 @@ impl Pending {
         }
     }
 
-    /// The finished entry, once `bytes` of the body were sent.
-    fn finish(mut self, bytes: u64) -> (Entry, std::time::Duration) {
+    /// The finished entry, once `bytes` of the body were sent, if `log` keeps it.
+    fn finish(mut self, bytes: u64, log: &SlowLog) -> Option<Entry> {
         let took = self.started.elapsed();
+        if !log.is_slow(took) {
+            return None;
+        }
+        if let Some(answer) = &self.answer {
+            let (series, samples) = answer.counts();
+            self.entry.series = Some(series);
+            self.entry.samples = Some(samples);
+        }
         let e = &mut self.entry;
         e.duration_seconds = took.as_secs_f64();
         e.response_bytes = bytes;
@@ -159,7 +171,7 @@ impl Pending {
             e.downstream_seconds = get(&stats.downstream_nanos) as f64 / 1e9;
             e.downstream_requests = get(&stats.downstream_requests);
         }
-        (self.entry, took)
+        Some(self.entry)
     }
 }
 
@@ -200,8 +212,7 @@ impl Observed {
                 pending.entry.error =
                     Some("the client went away before the whole answer was sent".into());
             }
-            let (entry, took) = pending.finish(self.bytes);
-            if log.is_slow(took) {
+            if let Some(entry) = pending.finish(self.bytes, &log) {
                 log.record(&entry);
             }
         }

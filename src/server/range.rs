@@ -62,7 +62,7 @@ impl Frontend {
             stats.downstream_nanos.load(relaxed) as f64 / 1e9,
         );
         if let Some(p) = pending {
-            p.answer_counts(answer.series, answer.samples);
+            p.answer(answer.clone());
         }
         let mut resp = self.answer_response(&parts.headers, &answer);
         if let Some(outcome) = stats.cache_outcome() {

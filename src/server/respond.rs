@@ -44,15 +44,7 @@ impl Frontend {
         answer: &EncodedAnswer,
     ) -> Response<Body> {
         let packed = match self.coding_for(req_headers) {
-            Some(Coding::Gzip) => answer
-                .gzip(|b| {
-                    let level = match answer.is_kept() {
-                        true => crate::encoding::KEPT_LEVEL,
-                        false => crate::encoding::FRESH_LEVEL,
-                    };
-                    Coding::Gzip.compress_at(b, level).ok()
-                })
-                .map(|z| (Coding::Gzip, z)),
+            Some(Coding::Gzip) => answer.gzip().map(|z| (Coding::Gzip, z)),
             Some(Coding::Deflate) => Coding::Deflate
                 .compress(&answer.json)
                 .ok()

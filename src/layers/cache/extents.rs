@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::model::response::array_elements;
 use crate::model::{MatrixData, QueryResponse, RawJson, Series};
+use crate::splice::Chunk;
 
 /// An inclusive range of grid timestamps, Unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,14 +137,17 @@ pub fn cut(resp: &QueryResponse, spans: &[Span]) -> Result<Vec<QueryResponse>, E
     };
     let mut kept: Vec<Vec<Series>> = spans.iter().map(|_| Vec::new()).collect();
     for s in &data.result {
-        let values = cut_array(s.values.as_ref(), spans)?;
-        let histograms = cut_array(s.histograms.as_ref(), spans)?;
-        for (i, (values, histograms)) in values.into_iter().zip(histograms).enumerate() {
+        let values = cut_array(s.values.as_ref(), &s.chunks, spans)?;
+        let histograms = cut_array(s.histograms.as_ref(), &[], spans)?;
+        for (i, ((values, chunks), (histograms, _))) in
+            values.into_iter().zip(histograms).enumerate()
+        {
             if values.is_some() || histograms.is_some() {
                 kept[i].push(Series {
                     metric: s.metric.clone(),
                     values,
                     histograms,
+                    chunks,
                 });
             }
         }
@@ -167,22 +171,39 @@ pub fn cut(resp: &QueryResponse, spans: &[Span]) -> Result<Vec<QueryResponse>, E
         .collect())
 }
 
-/// [`cut`] for one raw sample array: per span, its samples (`None` when it has none).
-fn cut_array(arr: Option<&RawJson>, spans: &[Span]) -> Result<Vec<Option<RawJson>>, Error> {
-    let mut out: Vec<Option<RawJson>> = spans.iter().map(|_| None).collect();
+/// A cut sample array: its text (`None` when it has no sample) and the compressed runs
+/// that lie wholly inside it.
+type CutArray = (Option<RawJson>, Vec<Chunk>);
+
+/// [`cut`] for one raw sample array and its compressed runs: per span, its samples.
+fn cut_array(
+    arr: Option<&RawJson>,
+    chunks: &[Chunk],
+    spans: &[Span],
+) -> Result<Vec<CutArray>, Error> {
+    let mut out: Vec<CutArray> = spans.iter().map(|_| (None, Vec::new())).collect();
     let Some(arr) = arr else { return Ok(out) };
     let text = arr.as_str();
     let mut previous = i64::MIN;
     let mut span = 0;
     // The current span's first and last sample, as byte offsets into `text`.
     let mut run: Option<(usize, usize)> = None;
-    let close = |out: &mut Vec<Option<RawJson>>, i: usize, run: Option<(usize, usize)>| {
+    let close = |out: &mut Vec<CutArray>, i: usize, run: Option<(usize, usize)>| {
         if let Some((first, last)) = run {
             let mut s = String::with_capacity(last - first + 2);
             s.push('[');
             s.push_str(&text[first..last]);
             s.push(']');
-            out[i] = Some(RawJson::from_trusted(s));
+            // The text moves from `first` to 1 (after the `[`).
+            let kept = chunks
+                .iter()
+                .filter(|c| c.start >= first && c.start + c.len <= last)
+                .map(|c| Chunk {
+                    start: c.start - first + 1,
+                    ..c.clone()
+                })
+                .collect();
+            out[i] = (Some(RawJson::from_trusted(s)), kept);
         }
     };
     for (start, end) in array_elements(text) {

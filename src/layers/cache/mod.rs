@@ -22,6 +22,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod chunks;
 pub mod extents;
 pub mod key;
 pub mod memory;
@@ -93,6 +94,8 @@ struct Shared {
     /// Per query shape (hash of its key text), the last grid point this process stored:
     /// where a refreshed dashboard's missing range will start (see [`Shared::serve`]).
     stored_ends: moka::sync::Cache<u64, i64>,
+    /// Entries being combined and written in the background.
+    writes_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Shapes whose last stored point is remembered for the tail prefetch.
@@ -118,6 +121,7 @@ impl CacheLayer {
                     .max_capacity(STORED_ENDS_KEPT)
                     .time_to_idle(Duration::from_secs(3600))
                     .build(),
+                writes_in_flight: Arc::default(),
             }),
         }
     }
@@ -448,12 +452,19 @@ impl Shared {
                 if new.is_empty() {
                     continue;
                 }
-                // Combining and encoding happen after the answer, off the request path.
+                // Combining, compressing and encoding happen after the answer, off the
+                // request path and off the runtime's threads.
                 let shared = self.clone();
+                let in_flight = WriteInFlight::start(&self.writes_in_flight);
                 tokio::spawn(async move {
-                    match combine(&w.key, old, new, step) {
-                        Ok(entry) => shared.write(w.key.hash, entry).await,
-                        Err(e) => tracing::debug!(error = %e, "cache entry not stored"),
+                    let _in_flight = in_flight;
+                    let key = w.key.full.clone();
+                    let made =
+                        tokio::task::spawn_blocking(move || combine(&key, old, new, step)).await;
+                    match made {
+                        Ok(Ok(entry)) => shared.write(w.key.hash, entry).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "cache entry not stored"),
+                        Err(e) => tracing::warn!(error = %e, "cache entry not stored"),
                     }
                 });
             }
@@ -566,7 +577,10 @@ impl Shared {
         let mut out = Vec::with_capacity(entry.extents.len());
         for e in entry.extents {
             match QueryResponse::from_slice(&e.json) {
-                Ok(resp) => out.push((e.span, resp)),
+                Ok(mut resp) => {
+                    chunks::attach(&mut resp, e.chunks);
+                    out.push((e.span, resp));
+                }
                 Err(_) => {
                     self.metrics.cache_skip("unreadable_entry");
                     return Vec::new();
@@ -702,6 +716,30 @@ impl Shared {
     }
 }
 
+/// Counts a background write from its start until dropped.
+struct WriteInFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl WriteInFlight {
+    fn start(counter: &Arc<std::sync::atomic::AtomicUsize>) -> WriteInFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        WriteInFlight(counter.clone())
+    }
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl CacheLayer {
+    /// Entries still being combined and written in the background (for tests that
+    /// read what a request stored).
+    pub fn writes_in_flight(&self) -> usize {
+        self.shared.writes_in_flight.load(Ordering::SeqCst)
+    }
+}
+
 /// Removes an in-flight entry when dropped, if it is still the one this request used.
 struct InflightGuard<'a> {
     map: &'a Mutex<HashMap<FetchKey, Arc<OnceCell<SharedResult>>>>,
@@ -723,7 +761,7 @@ impl Drop for InflightGuard<'_> {
 
 /// The entry to store: old extents plus new ones, adjacent extents merged into one.
 fn combine(
-    key: &PieceKey,
+    key: &str,
     old: Vec<(Span, QueryResponse)>,
     new: Vec<(Span, QueryResponse)>,
     step: i64,
@@ -746,20 +784,24 @@ fn combine(
     }
     let mut extents = Vec::with_capacity(runs.len());
     for (span, mut parts) in runs {
-        let resp = if parts.len() == 1 {
+        let mut resp = if parts.len() == 1 {
             parts
                 .pop()
                 .ok_or_else(|| Error::Internal("empty extent run".into()))?
         } else {
             merge(parts)?
         };
+        // Kept compressed at the level of answers made for one request: storing stays
+        // cheap, and a refresh's gzip body is as small as it was when made whole.
+        chunks::fill(&mut resp, crate::encoding::FRESH_LEVEL);
         extents.push(StoredExtent {
             span,
             json: Bytes::from(resp.encode()),
+            chunks: chunks::of_answer(&resp),
         });
     }
     Ok(Entry {
-        key: key.full.clone(),
+        key: key.to_owned(),
         extents,
     })
 }

@@ -1,12 +1,15 @@
 //! The stored form of a cache entry, and its decoder for bytes that may be anything
 //! (a Redis value can be corrupted, truncated, or written by another version).
 //!
-//! Layout: magic `PFC2`, one flag byte (0 = raw, 1 = lz4), the xxh3-64 of the
+//! Layout: magic `PFC3`, one flag byte (0 = raw, 1 = lz4), the xxh3-64 of the
 //! uncompressed payload, then the payload: the full key (u32 length + bytes) and the
 //! extents (u32 count; each: i64 start, i64 end, u32 length + the piece's response
-//! JSON). All integers little-endian. Payloads above [`COMPRESS_ABOVE`] bytes are
-//! lz4-compressed (fast to decompress, ~2× on matrices). Values of the older layout
-//! `PFC1` (no checksum) are still read.
+//! JSON, then the compressed runs of its series' sample arrays: u32 series count (0 or
+//! the JSON's), per series u32 run count, per run u32 start, u32 length, u32 length +
+//! the raw deflate bytes; see [`crate::splice`]). All integers little-endian. Payloads
+//! above [`COMPRESS_ABOVE`] bytes are lz4-compressed (fast to decompress, ~2× on
+//! matrices). Values of the older layouts are still read: `PFC2` (no compressed runs)
+//! and `PFC1` (no checksum either).
 //!
 //! The checksum catches a value cut or flipped on the way (a corrupt value is a miss,
 //! never an answer). It is not a signature: whoever can write to the cache can write any
@@ -16,8 +19,11 @@ use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::extents::Span;
+use crate::splice::Chunk;
 
-const MAGIC: &[u8; 4] = b"PFC2";
+const MAGIC: &[u8; 4] = b"PFC3";
+/// The layout before compressed runs; read, never written.
+const MAGIC_V2: &[u8; 4] = b"PFC2";
 /// The layout before checksums; read, never written.
 const MAGIC_V1: &[u8; 4] = b"PFC1";
 /// Payloads larger than this are compressed.
@@ -32,6 +38,9 @@ pub struct StoredExtent {
     pub span: Span,
     /// The answer as JSON.
     pub json: Bytes,
+    /// Per series of the answer (in its order), the compressed runs of its sample
+    /// array; empty when none were kept.
+    pub chunks: Vec<Vec<Chunk>>,
 }
 
 /// A cache entry: the full key (to detect hash collisions) and its extents.
@@ -65,7 +74,14 @@ impl Entry {
             + self
                 .extents
                 .iter()
-                .map(|e| 20 + e.json.len())
+                .map(|e| {
+                    24 + e.json.len()
+                        + e.chunks
+                            .iter()
+                            .flatten()
+                            .map(|c| 12 + c.deflate.len())
+                            .sum::<usize>()
+                })
                 .sum::<usize>();
         let mut payload = Vec::with_capacity(size);
         put_bytes(&mut payload, self.key.as_bytes());
@@ -74,6 +90,15 @@ impl Entry {
             payload.extend_from_slice(&e.span.start_ms.to_le_bytes());
             payload.extend_from_slice(&e.span.end_ms.to_le_bytes());
             put_bytes(&mut payload, &e.json);
+            payload.extend_from_slice(&(e.chunks.len() as u32).to_le_bytes());
+            for series in &e.chunks {
+                payload.extend_from_slice(&(series.len() as u32).to_le_bytes());
+                for c in series {
+                    payload.extend_from_slice(&(c.start as u32).to_le_bytes());
+                    payload.extend_from_slice(&(c.len as u32).to_le_bytes());
+                    put_bytes(&mut payload, &c.deflate);
+                }
+            }
         }
         let mut out = Vec::with_capacity(payload.len() / 2 + 13);
         out.extend_from_slice(MAGIC);
@@ -96,10 +121,14 @@ impl Entry {
     /// Decodes stored bytes, and tells whether a checksum proved them whole (a value of
     /// the older layout has none). Never panics, whatever they are.
     pub fn decode_verified(bytes: &[u8]) -> Result<(Entry, bool), ValueError> {
-        let (rest, checksummed) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V1)) {
-            (Some(rest), _) => (rest, true),
-            (None, Some(rest)) => (rest, false),
-            (None, None) => return Err(ValueError::Format),
+        let (rest, checksummed, with_chunks) = if let Some(rest) = bytes.strip_prefix(MAGIC) {
+            (rest, true, true)
+        } else if let Some(rest) = bytes.strip_prefix(MAGIC_V2) {
+            (rest, true, false)
+        } else if let Some(rest) = bytes.strip_prefix(MAGIC_V1) {
+            (rest, false, false)
+        } else {
+            return Err(ValueError::Format);
         };
         let (&flag, rest) = rest.split_first().ok_or(ValueError::Corrupt)?;
         let (sum, rest) = match checksummed {
@@ -145,9 +174,11 @@ impl Entry {
             let start_ms = r.i64()?;
             let end_ms = r.i64()?;
             let json = Bytes::copy_from_slice(r.bytes()?);
+            let chunks = if with_chunks { r.chunks()? } else { Vec::new() };
             extents.push(StoredExtent {
                 span: Span { start_ms, end_ms },
                 json,
+                chunks,
             });
         }
         if !r.0.is_empty() {
@@ -187,6 +218,34 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+    /// An extent's compressed runs, per series.
+    fn chunks(&mut self) -> Result<Vec<Vec<Chunk>>, ValueError> {
+        let series = self.u32()? as usize;
+        // Each series needs 4 bytes, each run 12: refuse counts the rest cannot hold.
+        if series > self.0.len() / 4 {
+            return Err(ValueError::Corrupt);
+        }
+        let mut out = Vec::with_capacity(series);
+        for _ in 0..series {
+            let n = self.u32()? as usize;
+            if n > self.0.len() / 12 {
+                return Err(ValueError::Corrupt);
+            }
+            let mut runs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let start = self.u32()? as usize;
+                let len = self.u32()? as usize;
+                let deflate = Bytes::copy_from_slice(self.bytes()?);
+                runs.push(Chunk {
+                    start,
+                    len,
+                    deflate,
+                });
+            }
+            out.push(runs);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +263,14 @@ mod tests {
                         end_ms: 2_000,
                     },
                     json: Bytes::from("{\"a\":1}".repeat(json_len / 7 + 1)),
+                    chunks: vec![
+                        vec![Chunk {
+                            start: 1,
+                            len: 5,
+                            deflate: Bytes::from_static(b"\x01\x02\x03"),
+                        }],
+                        Vec::new(),
+                    ],
                 },
                 StoredExtent {
                     span: Span {
@@ -211,6 +278,7 @@ mod tests {
                         end_ms: 3_000,
                     },
                     json: Bytes::from_static(b"{}"),
+                    chunks: Vec::new(),
                 },
             ],
         }
@@ -268,11 +336,26 @@ mod tests {
             flipped[6] ^= 1;
             assert_eq!(Entry::decode(&flipped), Err(ValueError::Corrupt));
         }
-        // The layout before checksums: read, but not proven whole.
-        let e = entry(10);
-        let mut old = b"PFC1\0".to_vec();
-        old.extend_from_slice(&e.encode()[13..]);
-        assert_eq!(Entry::decode_verified(&old), Ok((e, false)));
+        // The older layouts: no compressed runs; before checksums, not proven whole.
+        let mut e = entry(10);
+        for x in &mut e.extents {
+            x.chunks.clear();
+        }
+        let mut payload = Vec::new();
+        put_bytes(&mut payload, e.key.as_bytes());
+        payload.extend_from_slice(&(e.extents.len() as u32).to_le_bytes());
+        for x in &e.extents {
+            payload.extend_from_slice(&x.span.start_ms.to_le_bytes());
+            payload.extend_from_slice(&x.span.end_ms.to_le_bytes());
+            put_bytes(&mut payload, &x.json);
+        }
+        let mut v1 = b"PFC1\0".to_vec();
+        v1.extend_from_slice(&payload);
+        assert_eq!(Entry::decode_verified(&v1), Ok((e.clone(), false)));
+        let mut v2 = b"PFC2\0".to_vec();
+        v2.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
+        v2.extend_from_slice(&payload);
+        assert_eq!(Entry::decode_verified(&v2), Ok((e, true)));
     }
 
     proptest! {
