@@ -17,7 +17,7 @@ use crate::support::{
     FakeReply, Scratch, blocking, fake_querier, send, start_frontend, start_prometheus_config,
     test_config,
 };
-use crate::web_config::{ALICE, client_tls, send_tls, user_line};
+use crate::web_config::{ALICE, get_tls, user_line};
 
 #[tokio::test]
 async fn prometheus_scrapes_metrics_over_https_with_basic_auth() {
@@ -103,15 +103,7 @@ async fn prometheus_scrapes_metrics_over_https_with_basic_auth() {
     };
     assert_eq!(up, ("1".to_owned(), "0".to_owned()), "{last}");
     // The scrapes were real: the frontend counted the intruder's refusals.
-    let (metrics, _) = send_tls(
-        client_tls(&ca, None),
-        false,
-        Method::GET,
-        &format!("https://{target}/metrics"),
-        &[("authorization", ALICE)],
-    )
-    .await
-    .expect("metrics");
+    let metrics = get_tls(&ca, &format!("https://{target}/metrics"), Some(ALICE)).await;
     assert!(
         metrics
             .text()

@@ -99,6 +99,16 @@ pub async fn send_tls(
     ))
 }
 
+/// `GET url` over HTTPS/1.1 trusting `ca`, with `auth` as `Authorization`; fails the test
+/// when no answer comes.
+pub async fn get_tls(ca: &Path, url: &str, auth: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    send_tls(client_tls(ca, None), false, Method::GET, url, &headers)
+        .await
+        .unwrap_or_else(|e| panic!("no answer from {url}: {e}"))
+        .0
+}
+
 /// The certificate the server at `addr` presents (DER).
 async fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca, None)));
@@ -160,16 +170,8 @@ async fn basic_auth_over_tls_answers_like_the_querier() {
         (tb.end_ms - 600_000) / 1000
     );
     let get = |path: &str, auth: Option<&'static str>| {
-        let url = format!("{url}{path}");
-        let tls = client_tls(&ca, None);
-        async move {
-            let headers: Vec<(&str, &str)> =
-                auth.map(|a| ("authorization", a)).into_iter().collect();
-            send_tls(tls, false, Method::GET, &url, &headers)
-                .await
-                .unwrap_or_else(|e| panic!("no answer from {url}: {e}"))
-                .0
-        }
+        let (url, ca) = (format!("{url}{path}"), ca.clone());
+        async move { get_tls(&ca, &url, auth).await }
     };
 
     for (auth, what) in [
@@ -390,13 +392,8 @@ async fn rotated_certificate_is_served_and_a_broken_change_keeps_the_last_good_f
 
     let metrics_url = format!("{url}/metrics");
     let metrics = || {
-        let (tls, url) = (client_tls(&ca, None), metrics_url.clone());
-        async move {
-            send_tls(tls, false, Method::GET, &url, &[("authorization", ALICE)])
-                .await
-                .map(|(r, _)| r.text())
-                .unwrap_or_default()
-        }
+        let (ca, url) = (ca.clone(), metrics_url.clone());
+        async move { get_tls(&ca, &url, Some(ALICE)).await.text() }
     };
     assert!(
         metrics()
@@ -426,15 +423,7 @@ async fn rotated_certificate_is_served_and_a_broken_change_keeps_the_last_good_f
         "the broken change was not noticed within 30 s:\n{}",
         metrics().await
     );
-    let (reply, _) = send_tls(
-        client_tls(&ca, None),
-        false,
-        Method::GET,
-        &format!("{url}/api/v1/status/buildinfo"),
-        &[("authorization", ALICE)],
-    )
-    .await
-    .expect("answer with the last good config");
+    let reply = get_tls(&ca, &format!("{url}/api/v1/status/buildinfo"), Some(ALICE)).await;
     assert_eq!(
         reply.status,
         200,

@@ -27,29 +27,32 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new unencrypted P-256 key.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// Runs `openssl req` with a new key (written to `key`) and `args`.
+fn request_with_new_key(dir: &Path, key: &str, args: &[&str]) {
+    let mut all = vec!["req"];
+    all.extend(NEW_EC_KEY);
+    all.extend(["-keyout", key]);
+    all.extend(args);
+    openssl(dir, &all);
+}
+
 /// Creates a self-signed CA: `<name>.pem` and `<name>.key` in `dir`.
 pub fn make_ca(dir: &Path, name: &str) {
     let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
     let subject = format!("/CN=promql-frontend test CA {name}");
-    openssl(
+    request_with_new_key(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-        ],
+        &key,
+        &["-x509", "-out", &pem, "-days", "2", "-subj", &subject],
     );
 }
 
@@ -63,23 +66,8 @@ pub fn issue(dir: &Path, ca: &str, name: &str, cn: &str, ext: &str) {
         format!("{name}.key"),
         format!("{name}.csr"),
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
+    request_with_new_key(dir, &key, &["-out", &csr, "-subj", &format!("/CN={cn}")]);
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
     openssl(
         dir,
         &[
@@ -88,9 +76,9 @@ pub fn issue(dir: &Path, ca: &str, name: &str, cn: &str, ext: &str) {
             "-in",
             &csr,
             "-CA",
-            &format!("{ca}.pem"),
+            &ca_pem,
             "-CAkey",
-            &format!("{ca}.key"),
+            &ca_key,
             "-CAcreateserial",
             "-out",
             &pem,
