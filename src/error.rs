@@ -114,6 +114,11 @@ pub enum Error {
     /// A bug or an impossible state inside the frontend.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A setting that cannot work, found while starting (a web config file that does
+    /// not load, for instance); the message names the setting.
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl Error {
@@ -132,7 +137,7 @@ impl Error {
             Error::BadResponse(_) | Error::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Error::Canceled => StatusCode::from_u16(STATUS_CLIENT_CLOSED_REQUEST)
                 .unwrap_or(StatusCode::BAD_REQUEST),
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -150,7 +155,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::BadResponse(_) | Error::ResponseTooLarge { .. } => "bad_response",
             Error::Canceled => "canceled",
-            Error::Internal(_) => "internal",
+            Error::Internal(_) | Error::Startup(_) => "internal",
         }
     }
 
@@ -178,7 +183,8 @@ impl Error {
             | Error::ResponseTooLarge { .. }
             | Error::Overloaded
             | Error::Canceled
-            | Error::Internal(_) => false,
+            | Error::Internal(_)
+            | Error::Startup(_) => false,
         }
     }
 
@@ -221,6 +227,7 @@ impl Error {
             Error::Overloaded => Error::Overloaded,
             Error::Canceled => Error::Canceled,
             Error::Internal(m) => Error::Internal(m.clone()),
+            Error::Startup(m) => Error::Startup(m.clone()),
         }
     }
 
@@ -278,7 +285,7 @@ impl Error {
             Error::ResponseTooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",
             Error::Canceled => "canceled",
-            Error::Internal(_) => "internal",
+            Error::Internal(_) | Error::Startup(_) => "internal",
         }
     }
 

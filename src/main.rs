@@ -25,6 +25,10 @@ struct Args {
     /// replicas as a comma-separated list.
     #[arg(long, env = "PROMQL_FRONTEND_DOWNSTREAM_URL")]
     downstream_url: Option<String>,
+    /// Web configuration file (TLS, basic auth, response headers) in Prometheus'
+    /// format, overriding server.web_config_file.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
     /// Validate the configuration, print it, and exit (0 when valid).
     #[arg(long)]
     check_config: bool,
@@ -39,6 +43,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Checked here too, so that a broken file stops the start (or fails the check)
+    // with the field named, before anything else starts.
+    if let Some(path) = &config.server.web_config_file
+        && let Err(e) = promql_frontend::server::web::Loaded::load(path)
+    {
+        eprintln!("promql-frontend: {e}");
+        return ExitCode::from(2);
+    }
     if args.check_config {
         println!("config is valid: {config:#?}");
         return ExitCode::SUCCESS;
@@ -72,6 +84,9 @@ fn load_config(args: &Args) -> Result<Config, promql_frontend::config::ConfigErr
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(path) = &args.web_config_file {
+        config.server.web_config_file = Some(path.clone());
     }
     if let Some(list) = &args.downstream_url {
         let urls: Vec<String> = list

@@ -12,6 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+#[path = "metrics_security.rs"]
+mod security;
+
+pub use security::{AuthFailure, SecurityMetrics};
+
 /// The API endpoint a request addressed, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types, missing_docs)]
@@ -206,6 +211,7 @@ pub struct Metrics {
     slow_queries: Family<ResultLabels, Counter>,
     cache_entries: Family<BackendLabels, Gauge>,
     cache_held_bytes: Family<BackendLabels, Gauge>,
+    security: SecurityMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -385,8 +391,10 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             cache_held_bytes.clone(),
         );
+        let security = SecurityMetrics::register(&mut registry);
         Metrics {
             registry,
+            security,
             pieces,
             querier_requests,
             querier_seconds,
@@ -533,6 +541,11 @@ impl Metrics {
         self.cache_held_bytes
             .get_or_create(&labels)
             .set(bytes.min(i64::MAX as u64) as i64);
+    }
+
+    /// Authentication, TLS and web config metrics.
+    pub fn security(&self) -> &SecurityMetrics {
+        &self.security
     }
 
     /// Counts a retry refused by the budget.

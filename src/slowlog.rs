@@ -47,15 +47,47 @@ pub struct SlowLog {
     writer: Option<SyncSender<Msg>>,
     /// A reopen that did not fit in the queue; the writer does it before its next line.
     reopen_pending: Arc<AtomicBool>,
-    ring: Mutex<VecDeque<Bytes>>,
+    ring: Mutex<VecDeque<Line>>,
     ring_size: usize,
-    followers: broadcast::Sender<Bytes>,
+    followers: broadcast::Sender<Line>,
     metrics: Arc<Metrics>,
 }
 
 enum Msg {
     Line(Bytes),
     Reopen,
+}
+
+/// One logged line (newline-terminated JSON) and the tenant it was logged for, which
+/// decides who may read it through the API ([`Visibility`]).
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The tenant header's value, as the line records it.
+    pub tenant: Option<Arc<str>>,
+    /// The JSON object and its newline.
+    pub text: Bytes,
+}
+
+/// Which lines a reader of `/api/v1/slow_queries` may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every line.
+    All,
+    /// The lines of this tenant.
+    Tenant(String),
+    /// The lines logged without a tenant.
+    Untenanted,
+}
+
+impl Visibility {
+    /// Whether a line of `tenant` is visible.
+    pub fn shows(&self, tenant: Option<&str>) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Tenant(own) => tenant == Some(own.as_str()),
+            Visibility::Untenanted => tenant.is_none(),
+        }
+    }
 }
 
 /// One logged request.
@@ -199,7 +231,11 @@ impl SlowLog {
             }
         };
         line.push(b'\n');
-        let line = Bytes::from(line);
+        let text = Bytes::from(line);
+        let line = Line {
+            tenant: entry.tenant.as_deref().map(Arc::from),
+            text: text.clone(),
+        };
         if self.ring_size > 0 {
             let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
             if ring.len() == self.ring_size {
@@ -208,8 +244,8 @@ impl SlowLog {
             ring.push_back(line.clone());
         }
         // No follower is not an error.
-        let _ = self.followers.send(line.clone());
-        match writer.try_send(Msg::Line(line)) {
+        let _ = self.followers.send(line);
+        match writer.try_send(Msg::Line(text)) {
             Ok(()) => self.metrics.slow_query("logged"),
             Err(TrySendError::Full(_)) => self.metrics.slow_query("dropped"),
             Err(TrySendError::Disconnected(_)) => self.metrics.slow_query("dropped"),
@@ -228,14 +264,20 @@ impl SlowLog {
         }
     }
 
-    /// The last `limit` lines, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<Bytes> {
+    /// The last `limit` lines that `who` may see, newest first.
+    pub fn recent(&self, limit: usize, who: &Visibility) -> Vec<Bytes> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().rev().take(limit).cloned().collect()
+        ring.iter()
+            .rev()
+            .filter(|line| who.shows(line.tenant.as_deref()))
+            .take(limit)
+            .map(|line| line.text.clone())
+            .collect()
     }
 
-    /// New lines as they are logged.
-    pub fn follow(&self) -> broadcast::Receiver<Bytes> {
+    /// New lines as they are logged, each with its tenant (filter them with
+    /// [`Visibility::shows`]).
+    pub fn follow(&self) -> broadcast::Receiver<Line> {
         self.followers.subscribe()
     }
 }

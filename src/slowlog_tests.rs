@@ -179,13 +179,66 @@ async fn ring_is_newest_first_and_followers_see_new_lines() {
     for i in 0..5 {
         log.record(&entry(i));
     }
-    let recent = log.recent(10);
+    let recent = log.recent(10, &Visibility::All);
     assert_eq!(recent.len(), 3, "ring_size");
     assert!(String::from_utf8_lossy(&recent[0]).contains("req-4"));
     assert!(String::from_utf8_lossy(&recent[2]).contains("req-2"));
-    assert_eq!(log.recent(1).len(), 1);
+    assert_eq!(log.recent(1, &Visibility::All).len(), 1);
     let first = follower.recv().await.expect("a line");
-    assert!(String::from_utf8_lossy(&first).contains("req-0"));
+    assert!(String::from_utf8_lossy(&first.text).contains("req-0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn readers_see_only_the_lines_their_visibility_allows() {
+    let dir = scratch("visibility");
+    let mut opts = options(&dir.join("slow.log"), Threshold::All);
+    opts.ring_size = 10;
+    let log = SlowLog::new(opts, Arc::new(Metrics::new())).expect("log");
+    let mut follower = log.follow();
+    for (n, tenant) in [
+        (0, Some("team-a")),
+        (1, Some("team-b")),
+        (2, None),
+        (3, Some("team-a")),
+    ] {
+        log.record(&Entry {
+            tenant: tenant.map(str::to_owned),
+            ..entry(n)
+        });
+    }
+    let ids = |who: Visibility, limit| -> Vec<String> {
+        log.recent(limit, &who)
+            .iter()
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_slice(line).expect("JSON line");
+                json["request_id"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(Visibility::All, 10),
+        ["req-3", "req-2", "req-1", "req-0"]
+    );
+    assert_eq!(
+        ids(Visibility::Tenant("team-a".into()), 10),
+        ["req-3", "req-0"]
+    );
+    // The limit counts visible lines, not lines skipped.
+    assert_eq!(ids(Visibility::Tenant("team-a".into()), 1), ["req-3"]);
+    assert_eq!(ids(Visibility::Tenant("team-b".into()), 10), ["req-1"]);
+    assert_eq!(ids(Visibility::Untenanted, 10), ["req-2"]);
+    assert!(ids(Visibility::Tenant("team-c".into()), 10).is_empty());
+    // Followers get each line's tenant to filter with.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let line = follower.recv().await.expect("a line");
+        if Visibility::Tenant("team-b".into()).shows(line.tenant.as_deref()) {
+            seen.push(String::from_utf8_lossy(&line.text).into_owned());
+        }
+    }
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].contains("req-1"), "{seen:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

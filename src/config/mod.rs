@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod sections;
+pub mod web;
 
 pub use sections::*;
 
@@ -153,6 +154,39 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "server.cors_origin",
                 msg: format!("not a valid regular expression: {e}"),
+            });
+        }
+        if let Some(path) = &self.server.web_config_file
+            && path.as_os_str().is_empty()
+        {
+            return invalid(
+                "server.web_config_file",
+                "must not be empty (leave it unset for plain HTTP without auth)",
+            );
+        }
+        if let Some(p) = self
+            .server
+            .auth_exempt_paths
+            .iter()
+            .find(|p| !p.starts_with('/'))
+        {
+            return Err(ConfigError::Invalid {
+                field: "server.auth_exempt_paths",
+                msg: format!("{p:?} does not start with '/'"),
+            });
+        }
+        for (user, tenant) in &self.server.user_tenants {
+            if tenant.is_empty() || http::HeaderValue::from_str(tenant).is_err() {
+                return Err(ConfigError::Invalid {
+                    field: "server.user_tenants",
+                    msg: format!("the tenant of {user:?}, {tenant:?}, is not a header value"),
+                });
+            }
+        }
+        if http::HeaderName::from_bytes(self.cache.tenant_header.as_bytes()).is_err() {
+            return Err(ConfigError::Invalid {
+                field: "cache.tenant_header",
+                msg: format!("{:?} is not a valid header name", self.cache.tenant_header),
             });
         }
         let d = &self.downstream;

@@ -2,6 +2,7 @@
 //! comments and defaults, and the enums they parse. The config owns these types; the
 //! modules it configures receive plain option structs built from them (`stack::assemble`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +69,23 @@ pub struct ServerConfig {
     /// (HTTP/2) without reading on. More than 100 header lines in one HTTP/1.1 request
     /// also get a bare 431.
     pub max_header_bytes: usize,
+    /// A web configuration file in the format Prometheus reads with
+    /// `--web.config.file` (TLS, client certificates, basic auth users with bcrypt
+    /// hashes, response headers); the `--web.config.file` flag overrides it. Changes to
+    /// it and to the certificate files it names apply within a second, without a
+    /// restart; a changed file that does not load leaves the last good one in force.
+    /// Unset: plain HTTP without authentication.
+    pub web_config_file: Option<PathBuf>,
+    /// Paths answered without basic auth when the web config file has users (exact
+    /// match). Default: `/-/healthy` and `/-/ready`, so that Kubernetes probes, which
+    /// cannot answer a password challenge, keep working; they reveal only whether the
+    /// frontend and its querier are up. TLS and client certificates still apply.
+    pub auth_exempt_paths: Vec<String>,
+    /// Tenant of each basic-auth user: the frontend sets `cache.tenant_header` to it on
+    /// that user's requests, replacing whatever the client sent, so the user reaches
+    /// only that tenant's data, cache entries and slow queries. Users not listed keep
+    /// the header they send (admins of a multi-tenant querier, for instance).
+    pub user_tenants: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +101,9 @@ impl Default for ServerConfig {
             cors_origin: ".*".to_owned(),
             max_concurrent_requests: 1024,
             max_header_bytes: 64 * 1024,
+            web_config_file: None,
+            auth_exempt_paths: vec!["/-/healthy".to_owned(), "/-/ready".to_owned()],
+            user_tenants: BTreeMap::new(),
         }
     }
 }
@@ -399,11 +420,15 @@ pub struct SlowQueryLogConfig {
     pub queue_size: usize,
     /// Lines kept in memory for `GET /api/v1/slow_queries`.
     pub ring_size: usize,
-    /// Serve `GET /api/v1/slow_queries`. It shows every tenant's slow queries (query
-    /// text, tenant, client address) to whoever can reach the port: turn it off, or
-    /// restrict the path at the network or auth proxy, where tenants must not see each
-    /// other's queries.
+    /// Serve `GET /api/v1/slow_queries`. A request with a tenant (the tenant header,
+    /// or the tenant of its user in `server.user_tenants`) sees only that tenant's
+    /// lines; users in `admin_users` see every line. A request with neither sees every
+    /// line while `admin_users` is empty (a frontend without authentication), and only
+    /// the lines without a tenant once it is set.
     pub api: bool,
+    /// Basic-auth users (from the web config file) who see every tenant's lines in
+    /// `GET /api/v1/slow_queries`.
+    pub admin_users: Vec<String>,
 }
 
 impl Default for SlowQueryLogConfig {
@@ -414,6 +439,7 @@ impl Default for SlowQueryLogConfig {
             queue_size: 4096,
             ring_size: 256,
             api: true,
+            admin_users: Vec::new(),
         }
     }
 }

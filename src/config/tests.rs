@@ -93,6 +93,20 @@ fn validate_names_the_field() {
             "query_range.split_interval",
         ),
         ("[log]\nlevel = \"lots=of=noise\"", "log.level"),
+        ("[server]\nweb_config_file = \"\"", "server.web_config_file"),
+        (
+            "[server]\nauth_exempt_paths = [\"healthz\"]",
+            "server.auth_exempt_paths",
+        ),
+        (
+            "[server]\nuser_tenants = { alice = \"\" }",
+            "server.user_tenants",
+        ),
+        (
+            "[server]\nuser_tenants = { alice = \"a\\nb\" }",
+            "server.user_tenants",
+        ),
+        ("[cache]\ntenant_header = \"x y\"", "cache.tenant_header"),
     ];
     for (text, field) in cases {
         let err = Config::from_toml_str(text).expect_err(text);
@@ -121,6 +135,12 @@ fn env_overrides_apply_over_file() {
             "PROMQL_FRONTEND_DOWNSTREAM__FORWARD_HEADERS",
             "[\"Authorization\"]",
         ),
+        ("PROMQL_FRONTEND_SERVER__WEB_CONFIG_FILE", "/etc/pf/web.yml"),
+        (
+            "PROMQL_FRONTEND_SERVER__USER_TENANTS",
+            "{ alice = \"team-a\" }",
+        ),
+        ("PROMQL_FRONTEND_SLOW_QUERY_LOG__ADMIN_USERS", "[\"ops\"]"),
         ("PROMQL_FRONTEND_LISTEN", "ignored by the generic path"),
         ("HOME", "/root"),
     ]
@@ -130,6 +150,15 @@ fn env_overrides_apply_over_file() {
     assert_eq!(config.downstream.connect_timeout, Duration::from_secs(2));
     assert!(!config.server.gzip_responses);
     assert_eq!(config.downstream.forward_headers, vec!["Authorization"]);
+    assert_eq!(
+        config.server.web_config_file.as_deref(),
+        Some(std::path::Path::new("/etc/pf/web.yml"))
+    );
+    assert_eq!(
+        config.server.user_tenants.get("alice").map(String::as_str),
+        Some("team-a")
+    );
+    assert_eq!(config.slow_query_log.admin_users, ["ops"]);
     let bad = Config::load(
         None,
         [("PROMQL_FRONTEND_DOWNSTREAM__NOPE".into(), "1".into())],

@@ -14,6 +14,7 @@ use super::{Body, Frontend};
 use crate::error::Error;
 use crate::model::query::{first_value, form_pairs};
 use crate::quote::go_quote;
+use crate::slowlog::Visibility;
 
 impl Frontend {
     pub(super) async fn ready(&self) -> Response<Body> {
@@ -36,9 +37,14 @@ impl Frontend {
     }
 
     /// `GET /api/v1/slow_queries`: the last `limit` (default all kept) slow-query log
-    /// lines, newest first, as `{"status":"success","data":[...]}`; with `follow=true`
-    /// new lines as they are logged, as newline-delimited JSON, until shutdown.
-    pub(super) fn slow_queries(&self, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    /// lines `who` may see, newest first, as `{"status":"success","data":[...]}`; with
+    /// `follow=true` new lines as they are logged, as newline-delimited JSON, until
+    /// shutdown.
+    pub(super) fn slow_queries(
+        &self,
+        req: &Request<Incoming>,
+        who: Visibility,
+    ) -> Result<Response<Body>, Error> {
         let pairs = form_pairs(req.uri().query(), None, &[]);
         let first = |name: &str| first_value(&pairs, name);
         let limit = match first("limit") {
@@ -70,7 +76,7 @@ impl Frontend {
         }
         if !follow {
             let mut json = b"{\"status\":\"success\",\"data\":[".to_vec();
-            for (i, line) in self.slow_log.recent(limit).iter().enumerate() {
+            for (i, line) in self.slow_log.recent(limit, &who).iter().enumerate() {
                 if i > 0 {
                     json.push(b',');
                 }
@@ -90,9 +96,10 @@ impl Frontend {
                     () = tx.closed() => break,
                 };
                 match line {
+                    Ok(line) if !who.shows(line.tenant.as_deref()) => continue,
                     // A follower that does not read must not hold up shutdown.
                     Ok(line) => tokio::select! {
-                        sent = tx.send(line) => if sent.is_err() { break },
+                        sent = tx.send(line.text) => if sent.is_err() { break },
                         _ = closing.wait_for(|c| *c) => break,
                     },
                     // A follower that fell behind skips what it missed.

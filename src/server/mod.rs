@@ -11,9 +11,15 @@
 //!
 //! Every answer on the API gets the CORS headers of `server.cors_origin` ([`Cors`]).
 //!
+//! With a web config file (`server.web_config_file`, [`web`]) the port speaks TLS
+//! ([`tls`]) when the file says so, requests need basic auth when it lists users
+//! (`auth`; `server.auth_exempt_paths` excepted), every answer carries its response
+//! headers, and a user listed in `server.user_tenants` has its tenant header set for it.
+//!
 //! Shutdown: when the shutdown future resolves the listener closes, in-flight requests
 //! get up to the grace period to finish, and then the remaining connections are dropped.
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
@@ -43,13 +49,17 @@ use crate::stack::{self, CacheUsage, RangeService};
 use observe::{Admitted, Observed, Pending, error_message};
 use respond::{preflight, text};
 use tracing::Instrument;
+use web::{Loaded, WebState};
 
+mod auth;
 mod cors;
 mod local;
 mod observe;
 mod passthrough;
 mod range;
 mod respond;
+pub mod tls;
+pub mod web;
 
 pub use cors::Cors;
 pub use respond::error_response;
@@ -83,6 +93,16 @@ pub struct Frontend {
     cache_usage: CacheUsage,
     /// Becomes true when shutdown starts (ends `follow` streams).
     closing: tokio::sync::watch::Sender<bool>,
+    /// The web config file in force, when one is configured.
+    web: Option<Arc<WebState>>,
+    /// Checks basic-auth credentials (and remembers verified ones).
+    authenticator: auth::Authenticator,
+    /// Paths answered without basic auth (`server.auth_exempt_paths`).
+    auth_exempt: HashSet<String>,
+    /// The tenant header value set for each mapped user (`server.user_tenants`).
+    user_tenants: HashMap<String, HeaderValue>,
+    /// Users who see every slow query (`slow_query_log.admin_users`).
+    slow_query_admins: HashSet<String>,
 }
 
 impl Frontend {
@@ -103,6 +123,22 @@ impl Frontend {
             metrics.clone(),
         )
         .map_err(|e| Error::Internal(e.to_string()))?;
+        let web = match &config.server.web_config_file {
+            Some(path) => Some(Arc::new(
+                WebState::start(path, metrics.clone())
+                    .map_err(|e| Error::Startup(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let mut user_tenants = HashMap::new();
+        for (user, tenant) in &config.server.user_tenants {
+            let value = HeaderValue::from_str(tenant).map_err(|_| {
+                Error::Startup(format!(
+                    "server.user_tenants: the tenant of {user:?} is not a header value"
+                ))
+            })?;
+            user_tenants.insert(user.clone(), value);
+        }
         Ok(Frontend {
             stack: services.range,
             downstream: services.downstream,
@@ -132,6 +168,11 @@ impl Frontend {
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid")),
             cache_usage: services.cache_usage,
             closing: tokio::sync::watch::channel(false).0,
+            web,
+            authenticator: auth::Authenticator::new(),
+            auth_exempt: config.server.auth_exempt_paths.iter().cloned().collect(),
+            user_tenants,
+            slow_query_admins: sl.admin_users.iter().cloned().collect(),
         })
     }
 
@@ -160,7 +201,13 @@ impl Frontend {
             .max_header_list_size(
                 u32::try_from(hard_head_limit(this.max_header_bytes)).unwrap_or(u32::MAX),
             );
+        let builder = Arc::new(builder);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Aborted when dropped, at the end of this function.
+        let _reloader = this
+            .web
+            .as_ref()
+            .map(|web| AbortOnDrop(web.clone().spawn_reloader()));
         // Aborted when dropped, at the end of this function.
         let _health_checks = (!this.health_check_interval.is_zero()).then(|| {
             AbortOnDrop(
@@ -183,15 +230,39 @@ impl Frontend {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    // The TLS configuration in force when the connection arrives.
+                    let tls = this.web.as_ref().and_then(|web| web.current().tls.clone());
+                    let (timeout, metrics) = (this.header_read_timeout, this.metrics.clone());
                     let this = this.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let this = this.clone();
                         async move { Ok::<_, Infallible>(this.handle(peer, req).await) }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
+                    let Some(tls) = tls else {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                        continue;
+                    };
+                    // The handshake runs in the connection's task, so a slow or
+                    // plain-HTTP client never holds up the accept loop.
+                    let (builder, watcher) = (builder.clone(), graceful.watcher());
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let stream = match tls::accept(tls, stream, timeout).await {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                let timed_out = matches!(e, tls::HandshakeError::TimedOut);
+                                metrics.security().handshake_failure(timed_out);
+                                tracing::debug!(%peer, error = ?e, "TLS handshake failed");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -226,12 +297,17 @@ impl Frontend {
         let path = req.uri().path();
         let cors = (Cors::covers(path) || Cors::is_preflight(req.method(), path))
             .then(|| req.headers().get(header::ORIGIN).cloned());
+        // One web config for the whole request, even if a reload lands meanwhile.
+        let web = self.web.as_ref().map(|web| web.current());
         let mut resp = self
-            .handle_request(peer, req, head, &id)
+            .handle_request(peer, req, head, &id, web.as_deref())
             .instrument(span)
             .await;
         if let Some(origin) = cors {
             self.cors.apply(origin.as_ref(), resp.headers_mut());
+        }
+        for (name, value) in web.iter().flat_map(|web| &web.config.headers) {
+            resp.headers_mut().insert(name.clone(), value.clone());
         }
         resp.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id);
@@ -241,9 +317,10 @@ impl Frontend {
     async fn handle_request(
         &self,
         peer: SocketAddr,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         head: usize,
         request_id: &str,
+        web: Option<&Loaded>,
     ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.start_request();
@@ -262,6 +339,22 @@ impl Frontend {
             self.metrics
                 .observe_request(endpoint, resp.status(), started.elapsed());
             return resp;
+        }
+        let user = match self.authenticate(&req, web).await {
+            Ok(user) => user,
+            Err(why) => {
+                self.metrics.security().auth_failure(why);
+                let resp = auth::unauthorized();
+                self.metrics
+                    .observe_request(endpoint, resp.status(), started.elapsed());
+                return resp;
+            }
+        };
+        // A mapped user's tenant replaces whatever the client sent, before anything
+        // (cache keys, the querier, the slow-query log) reads it.
+        if let Some(tenant) = auth::tenant_of(&self.user_tenants, user.as_deref()) {
+            req.headers_mut()
+                .insert(self.tenant_header.clone(), tenant.clone());
         }
         // Overload: answer at once rather than queue; probes and scrapes are exempt. The
         // permit goes with the response body: a request counts until its answer is sent
@@ -311,7 +404,18 @@ impl Frontend {
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),
             (Endpoint::metrics, _) => Ok(self.metrics_page(req.headers()).await),
-            (Endpoint::slow_queries, &Method::GET) => self.slow_queries(&req),
+            (Endpoint::slow_queries, &Method::GET) => {
+                let tenant = req
+                    .headers()
+                    .get(&self.tenant_header)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let who = auth::slow_query_visibility(
+                    user.as_deref(),
+                    tenant.as_deref(),
+                    &self.slow_query_admins,
+                );
+                self.slow_queries(&req, who)
+            }
             _ => self.passthrough(req, pending.as_mut()).await,
         };
         let error = resp.as_ref().err().map(error_message);
@@ -338,6 +442,28 @@ impl Frontend {
             Some(permit) => resp.map(|body| Admitted::new(body, permit).boxed()),
             None => resp,
         }
+    }
+
+    /// The basic-auth user of a request: `Ok(None)` when the web config lists no users or
+    /// the path is exempt, the reason for a 401 otherwise.
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        web: Option<&Loaded>,
+    ) -> Result<Option<String>, crate::metrics::AuthFailure> {
+        let Some(web) = web.filter(|web| !web.config.users.is_empty()) else {
+            return Ok(None);
+        };
+        let path = req.uri().path();
+        if self.auth_exempt.contains(path)
+            || web.config.auth_excluded_paths.iter().any(|p| p == path)
+        {
+            return Ok(None);
+        }
+        self.authenticator
+            .check(&web.config.users, req.headers().get(header::AUTHORIZATION))
+            .await
+            .map(Some)
     }
 
     /// When the frontend stops waiting for a request that arrived at `arrived`:

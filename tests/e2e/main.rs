@@ -22,3 +22,5 @@ mod split_equivalence;
 mod support;
 mod telemetry;
 mod tls;
+mod web_clients;
+mod web_config;

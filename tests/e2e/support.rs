@@ -7,10 +7,13 @@
 //! however it exits, the pipe closes and the supervisor kills the process and removes
 //! its temporary directory.
 //!
-//! `live` builds a second kind of bed: history plus live samples scraped up to now.
+//! `live` builds a second kind of bed: history plus live samples scraped up to now;
+//! `certs` makes a private CA and certificates with openssl.
 
 #![allow(dead_code)]
 
+#[path = "support/certs.rs"]
+pub mod certs;
 #[path = "support/live.rs"]
 pub mod live;
 

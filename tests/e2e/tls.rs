@@ -2,85 +2,12 @@
 //! CA. With the CA configured the frontend works through it; without, verification fails
 //! and the client gets a clean 503.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use http::Method;
 
-use crate::support::{
-    Scratch, blocking, require_binary, send, start_frontend, start_prometheus_with, test_config,
-};
-
-/// Creates `ca.pem` and a `127.0.0.1` server certificate signed by it in `dir`.
-fn make_certs(dir: &Path) {
-    require_binary("openssl", "openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write extensions");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=promql-frontend test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "srv.ext",
-    ]);
-}
+use crate::support::certs::make_certs;
+use crate::support::{Scratch, blocking, send, start_frontend, start_prometheus_with, test_config};
 
 #[tokio::test]
 async fn https_querier_with_private_ca() {
