@@ -100,6 +100,86 @@ fn bench_merge(c: &mut Criterion) {
     );
 }
 
+/// A warm hit as the cache serves it: 30 stored day entries (lz4, with their layout and
+/// compressed runs) read back, merged, encoded and gzipped.
+fn bench_hit_path(c: &mut Criterion) {
+    use promql_frontend::layers::cache::chunks;
+    use promql_frontend::layers::cache::extents::Span;
+    use promql_frontend::layers::cache::value::{Entry, StoredExtent};
+    use promql_frontend::model::EncodedAnswer;
+    let step = 15 * 60_000;
+    let stored: Vec<Vec<u8>> = (0..30)
+        .map(|d| {
+            let mut resp =
+                QueryResponse::from_slice(piece_json(d, step).as_bytes()).expect("valid piece");
+            chunks::fill(&mut resp, 1);
+            let (json, layout) = resp.encode_with_layout();
+            Entry {
+                key: format!("pf1 bench {d}"),
+                extents: vec![StoredExtent {
+                    span: Span {
+                        start_ms: START + d * DAY,
+                        end_ms: START + d * DAY + DAY - step,
+                    },
+                    json: bytes::Bytes::from(json),
+                    chunks: chunks::of_answer(&resp),
+                    layout: Some(layout),
+                }],
+            }
+            .encode()
+        })
+        .collect();
+    let read = || -> Vec<QueryResponse> {
+        stored
+            .iter()
+            .map(|bytes| {
+                let mut e = Entry::decode(bytes).expect("decodes");
+                let x = e.extents.pop().expect("one extent");
+                let layout = x.layout.expect("layout");
+                let mut resp = QueryResponse::from_layout(&x.json, &layout).expect("reads");
+                chunks::attach(&mut resp, x.chunks);
+                resp
+            })
+            .collect()
+    };
+    let bytes: usize = (0..30).map(|d| piece_json(d, step).len()).sum();
+    let mut group = c.benchmark_group("hit path");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(20);
+    group.bench_function(
+        "30 stored day entries x 500 series (96 points/day): read+merge+encode",
+        |b| {
+            b.iter(|| {
+                black_box(
+                    EncodedAnswer::of(&merge(read()).expect("merges"))
+                        .json
+                        .len(),
+                )
+            })
+        },
+    );
+    group.bench_function("... + gzip from the compressed runs", |b| {
+        b.iter(|| {
+            let answer = EncodedAnswer::of(&merge(read()).expect("merges"));
+            black_box(answer.gzip().map(|z| z.len()))
+        })
+    });
+    group.finish();
+    let day = piece_json(0, 60_000);
+    let resp = QueryResponse::from_slice(day.as_bytes()).expect("valid piece");
+    let mut group = c.benchmark_group("store path (1 day x 500 series x 1440 points)");
+    group.throughput(Throughput::Bytes(day.len() as u64));
+    group.sample_size(10);
+    group.bench_function("compressed runs made (level 1)", |b| {
+        b.iter(|| {
+            let mut r = resp.clone();
+            chunks::fill(&mut r, 1);
+            black_box(chunks::of_answer(&r).len())
+        })
+    });
+    group.finish();
+}
+
 fn bench_cache_value(c: &mut Criterion) {
     use promql_frontend::layers::cache::extents::Span;
     use promql_frontend::layers::cache::value::{Entry, StoredExtent};
@@ -114,6 +194,7 @@ fn bench_cache_value(c: &mut Criterion) {
             },
             json: bytes::Bytes::from(json.clone()),
             chunks: Vec::new(),
+            layout: None,
         }],
     };
     let encoded = entry.encode();
@@ -206,6 +287,7 @@ criterion_group!(
     bench_cache_key,
     bench_extents,
     bench_merge,
+    bench_hit_path,
     bench_cache_value
 );
 criterion_main!(benches);

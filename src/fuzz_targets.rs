@@ -410,6 +410,7 @@ pub fn cache_value(data: &[u8]) {
             },
             json: bytes::Bytes::copy_from_slice(&tail[..n]),
             chunks: Vec::new(),
+            layout: None,
         });
         t += i64::from(len) + 1;
         rest = &tail[n..];

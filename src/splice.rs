@@ -21,11 +21,18 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
 
 /// Sample text is cut into chunks of about this many bytes (whole samples each): small
-/// enough that an answer whose window starts inside a stored extent loses little of it,
-/// large enough that each chunk compresses well on its own.
-pub const CHUNK_BYTES: usize = 8 * 1024;
+/// enough that an answer whose window starts inside a stored extent loses little of it
+/// (the part of the first chunk it keeps goes uncompressed), large enough that each
+/// chunk compresses well on its own. Measured on a 380 KB answer of the live scenario at
+/// level 1: chunks of 2, 4, 8 and 16 KiB come to 0.996, 1.007, 1.019 and 1.022 times the
+/// size of the whole body compressed at once.
+pub const CHUNK_BYTES: usize = 4 * 1024;
 
 /// Runs between chunks at least this long are compressed; shorter ones are stored.
+/// Starting a compressor costs about as much as compressing a few KiB (it clears its
+/// tables), so short runs (labels, punctuation, a few fresh samples) are cheaper stored;
+/// a series' fresh tail with the part of a chunk its window cut is usually longer and
+/// compressed (stored, it made a 6-hour panel's body 1.7 times larger).
 const COMPRESS_GAP_ABOVE: usize = 4 * 1024;
 
 /// Largest stored block (its length field is 16 bits).

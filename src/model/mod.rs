@@ -3,6 +3,7 @@
 
 pub mod encoded;
 pub mod gotime;
+pub mod layout;
 pub mod merge;
 pub mod query;
 pub mod ranges;

@@ -14,7 +14,15 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::json::{write_str, write_str_array};
+use crate::model::layout::{Layout, SeriesLayout};
 use crate::splice::{Chunk, Placed};
+
+/// What [`QueryResponse::encode_into`] notes while it writes.
+#[derive(Default)]
+struct Marks {
+    placed: Option<Vec<Placed>>,
+    layout: Option<Layout>,
+}
 
 /// `status` of a Prometheus API response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +136,21 @@ impl QueryResponse {
                 .any(|(k, v)| k.to_ascii_lowercase().contains("partial") && v.get() == "true")
     }
 
+    /// The response without its data: status, errors, warnings, infos and extra
+    /// fields, for building a response with other series.
+    pub fn clone_envelope(&self) -> QueryResponse {
+        QueryResponse {
+            status: self.status,
+            data: None,
+            error_type: self.error_type.clone(),
+            error: self.error.clone(),
+            warnings: self.warnings.clone(),
+            infos: self.infos.clone(),
+            extra: self.extra.clone(),
+            no_store: self.no_store,
+        }
+    }
+
     /// Series and samples (floats plus histograms) in the answer.
     pub fn counts(&self) -> (u64, u64) {
         let Some(data) = &self.data else {
@@ -145,18 +168,31 @@ impl QueryResponse {
 
     /// Encodes the response in Prometheus' field order.
     pub fn encode(&self) -> Vec<u8> {
-        self.encode_into(None)
+        self.encode_into(&mut Marks::default())
     }
 
     /// Encodes the response, and says where in it the series' compressed runs
     /// ([`Series::chunks`]) landed.
     pub fn encode_placed(&self) -> (Vec<u8>, Vec<Placed>) {
-        let mut placed = Vec::new();
-        let out = self.encode_into(Some(&mut placed));
-        (out, placed)
+        let mut marks = Marks {
+            placed: Some(Vec::new()),
+            layout: None,
+        };
+        let out = self.encode_into(&mut marks);
+        (out, marks.placed.unwrap_or_default())
     }
 
-    fn encode_into(&self, mut placed: Option<&mut Vec<Placed>>) -> Vec<u8> {
+    /// Encodes the response with the [`Layout`] of its series (for the cache).
+    pub fn encode_with_layout(&self) -> (Vec<u8>, Layout) {
+        let mut marks = Marks {
+            placed: None,
+            layout: Some(Layout::default()),
+        };
+        let out = self.encode_into(&mut marks);
+        (out, marks.layout.unwrap_or_default())
+    }
+
+    fn encode_into(&self, marks: &mut Marks) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
         out.extend_from_slice(match self.status {
             Status::Success => b"{\"status\":\"success\"",
@@ -166,15 +202,22 @@ impl QueryResponse {
             out.extend_from_slice(b",\"data\":{\"resultType\":");
             write_str(&mut out, &data.result_type);
             out.extend_from_slice(b",\"result\":[");
+            let result_start = out.len();
+            // Appends `text` and returns where it lies.
+            let put = |out: &mut Vec<u8>, text: &str| {
+                let at = out.len();
+                out.extend_from_slice(text.as_bytes());
+                (at, out.len())
+            };
             for (i, s) in data.result.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"{\"metric\":");
-                out.extend_from_slice(s.metric.as_str().as_bytes());
-                if let Some(v) = &s.values {
+                let metric = put(&mut out, s.metric.as_str());
+                let values = s.values.as_ref().map(|v| {
                     out.extend_from_slice(b",\"values\":");
-                    if let Some(placed) = placed.as_deref_mut() {
+                    if let Some(placed) = marks.placed.as_mut() {
                         let base = out.len();
                         placed.extend(s.chunks.iter().map(|c| Placed {
                             at: base + c.start,
@@ -182,13 +225,23 @@ impl QueryResponse {
                             deflate: c.deflate.clone(),
                         }));
                     }
-                    out.extend_from_slice(v.as_str().as_bytes());
-                }
-                if let Some(h) = &s.histograms {
+                    put(&mut out, v.as_str())
+                });
+                let histograms = s.histograms.as_ref().map(|h| {
                     out.extend_from_slice(b",\"histograms\":");
-                    out.extend_from_slice(h.as_str().as_bytes());
-                }
+                    put(&mut out, h.as_str())
+                });
                 out.push(b'}');
+                if let Some(layout) = marks.layout.as_mut() {
+                    layout.series.push(SeriesLayout {
+                        metric,
+                        values,
+                        histograms,
+                    });
+                }
+            }
+            if let Some(layout) = marks.layout.as_mut() {
+                layout.result = (result_start, out.len());
             }
             out.push(b']');
             write_extra(&mut out, &data.extra);

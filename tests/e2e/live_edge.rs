@@ -4,6 +4,8 @@
 //! equals Prometheus' own answer asked at the same moment, reaches the last point of the
 //! grid, and is never older at its tail than what Prometheus already held when the
 //! frontend was asked; from the second refresh on, older parts come from the cache.
+//! Every other refresh asks the frontend for gzip, as Grafana does: its body is then
+//! spliced from the runs the cache keeps compressed, and must decode to the same answer.
 
 use std::time::Duration;
 
@@ -11,7 +13,9 @@ use crate::compare::compare;
 use crate::support::live::{
     LiveBed, NEWEST_SAMPLE_QUERY, build_live_bed, newest_sample_ms, wait_for_sample_after,
 };
-use crate::support::{Reply, blocking, form, post_form, secs, start_frontend, test_config};
+use http::Method;
+
+use crate::support::{Reply, blocking, form, secs, send, start_frontend, test_config};
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
@@ -45,14 +49,24 @@ const PANELS: &[(&str, i64, i64)] = &[
 ];
 
 /// A Grafana-style POST of a range query.
-async fn ask(base: &str, expr: &str, start: i64, end: i64, step_s: i64) -> Reply {
+async fn ask(base: &str, expr: &str, (start, end, step_s): (i64, i64, i64), gzip: bool) -> Reply {
     let body = form(&[
         ("query", expr),
         ("start", &secs(start)),
         ("end", &secs(end)),
         ("step", &step_s.to_string()),
     ]);
-    post_form(&format!("{base}/api/v1/query_range"), &body).await
+    let headers: &[(&str, &str)] = match gzip {
+        true => &[("accept-encoding", "gzip")],
+        false => &[],
+    };
+    send(
+        Method::POST,
+        &format!("{base}/api/v1/query_range"),
+        headers,
+        Some(("application/x-www-form-urlencoded", body.into_bytes())),
+    )
+    .await
 }
 
 /// Asks the frontend and Prometheus the same query at the same moment until they agree
@@ -63,7 +77,8 @@ async fn agreed(
     bed: &LiveBed,
     fe: &str,
     expr: &str,
-    (start, end, step_s): (i64, i64, i64),
+    window: (i64, i64, i64),
+    gzip: bool,
 ) -> Result<(Reply, usize), String> {
     let mut difference = String::new();
     for attempt in 0..=RETRIES {
@@ -71,9 +86,15 @@ async fn agreed(
             tokio::time::sleep(Duration::from_millis(bed.scrape_interval_s * 1000 + 500)).await;
         }
         let (direct, via) = tokio::join!(
-            ask(&bed.prom_url, expr, start, end, step_s),
-            ask(fe, expr, start, end, step_s)
+            ask(&bed.prom_url, expr, window, false),
+            ask(fe, expr, window, gzip)
         );
+        let coding = via.headers.get("content-encoding");
+        if gzip != coding.is_some_and(|c| c == "gzip") {
+            return Err(format!(
+                "asked gzip: {gzip}, got content-encoding {coding:?}"
+            ));
+        }
         match compare(expr, &direct, &via, false) {
             None => return Ok((via, attempt + 1)),
             Some(d) => difference = d,
@@ -128,7 +149,8 @@ async fn panels_at_now_equal_prometheus_over_refreshes() {
             let held = newest_sample_ms(&bed.prom_url, last)
                 .await
                 .expect("live samples at the last point");
-            let (via, n) = match agreed(&bed, &fe.url, expr, (start, now, step_s)).await {
+            let gzip = refresh % 2 == 1;
+            let (via, n) = match agreed(&bed, &fe.url, expr, (start, now, step_s), gzip).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     problems.push(format!("refresh {refresh}, {expr}: {e}"));

@@ -233,7 +233,7 @@ fn cut_array(
 }
 
 /// The timestamp of a sample `[1700000000.123,"1"]`, in ms (parsed exactly, no float).
-fn sample_timestamp_ms(sample: &str) -> Option<i64> {
+pub(super) fn sample_timestamp_ms(sample: &str) -> Option<i64> {
     let rest = sample.trim_start().strip_prefix('[')?;
     let end = rest.find(',')?;
     let num = rest[..end].trim();

@@ -28,6 +28,7 @@ pub mod key;
 pub mod memory;
 pub mod redis;
 pub mod response;
+pub mod seek;
 pub mod tiered;
 pub mod value;
 
@@ -326,7 +327,7 @@ impl Shared {
                         if span == *stored_span {
                             hit_parts.push((span.start_ms, resp.clone()));
                         } else {
-                            match trim(resp, span.start_ms, span.end_ms) {
+                            match seek::trim_stored(resp, span.start_ms, span.end_ms) {
                                 Ok(t) => hit_parts.push((span.start_ms, t)),
                                 Err(_) => {
                                     usable = false;
@@ -576,7 +577,11 @@ impl Shared {
         }
         let mut out = Vec::with_capacity(entry.extents.len());
         for e in entry.extents {
-            match QueryResponse::from_slice(&e.json) {
+            let read = match &e.layout {
+                Some(layout) => QueryResponse::from_layout(&e.json, layout),
+                None => QueryResponse::from_slice(&e.json),
+            };
+            match read {
                 Ok(mut resp) => {
                     chunks::attach(&mut resp, e.chunks);
                     out.push((e.span, resp));
@@ -794,10 +799,12 @@ fn combine(
         // Kept compressed at the level of answers made for one request: storing stays
         // cheap, and a refresh's gzip body is as small as it was when made whole.
         chunks::fill(&mut resp, crate::encoding::FRESH_LEVEL);
+        let (json, layout) = resp.encode_with_layout();
         extents.push(StoredExtent {
             span,
-            json: Bytes::from(resp.encode()),
+            json: Bytes::from(json),
             chunks: chunks::of_answer(&resp),
+            layout: Some(layout),
         });
     }
     Ok(Entry {

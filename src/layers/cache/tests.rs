@@ -566,6 +566,7 @@ async fn entries_with_another_key_are_never_served() {
                 b"{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[]}}",
             ),
             chunks: Vec::new(),
+            layout: None,
         }],
     };
     backend

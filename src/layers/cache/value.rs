@@ -6,7 +6,10 @@
 //! extents (u32 count; each: i64 start, i64 end, u32 length + the piece's response
 //! JSON, then the compressed runs of its series' sample arrays: u32 series count (0 or
 //! the JSON's), per series u32 run count, per run u32 start, u32 length, u32 length +
-//! the raw deflate bytes; see [`crate::splice`]). All integers little-endian. Payloads
+//! the raw deflate bytes; see [`crate::splice`]), then the JSON's layout (u32: 0 for
+//! none, else 1 + its series count; the result array's start and end; per series the
+//! start and end of its label set, sample array and histogram array, `u32::MAX` twice
+//! for an absent array; see [`crate::model::layout`]). All integers little-endian. Payloads
 //! above [`COMPRESS_ABOVE`] bytes are lz4-compressed (fast to decompress, ~2× on
 //! matrices). Values of the older layouts are still read: `PFC2` (no compressed runs)
 //! and `PFC1` (no checksum either).
@@ -19,6 +22,7 @@ use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::extents::Span;
+use crate::model::layout::{Layout, SeriesLayout};
 use crate::splice::Chunk;
 
 const MAGIC: &[u8; 4] = b"PFC3";
@@ -41,6 +45,8 @@ pub struct StoredExtent {
     /// Per series of the answer (in its order), the compressed runs of its sample
     /// array; empty when none were kept.
     pub chunks: Vec<Vec<Chunk>>,
+    /// Where the answer's series lie in `json`, when known: read back by slicing.
+    pub layout: Option<Layout>,
 }
 
 /// A cache entry: the full key (to detect hash collisions) and its extents.
@@ -99,6 +105,7 @@ impl Entry {
                     put_bytes(&mut payload, &c.deflate);
                 }
             }
+            put_layout(&mut payload, e.layout.as_ref());
         }
         let mut out = Vec::with_capacity(payload.len() / 2 + 13);
         out.extend_from_slice(MAGIC);
@@ -174,17 +181,42 @@ impl Entry {
             let start_ms = r.i64()?;
             let end_ms = r.i64()?;
             let json = Bytes::copy_from_slice(r.bytes()?);
-            let chunks = if with_chunks { r.chunks()? } else { Vec::new() };
+            let (chunks, layout) = if with_chunks {
+                (r.chunks()?, r.layout()?)
+            } else {
+                (Vec::new(), None)
+            };
             extents.push(StoredExtent {
                 span: Span { start_ms, end_ms },
                 json,
                 chunks,
+                layout,
             });
         }
         if !r.0.is_empty() {
             return Err(ValueError::Corrupt);
         }
         Ok((Entry { key, extents }, checksummed))
+    }
+}
+
+fn put_layout(out: &mut Vec<u8>, layout: Option<&Layout>) {
+    let Some(l) = layout else {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        return;
+    };
+    let mut put = |v: usize| out.extend_from_slice(&(v as u32).to_le_bytes());
+    put(l.series.len() + 1);
+    put(l.result.0);
+    put(l.result.1);
+    for s in &l.series {
+        for (a, b) in [Some(s.metric), s.values, s.histograms]
+            .into_iter()
+            .map(|r| r.unwrap_or((u32::MAX as usize, u32::MAX as usize)))
+        {
+            put(a);
+            put(b);
+        }
     }
 }
 
@@ -218,6 +250,35 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+    /// An extent's layout, if stored.
+    fn layout(&mut self) -> Result<Option<Layout>, ValueError> {
+        let n = self.u32()? as usize;
+        if n == 0 {
+            return Ok(None);
+        }
+        let series = n - 1;
+        if series > self.0.len() / 24 {
+            return Err(ValueError::Corrupt);
+        }
+        let pair = |r: &mut Self| -> Result<Option<(usize, usize)>, ValueError> {
+            let (a, b) = (r.u32()?, r.u32()?);
+            Ok((a != u32::MAX).then_some((a as usize, b as usize)))
+        };
+        let result = pair(self)?.ok_or(ValueError::Corrupt)?;
+        let mut out = Vec::with_capacity(series);
+        for _ in 0..series {
+            out.push(SeriesLayout {
+                metric: pair(self)?.ok_or(ValueError::Corrupt)?,
+                values: pair(self)?,
+                histograms: pair(self)?,
+            });
+        }
+        Ok(Some(Layout {
+            result,
+            series: out,
+        }))
+    }
+
     /// An extent's compressed runs, per series.
     fn chunks(&mut self) -> Result<Vec<Vec<Chunk>>, ValueError> {
         let series = self.u32()? as usize;
@@ -271,6 +332,14 @@ mod tests {
                         }],
                         Vec::new(),
                     ],
+                    layout: Some(Layout {
+                        result: (3, 9),
+                        series: vec![SeriesLayout {
+                            metric: (3, 4),
+                            values: None,
+                            histograms: Some((5, 9)),
+                        }],
+                    }),
                 },
                 StoredExtent {
                     span: Span {
@@ -279,6 +348,7 @@ mod tests {
                     },
                     json: Bytes::from_static(b"{}"),
                     chunks: Vec::new(),
+                    layout: None,
                 },
             ],
         }
@@ -340,6 +410,7 @@ mod tests {
         let mut e = entry(10);
         for x in &mut e.extents {
             x.chunks.clear();
+            x.layout = None;
         }
         let mut payload = Vec::new();
         put_bytes(&mut payload, e.key.as_bytes());
