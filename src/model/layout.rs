@@ -113,18 +113,18 @@ mod tests {
     fn refuses_layouts_that_do_not_fit() {
         let resp = QueryResponse::from_slice(BODY.as_bytes()).expect("decodes");
         let (json, layout) = resp.encode_with_layout();
-        let broken: Vec<Box<dyn Fn(&mut Layout)>> = vec![
-            Box::new(|l| l.result.0 += 1),
-            Box::new(|l| l.result.1 = 10_000),
-            Box::new(|l| l.series[0].metric.0 += 1),
-            Box::new(|l| l.series[1].metric = l.series[0].metric),
-            Box::new(|l| l.series[0].values = Some((0, 5))),
-            Box::new(|l| {
+        let broken: [fn(&mut Layout); 7] = [
+            |l| l.result.0 += 1,
+            |l| l.result.1 = 10_000,
+            |l| l.series[0].metric.0 += 1,
+            |l| l.series[1].metric = l.series[0].metric,
+            |l| l.series[0].values = Some((0, 5)),
+            |l| {
                 // "é" split in the middle of its two bytes.
                 let m = l.series[2].metric;
                 l.series[2].metric = (m.0, m.0 + 4);
-            }),
-            Box::new(|l| l.series[2].histograms = Some((usize::MAX - 1, usize::MAX))),
+            },
+            |l| l.series[2].histograms = Some((usize::MAX - 1, usize::MAX)),
         ];
         for (i, breaks) in broken.iter().enumerate() {
             let mut l = layout.clone();
