@@ -61,6 +61,19 @@ pub struct Placed {
     pub deflate: Bytes,
 }
 
+/// The runs of `chunks` lying wholly inside bytes `from..to` of their text, moved for a
+/// copy of those bytes that starts at `dest`.
+pub fn moved(chunks: &[Chunk], from: usize, to: usize, dest: usize) -> Vec<Chunk> {
+    chunks
+        .iter()
+        .filter(|c| c.start >= from && c.start + c.len <= to)
+        .map(|c| Chunk {
+            start: c.start - from + dest,
+            ..c.clone()
+        })
+        .collect()
+}
+
 /// Cuts a JSON array's text into chunks of whole elements of about [`CHUNK_BYTES`] and
 /// compresses each at `level`. `elements` are the byte ranges of the array's elements
 /// (see `model::response::array_elements`). Arrays shorter than a quarter chunk get no

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::model::{MatrixData, QueryResponse, RawJson, Series, Status};
-use crate::splice::Chunk;
+use crate::splice::{Chunk, moved};
 
 /// A label set as Prometheus orders it: pairs sorted by name; `Vec` ordering then equals
 /// Prometheus' `labels.Compare`.
@@ -161,15 +161,7 @@ fn splice_arrays(mut arrays: Vec<Part>) -> (Option<RawJson>, Vec<Chunk>) {
         // `inner` is a slice of `text`: its offset there, and where it lands in `out`.
         let from = inner.as_ptr() as usize - text.as_ptr() as usize;
         let to = out.len();
-        chunks.extend(
-            a_chunks
-                .iter()
-                .filter(|c| c.start >= from && c.start + c.len <= from + inner.len())
-                .map(|c| Chunk {
-                    start: c.start - from + to,
-                    ..c.clone()
-                }),
-        );
+        chunks.extend(moved(a_chunks, from, from + inner.len(), to));
         out.push_str(inner);
         any = true;
     }

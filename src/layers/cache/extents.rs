@@ -7,7 +7,7 @@
 use crate::error::Error;
 use crate::model::response::array_elements;
 use crate::model::{MatrixData, QueryResponse, RawJson, Series};
-use crate::splice::Chunk;
+use crate::splice::{Chunk, moved};
 
 /// An inclusive range of grid timestamps, Unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,15 +195,7 @@ fn cut_array(
             s.push_str(&text[first..last]);
             s.push(']');
             // The text moves from `first` to 1 (after the `[`).
-            let kept = chunks
-                .iter()
-                .filter(|c| c.start >= first && c.start + c.len <= last)
-                .map(|c| Chunk {
-                    start: c.start - first + 1,
-                    ..c.clone()
-                })
-                .collect();
-            out[i] = (Some(RawJson::from_trusted(s)), kept);
+            out[i] = (Some(RawJson::from_trusted(s)), moved(chunks, first, last, 1));
         }
     };
     for (start, end) in array_elements(text) {

@@ -97,6 +97,10 @@ struct Shared {
     stored_ends: moka::sync::Cache<u64, i64>,
     /// Entries being combined and written in the background.
     writes_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Entries combined at once (one per core): a cold burst of many windows queues
+    /// here instead of starting a blocking thread per window (each thread would get its
+    /// own allocator arena, and the process' memory would grow with them).
+    combine_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Shapes whose last stored point is remembered for the tail prefetch.
@@ -123,6 +127,9 @@ impl CacheLayer {
                     .time_to_idle(Duration::from_secs(3600))
                     .build(),
                 writes_in_flight: Arc::default(),
+                combine_permits: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                )),
             }),
         }
     }
@@ -460,8 +467,14 @@ impl Shared {
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
                     let key = w.key.full.clone();
-                    let made =
-                        tokio::task::spawn_blocking(move || combine(&key, old, new, step)).await;
+                    let Ok(permit) = shared.combine_permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let made = tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        combine(&key, old, new, step)
+                    })
+                    .await;
                     match made {
                         Ok(Ok(entry)) => shared.write(w.key.hash, entry).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "cache entry not stored"),

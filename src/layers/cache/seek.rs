@@ -16,7 +16,7 @@
 
 use crate::error::Error;
 use crate::model::{MatrixData, QueryResponse, RawJson, Series};
-use crate::splice::Chunk;
+use crate::splice::{Chunk, moved};
 
 use super::extents::{sample_timestamp_ms, trim};
 
@@ -87,15 +87,10 @@ fn keep(
     out.push('[');
     out.push_str(text.get(first..end)?);
     out.push(']');
-    let chunks = chunks
-        .iter()
-        .filter(|c| c.start >= first && c.start + c.len <= end)
-        .map(|c| Chunk {
-            start: c.start - first + 1,
-            ..c.clone()
-        })
-        .collect();
-    Some(Some((RawJson::from_trusted(out), chunks)))
+    Some(Some((
+        RawJson::from_trusted(out),
+        moved(chunks, first, end, 1),
+    )))
 }
 
 /// The offset of the first sample in `bytes[lo..hi]` with a timestamp at or after `t`
