@@ -12,10 +12,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+#[path = "metrics_process.rs"]
+mod process;
 #[path = "metrics_security.rs"]
 mod security;
+#[path = "metrics_status.rs"]
+mod status;
+#[path = "metrics_text.rs"]
+mod text;
 
+pub use process::ProcessFacts;
 pub use security::{AuthFailure, SecurityMetrics};
+pub use status::Lookups;
+pub use text::to_prometheus_text;
 
 /// The API endpoint a request addressed, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -32,6 +41,7 @@ pub enum Endpoint {
     format_query,
     parse_query,
     slow_queries,
+    status_page,
     other_api,
     other,
     healthy,
@@ -55,6 +65,7 @@ impl Endpoint {
             "/-/healthy" => Endpoint::healthy,
             "/-/ready" => Endpoint::ready,
             "/metrics" => Endpoint::metrics,
+            "/" | "/-/status" => Endpoint::status_page,
             p if p.starts_with("/api/v1/label/") && p.ends_with("/values") => {
                 Endpoint::label_values
             }
@@ -72,6 +83,7 @@ impl Endpoint {
         !matches!(
             self,
             Endpoint::slow_queries
+                | Endpoint::status_page
                 | Endpoint::other
                 | Endpoint::healthy
                 | Endpoint::ready
@@ -189,6 +201,10 @@ pub fn status_outcome(status: http::StatusCode) -> &'static str {
 /// All metrics of one frontend instance.
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, whose names carry no prefix.
+    process: Registry,
+    /// Querier latency for the status page.
+    latencies: status::Latencies,
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -392,8 +408,12 @@ impl Metrics {
             cache_held_bytes.clone(),
         );
         let security = SecurityMetrics::register(&mut registry);
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry,
+            process,
+            latencies: status::Latencies::default(),
             security,
             pieces,
             querier_requests,
@@ -469,6 +489,7 @@ impl Metrics {
             })
             .inc();
         if let Some(took) = took {
+            self.latencies.observe(downstream, took);
             self.attempt_duration
                 .get_or_create(&DownstreamLabels {
                     downstream: downstream.to_owned(),
@@ -574,9 +595,12 @@ impl Metrics {
 
     /// The exposition text.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -585,44 +609,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// Rewrites OpenMetrics text as the classic Prometheus text format (0.0.4): counter
-/// families are named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# UNIT`
-/// and `# EOF` lines (which that format lacks) are left out. Samples are unchanged.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
-    for line in openmetrics.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        if let Some(name) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|rest| rest.strip_suffix(" unknown"))
-        {
-            out.push_str(&format!("# TYPE {name} untyped\n"));
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(name, tail)| (p, name, tail))) {
-            Some((prefix, name, tail)) if counters.contains(name) => {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-            }
-            _ => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Decrements the in-flight gauge when dropped, so cancelled requests are counted out too.
