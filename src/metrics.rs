@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+#[path = "metrics_endpoint.rs"]
+mod endpoint;
 #[path = "metrics_process.rs"]
 mod process;
 #[path = "metrics_security.rs"]
@@ -21,76 +23,11 @@ mod status;
 #[path = "metrics_text.rs"]
 mod text;
 
+pub use endpoint::Endpoint;
 pub use process::ProcessFacts;
 pub use security::{AuthFailure, SecurityMetrics};
 pub use status::Lookups;
 pub use text::to_prometheus_text;
-
-/// The API endpoint a request addressed, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types, missing_docs)]
-pub enum Endpoint {
-    query_range,
-    query,
-    series,
-    labels,
-    label_values,
-    metadata,
-    query_exemplars,
-    status,
-    format_query,
-    parse_query,
-    slow_queries,
-    status_page,
-    other_api,
-    other,
-    healthy,
-    ready,
-    metrics,
-}
-
-impl Endpoint {
-    /// Classifies a request path.
-    pub fn of(path: &str) -> Endpoint {
-        match path {
-            "/api/v1/query_range" => Endpoint::query_range,
-            "/api/v1/query" => Endpoint::query,
-            "/api/v1/series" => Endpoint::series,
-            "/api/v1/labels" => Endpoint::labels,
-            "/api/v1/metadata" => Endpoint::metadata,
-            "/api/v1/query_exemplars" => Endpoint::query_exemplars,
-            "/api/v1/format_query" => Endpoint::format_query,
-            "/api/v1/parse_query" => Endpoint::parse_query,
-            "/api/v1/slow_queries" => Endpoint::slow_queries,
-            "/-/healthy" => Endpoint::healthy,
-            "/-/ready" => Endpoint::ready,
-            "/metrics" => Endpoint::metrics,
-            "/" | "/-/status" => Endpoint::status_page,
-            p if p.starts_with("/api/v1/label/") && p.ends_with("/values") => {
-                Endpoint::label_values
-            }
-            p if p.starts_with("/api/v1/status/") => Endpoint::status,
-            p if p.starts_with("/api/") => Endpoint::other_api,
-            _ => Endpoint::other,
-        }
-    }
-}
-
-impl Endpoint {
-    /// Whether requests to this endpoint read from the querier's API (and so belong in
-    /// the slow-query log).
-    pub fn is_query_api(self) -> bool {
-        !matches!(
-            self,
-            Endpoint::slow_queries
-                | Endpoint::status_page
-                | Endpoint::other
-                | Endpoint::healthy
-                | Endpoint::ready
-                | Endpoint::metrics
-        )
-    }
-}
 
 /// Status code class, as a metric label (`2xx`, `4xx`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,6 +155,7 @@ pub struct Metrics {
     retries: Family<RetryLabels, Counter>,
     healthy: Family<DownstreamLabels, Gauge>,
     budget_exhausted: Counter,
+    overload_refusals: Counter,
     pieces: Histogram,
     querier_requests: Histogram,
     querier_seconds: Histogram,
@@ -349,6 +287,12 @@ impl Metrics {
             "Retries not made because the retry budget was spent",
             budget_exhausted.clone(),
         );
+        let overload_refusals = Counter::default();
+        registry.register(
+            "overload_refusals",
+            "Requests answered 503 at once because server.max_concurrent_requests were being answered",
+            overload_refusals.clone(),
+        );
         let pieces = Histogram::new([1.0, 2.0, 3.0, 4.0, 7.0, 14.0, 31.0, 62.0, 93.0, 366.0]);
         registry.register(
             "query_range_pieces",
@@ -429,6 +373,7 @@ impl Metrics {
             retries,
             healthy,
             budget_exhausted,
+            overload_refusals,
             requests,
             duration,
             in_flight,
@@ -567,6 +512,11 @@ impl Metrics {
     /// Authentication, TLS and web config metrics.
     pub fn security(&self) -> &SecurityMetrics {
         &self.security
+    }
+
+    /// Counts a request refused for overload.
+    pub fn overload_refusal(&self) {
+        self.overload_refusals.inc();
     }
 
     /// Counts a retry refused by the budget.

@@ -382,6 +382,7 @@ impl Frontend {
             (Some(permits), _) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
+                    self.metrics.overload_refusal();
                     let resp = self.error_answer(&Error::Overloaded, coding);
                     self.metrics
                         .observe_request(endpoint, resp.status(), started.elapsed());
