@@ -366,7 +366,7 @@ fn overlays_render_the_resources_they_promise() {
         let configmaps: Vec<&str> = docs
             .iter()
             .filter(|d| kind(d) == "ConfigMap")
-            .map(|d| name(d))
+            .map(name)
             .filter(|n| *n != DASHBOARD_CONFIGMAP)
             .collect();
         assert_eq!(

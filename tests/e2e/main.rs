@@ -20,6 +20,7 @@ mod resilience;
 mod retries;
 mod server;
 mod split_equivalence;
+mod status_page;
 mod support;
 mod telemetry;
 mod tls;
