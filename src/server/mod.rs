@@ -309,7 +309,7 @@ impl Frontend {
         let span =
             tracing::info_span!("request", request_id = %id, trace_id = tracing::field::Empty);
         if let Some(trace_id) = &trace_id {
-            span.record("trace_id", trace_id.as_str());
+            span.record("trace_id", tracing::field::display(trace_id));
         }
         // Every answer on the API carries the CORS headers, whoever wrote it.
         let path = req.uri().path();

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{oneshot, watch};
 
 use crate::support::{FakeReply, Scratch, fake_querier, send, start_frontend, test_config};
+use crate::web_clients::{basic, tenants_config};
 use promql_frontend::config::Threshold;
 
 /// Where Debian's package installs the browser.
@@ -294,16 +295,6 @@ async fn the_status_page_shows_the_querier_and_live_slow_queries_in_a_browser() 
     }
 }
 
-/// `Authorization: Basic` of `user:<user>-password`.
-fn basic(user: &str) -> String {
-    use base64::Engine as _;
-    let credentials = format!("{user}:{user}-password");
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(credentials)
-    )
-}
-
 #[tokio::test]
 async fn the_status_page_obeys_the_slow_query_access_rules() {
     let scratch = Scratch::new("status-access");
@@ -316,20 +307,7 @@ async fn the_status_page_obeys_the_slow_query_access_rules() {
         },
     ))
     .await;
-    let web = scratch.0.join("web.yml");
-    let users: String = ["alice", "bob", "ops"]
-        .iter()
-        .map(|u| crate::web_config::user_line(u, &format!("{u}-password")))
-        .collect();
-    std::fs::write(&web, format!("basic_auth_users:\n{users}")).expect("write web config");
-    let mut config = test_config(&querier.url);
-    config.server.web_config_file = Some(web);
-    config.server.user_tenants = [("alice", "team-a"), ("bob", "team-b")]
-        .into_iter()
-        .map(|(u, t)| (u.to_owned(), t.to_owned()))
-        .collect();
-    config.slow_query_log.admin_users = vec!["ops".to_owned()];
-    config.slow_query_log.threshold = Threshold::All;
+    let config = tenants_config(&querier.url, &scratch.0, &["alice", "bob", "ops"]);
     config.validate().expect("valid config");
     let fe = start_frontend(config).await;
 

@@ -140,3 +140,65 @@ async fn trace_context_reaches_the_querier_on_passthrough_and_every_range_piece(
     assert_eq!((seen[0].1.as_deref(), seen[0].2.as_deref()), (None, None));
     assert!(slow_line(&fe.url, "trace-none").await["trace_id"].is_null());
 }
+
+/// A log destination the test reads back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the log subscriber set for this test sees the frontend's tasks.
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_log_names_the_trace() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let querier = crate::support::fake_querier(std::sync::Arc::new(
+        |_: &Method, _: &str, _: &http::HeaderMap, _: &bytes::Bytes| {
+            crate::support::FakeReply::json(200, r#"{"status":"success","data":[]}"#)
+        },
+    ))
+    .await;
+    let fe = start_frontend(test_config(&querier.url)).await;
+    for (id, traceparent) in [("with-trace", TRACEPARENT), ("bad-trace", "00-nope")] {
+        let headers = [("traceparent", traceparent), ("x-request-id", id)];
+        let r = send(
+            Method::GET,
+            &format!("{}/api/v1/labels", fe.url),
+            &headers,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    fe.shutdown().await.expect("shutdown");
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("lock")).into_owned();
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| {
+                l.contains(&format!("request_id={id}"))
+                    && l.contains("promql_frontend::server: request")
+            })
+            .unwrap_or_else(|| panic!("no request log line for {id}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("with-trace").contains(&format!("trace_id={TRACE_ID}")),
+        "{text}"
+    );
+    assert!(!line("bad-trace").contains("trace_id"), "{text}");
+}
