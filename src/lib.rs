@@ -17,7 +17,7 @@
 //!   math), [`error`], [`config`], [`metrics`], [`slowlog`].
 //!
 //! Dependency direction: server → stack → layers / downstream → promql → model → error;
-//! only `main`, `server` and `stack::assemble` read the config.
+//! only `main`, `server`, `stack::assemble` and `status` (which shows it) read the config.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,9 +4,12 @@
 
 use http::Method;
 
+use std::time::Duration;
+
 use crate::support::{
     CountingProxy, bed, counting_proxy, form, secs, send, start_frontend, test_config,
 };
+use crate::support::{Scratch, Supervised, blocking, free_port, probe_status};
 use promql_frontend::config::{FetchMode, Threshold};
 
 const D: i64 = 24 * 3_600_000;
@@ -141,64 +144,62 @@ async fn trace_context_reaches_the_querier_on_passthrough_and_every_range_piece(
     assert!(slow_line(&fe.url, "trace-none").await["trace_id"].is_null());
 }
 
-/// A log destination the test reads back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-// One thread, so the log subscriber set for this test sees the frontend's tasks.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn the_request_log_names_the_trace() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let querier = crate::support::fake_querier(std::sync::Arc::new(
         |_: &Method, _: &str, _: &http::HeaderMap, _: &bytes::Bytes| {
             crate::support::FakeReply::json(200, r#"{"status":"success","data":[]}"#)
         },
     ))
     .await;
-    let fe = start_frontend(test_config(&querier.url)).await;
+    // The binary, so the request log is written as in production (text format).
+    let scratch = Scratch::new("trace-log");
+    let config = scratch.0.join("config.toml");
+    std::fs::write(&config, "[log]\nlevel = \"promql_frontend=debug\"\n").expect("write config");
+    let port = free_port();
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--downstream-url".into(),
+        querier.url.clone(),
+    ];
+    let log = scratch.0.join("frontend.log");
+    let mut frontend = Supervised::start(env!("CARGO_BIN_EXE_promql-frontend"), &args, &log, None);
+    let up = blocking(move || {
+        (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            probe_status(port, "/-/healthy") == Some(200)
+        })
+    })
+    .await;
+    assert!(up, "the frontend did not start:\n{}", frontend.log());
     for (id, traceparent) in [("with-trace", TRACEPARENT), ("bad-trace", "00-nope")] {
         let headers = [("traceparent", traceparent), ("x-request-id", id)];
-        let r = send(
-            Method::GET,
-            &format!("{}/api/v1/labels", fe.url),
-            &headers,
-            None,
-        )
-        .await;
+        let url = format!("http://127.0.0.1:{port}/api/v1/labels");
+        let r = send(Method::GET, &url, &headers, None).await;
         assert_eq!(r.status, 200);
     }
-    fe.shutdown().await.expect("shutdown");
-    let text = String::from_utf8_lossy(&logs.0.lock().expect("lock")).into_owned();
-    let line = |id: &str| {
+    // The request line is written when the answer is handed over: wait for both.
+    let line = |text: &str, id: &str| {
         text.lines()
-            .find(|l| {
-                l.contains(&format!("request_id={id}"))
-                    && l.contains("promql_frontend::server: request")
-            })
-            .unwrap_or_else(|| panic!("no request log line for {id}:\n{text}"))
-            .to_owned()
+            .find(|l| l.contains(&format!("request_id={id}")) && l.contains("server: request"))
+            .map(str::to_owned)
     };
-    assert!(
-        line("with-trace").contains(&format!("trace_id={TRACE_ID}")),
-        "{text}"
-    );
-    assert!(!line("bad-trace").contains("trace_id"), "{text}");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let (with, without) = loop {
+        let text = frontend.log();
+        if let (Some(a), Some(b)) = (line(&text, "with-trace"), line(&text, "bad-trace")) {
+            break (a, b);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no request log lines:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    frontend.stop();
+    assert!(with.contains(&format!("trace_id={TRACE_ID}")), "{with}");
+    assert!(!without.contains("trace_id"), "{without}");
 }
