@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: prometheus (which
-# brings promtool), redis-server (the cache tests run a real one), openssl (the TLS test
-# makes its certificates with it), curl (the demo script waits for Prometheus with it),
+# brings promtool; the monitoring tests also check and unit-test the rules with it),
+# redis-server (the cache tests run a real one), openssl (the TLS test makes its
+# certificates with it), curl (the demo script waits for Prometheus with it), chromium
+# (the status page test renders the page in it, headless),
 # and for the deployment tests kubernetes-validate from PyPI (offline Kubernetes schema
 # validation; it brings PyYAML, which those tests also use to read the rendered
 # manifests). kubectl (`kubectl kustomize`) is not in Debian's archive: the script only
@@ -19,6 +21,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # `--bench`: also nginx, the caching proxy `make bench` compares against.
 if [ "${1:-}" = "--bench" ]; then
   command -v nginx >/dev/null 2>&1 || need+=(nginx)

@@ -1,5 +1,6 @@
 //! Header rules shared by the server and the downstream client: hop-by-hop headers never
-//! cross the proxy, and only allow-listed request headers reach the querier.
+//! cross the proxy, only allow-listed request headers reach the querier, and the trace id
+//! of a W3C `traceparent` header is read for the logs.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -95,9 +96,88 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// The W3C trace context header naming the caller's trace and span.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The trace id of a valid W3C `traceparent` header (32 lowercase hex digits), for log
+/// lines. `None` without the header, with more than one, or when it breaks the format
+/// of the Trace Context recommendation: `version-traceid-parentid-flags`, lowercase
+/// hex, version `ff` and all-zero ids invalid, version `00` exactly 55 characters, a
+/// later version at least that long with a `-` after the flags. The header is forwarded
+/// as received either way (it is on the allow-list); only the logs depend on this.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    parse_traceparent(value.as_bytes()).map(str::to_owned)
+}
+
+/// The trace id of one `traceparent` value, if the value is valid.
+pub fn parse_traceparent(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?.trim_matches([' ', '\t']);
+    let b = text.as_bytes();
+    let lower_hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zeros = |s: &[u8]| s.iter().all(|&c| c == b'0');
+    if b.len() < 55 || [2, 35, 52].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let (version, trace, parent, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+    let well_formed = [version, trace, parent, flags].iter().all(|p| lower_hex(p));
+    if !well_formed || version == b"ff" || zeros(trace) || zeros(parent) {
+        return None;
+    }
+    let length_ok = if version == b"00" {
+        b.len() == 55
+    } else {
+        b.len() == 55 || b[55] == b'-'
+    };
+    length_ok.then(|| &text[3..35])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_come_only_from_valid_traceparents() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let valid = format!("00-{id}-00f067aa0ba902b7-01");
+        assert_eq!(parse_traceparent(valid.as_bytes()), Some(id));
+        // A later version may append fields after a dash.
+        let future = format!("cc-{id}-00f067aa0ba902b7-09-extra");
+        assert_eq!(parse_traceparent(future.as_bytes()), Some(id));
+        for bad in [
+            String::new(),
+            "garbage".to_owned(),
+            valid.to_uppercase(),
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("cc-{id}-00f067aa0ba902b7-01extra"),
+            format!("00-{id}-00f067aa0ba902b7-0g"),
+            format!("00_{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", &id[1..]),
+            format!("00-{id}x-00f067aa0ba902b7-01"),
+        ] {
+            assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        assert_eq!(trace_id(&h), None);
+        h.insert(TRACEPARENT, HeaderValue::from_str(&valid).expect("value"));
+        assert_eq!(trace_id(&h).as_deref(), Some(id));
+        // Two headers: which one the querier reads is unknown, so neither is logged.
+        h.append(TRACEPARENT, HeaderValue::from_str(&valid).expect("value"));
+        assert_eq!(trace_id(&h), None);
+        // Not UTF-8.
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_bytes(b"00-\xff").expect("value"),
+        );
+        assert_eq!(trace_id(&h), None);
+    }
 
     #[test]
     fn request_ids_are_kept_when_sane_and_made_up_otherwise() {

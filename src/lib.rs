@@ -5,8 +5,9 @@
 //!
 //! - [`server`]: the HTTP edge. Accepts and routes; `/api/v1/query_range` is decoded and
 //!   sent through the range-query stack, every other path is forwarded to the querier
-//!   unchanged, `/-/healthy`, `/-/ready`, `/metrics` and the slow-query API are answered
-//!   locally. The only place an [`Error`] becomes an HTTP response.
+//!   unchanged, `/-/healthy`, `/-/ready`, `/metrics`, the slow-query API and the status
+//!   page ([`status`]) are answered locally. The only place an [`Error`] becomes an HTTP
+//!   response.
 //! - [`stack`]: the order of the range-query middleware, in one function, and
 //!   `stack::assemble`, which builds every service (querier client, cache backends,
 //!   layers' options) from the [`Config`].
@@ -16,7 +17,7 @@
 //!   math), [`error`], [`config`], [`metrics`], [`slowlog`].
 //!
 //! Dependency direction: server → stack → layers / downstream → promql → model → error;
-//! only `main`, `server` and `stack::assemble` read the config.
+//! only `main`, `server`, `stack::assemble` and `status` (which shows it) read the config.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,7 @@ pub mod server;
 pub mod slowlog;
 pub mod splice;
 pub mod stack;
+pub mod status;
 pub mod testdata;
 
 pub use config::Config;

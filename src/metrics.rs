@@ -12,73 +12,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+#[path = "metrics_endpoint.rs"]
+mod endpoint;
+#[path = "metrics_process.rs"]
+mod process;
 #[path = "metrics_security.rs"]
 mod security;
+#[path = "metrics_status.rs"]
+mod status;
+#[path = "metrics_text.rs"]
+mod text;
 
+pub use endpoint::Endpoint;
+pub use process::ProcessFacts;
 pub use security::{AuthFailure, SecurityMetrics};
-
-/// The API endpoint a request addressed, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types, missing_docs)]
-pub enum Endpoint {
-    query_range,
-    query,
-    series,
-    labels,
-    label_values,
-    metadata,
-    query_exemplars,
-    status,
-    format_query,
-    parse_query,
-    slow_queries,
-    other_api,
-    other,
-    healthy,
-    ready,
-    metrics,
-}
-
-impl Endpoint {
-    /// Classifies a request path.
-    pub fn of(path: &str) -> Endpoint {
-        match path {
-            "/api/v1/query_range" => Endpoint::query_range,
-            "/api/v1/query" => Endpoint::query,
-            "/api/v1/series" => Endpoint::series,
-            "/api/v1/labels" => Endpoint::labels,
-            "/api/v1/metadata" => Endpoint::metadata,
-            "/api/v1/query_exemplars" => Endpoint::query_exemplars,
-            "/api/v1/format_query" => Endpoint::format_query,
-            "/api/v1/parse_query" => Endpoint::parse_query,
-            "/api/v1/slow_queries" => Endpoint::slow_queries,
-            "/-/healthy" => Endpoint::healthy,
-            "/-/ready" => Endpoint::ready,
-            "/metrics" => Endpoint::metrics,
-            p if p.starts_with("/api/v1/label/") && p.ends_with("/values") => {
-                Endpoint::label_values
-            }
-            p if p.starts_with("/api/v1/status/") => Endpoint::status,
-            p if p.starts_with("/api/") => Endpoint::other_api,
-            _ => Endpoint::other,
-        }
-    }
-}
-
-impl Endpoint {
-    /// Whether requests to this endpoint read from the querier's API (and so belong in
-    /// the slow-query log).
-    pub fn is_query_api(self) -> bool {
-        !matches!(
-            self,
-            Endpoint::slow_queries
-                | Endpoint::other
-                | Endpoint::healthy
-                | Endpoint::ready
-                | Endpoint::metrics
-        )
-    }
-}
+pub use status::Lookups;
+pub use text::to_prometheus_text;
 
 /// Status code class, as a metric label (`2xx`, `4xx`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +138,10 @@ pub fn status_outcome(status: http::StatusCode) -> &'static str {
 /// All metrics of one frontend instance.
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, whose names carry no prefix.
+    process: Registry,
+    /// Querier latency for the status page.
+    latencies: status::Latencies,
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -202,6 +155,7 @@ pub struct Metrics {
     retries: Family<RetryLabels, Counter>,
     healthy: Family<DownstreamLabels, Gauge>,
     budget_exhausted: Counter,
+    overload_refusals: Counter,
     pieces: Histogram,
     querier_requests: Histogram,
     querier_seconds: Histogram,
@@ -333,6 +287,12 @@ impl Metrics {
             "Retries not made because the retry budget was spent",
             budget_exhausted.clone(),
         );
+        let overload_refusals = Counter::default();
+        registry.register(
+            "overload_refusals",
+            "Requests answered 503 at once because server.max_concurrent_requests were being answered",
+            overload_refusals.clone(),
+        );
         let pieces = Histogram::new([1.0, 2.0, 3.0, 4.0, 7.0, 14.0, 31.0, 62.0, 93.0, 366.0]);
         registry.register(
             "query_range_pieces",
@@ -392,8 +352,12 @@ impl Metrics {
             cache_held_bytes.clone(),
         );
         let security = SecurityMetrics::register(&mut registry);
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry,
+            process,
+            latencies: status::Latencies::default(),
             security,
             pieces,
             querier_requests,
@@ -409,6 +373,7 @@ impl Metrics {
             retries,
             healthy,
             budget_exhausted,
+            overload_refusals,
             requests,
             duration,
             in_flight,
@@ -469,6 +434,7 @@ impl Metrics {
             })
             .inc();
         if let Some(took) = took {
+            self.latencies.observe(downstream, took);
             self.attempt_duration
                 .get_or_create(&DownstreamLabels {
                     downstream: downstream.to_owned(),
@@ -548,6 +514,11 @@ impl Metrics {
         &self.security
     }
 
+    /// Counts a request refused for overload.
+    pub fn overload_refusal(&self) {
+        self.overload_refusals.inc();
+    }
+
     /// Counts a retry refused by the budget.
     pub fn retry_budget_exhausted(&self) {
         self.budget_exhausted.inc();
@@ -574,9 +545,12 @@ impl Metrics {
 
     /// The exposition text.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -585,44 +559,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// Rewrites OpenMetrics text as the classic Prometheus text format (0.0.4): counter
-/// families are named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# UNIT`
-/// and `# EOF` lines (which that format lacks) are left out. Samples are unchanged.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
-    for line in openmetrics.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        if let Some(name) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|rest| rest.strip_suffix(" unknown"))
-        {
-            out.push_str(&format!("# TYPE {name} untyped\n"));
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta.and_then(|(p, rest)| rest.split_once(' ').map(|(name, tail)| (p, name, tail))) {
-            Some((prefix, name, tail)) if counters.contains(name) => {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-            }
-            _ => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Decrements the in-flight gauge when dropped, so cancelled requests are counted out too.

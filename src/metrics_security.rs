@@ -82,6 +82,20 @@ impl SecurityMetrics {
             "When the web config in force was loaded, Unix seconds (0 without a web config file)",
             last_reload_success.clone(),
         );
+        // Every reason starts at 0, so a rate over it (and an alert) has a series
+        // before the first failure.
+        for why in [
+            AuthFailure::Missing,
+            AuthFailure::Malformed,
+            AuthFailure::WrongCredentials,
+        ] {
+            drop(auth_failures.get_or_create(&ReasonLabels {
+                reason: why.label(),
+            }));
+        }
+        for reason in ["error", "timeout"] {
+            drop(handshake_failures.get_or_create(&ReasonLabels { reason }));
+        }
         SecurityMetrics {
             auth_failures,
             handshake_failures,

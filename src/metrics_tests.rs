@@ -8,6 +8,8 @@ fn endpoints_are_classified() {
         ("/api/v1/status/buildinfo", Endpoint::status),
         ("/api/v1/alerts", Endpoint::other_api),
         ("/api/v1/slow_queries", Endpoint::slow_queries),
+        ("/", Endpoint::status_page),
+        ("/-/status", Endpoint::status_page),
         ("/graph", Endpoint::other),
     ];
     for (path, want) in cases {

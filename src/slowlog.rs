@@ -97,6 +97,8 @@ pub struct Entry {
     pub time: String,
     /// The request id (`X-Request-Id`).
     pub request_id: String,
+    /// The trace id of the request's W3C `traceparent` header, when it is valid.
+    pub trace_id: Option<String>,
     /// The query parameters, as Prometheus' query log names them.
     pub params: Params,
     /// The HTTP request.

@@ -48,6 +48,8 @@ pub const DEFAULT_FORWARD_HEADERS: &[&str] = &[
     "X-Grafana-Org-Id",
     "X-Query-Group-Id",
     "X-Request-Id",
+    "traceparent",
+    "tracestate",
 ];
 
 /// Why a configuration could not be loaded.

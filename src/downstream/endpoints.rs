@@ -53,6 +53,19 @@ struct Health {
     last_answer: Option<Instant>,
 }
 
+/// An endpoint's health as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthState {
+    /// Not ejected now.
+    pub healthy: bool,
+    /// Transport failures since its last answer.
+    pub failures_in_a_row: u32,
+    /// How much longer it stays ejected.
+    pub ejected_for: Option<Duration>,
+    /// How long ago it last answered.
+    pub last_answer_ago: Option<Duration>,
+}
+
 /// What a recorded outcome changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -115,6 +128,22 @@ impl Endpoints {
         self.get(i)
             .ejected_until
             .is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Endpoint `i`'s health now.
+    pub fn state(&self, i: usize) -> HealthState {
+        let h = self.get(i);
+        let now = Instant::now();
+        let ejected_for = h
+            .ejected_until
+            .filter(|until| *until > now)
+            .map(|until| until - now);
+        HealthState {
+            healthy: ejected_for.is_none(),
+            failures_in_a_row: h.failures_in_a_row,
+            ejected_for,
+            last_answer_ago: h.last_answer.map(|t| now.saturating_duration_since(t)),
+        }
     }
 
     /// Whether endpoint `i` answered anything within `window` and has not failed since.

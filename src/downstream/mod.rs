@@ -33,7 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-pub use endpoints::{BalancePolicy, HealthOptions};
+pub use endpoints::{BalancePolicy, HealthOptions, HealthState};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -189,6 +189,17 @@ impl Downstream {
             .targets
             .iter()
             .map(|t| t.label.clone())
+            .collect()
+    }
+
+    /// Each endpoint's metric label (its configured URL) and health, by index.
+    pub fn health(&self) -> Vec<(String, HealthState)> {
+        let e = &self.shared.endpoints;
+        self.shared
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.label.clone(), e.state(i)))
             .collect()
     }
 

@@ -90,7 +90,9 @@ impl Frontend {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
             loop {
+                // Lines first: a line logged before shutdown still reaches the follower.
                 let line = tokio::select! {
+                    biased;
                     line = lines.recv() => line,
                     _ = closing.wait_for(|c| *c) => break,
                     () = tx.closed() => break,
@@ -99,6 +101,7 @@ impl Frontend {
                     Ok(line) if !who.shows(line.tenant.as_deref()) => continue,
                     // A follower that does not read must not hold up shutdown.
                     Ok(line) => tokio::select! {
+                        biased;
                         sent = tx.send(line.text) => if sent.is_err() { break },
                         _ = closing.wait_for(|c| *c) => break,
                     },

@@ -4,8 +4,9 @@
 //! Routes:
 //! - `/api/v1/query_range` (GET or POST form): decoded into a [`crate::model::RangeQuery`], sent
 //!   through the range-query stack (`crate::stack`), encoded back.
-//! - `/-/healthy`, `/-/ready`, `/metrics`, `/api/v1/slow_queries`, and CORS preflights
-//!   (`OPTIONS` on `/api/v1/...`): answered locally.
+//! - `/-/healthy`, `/-/ready`, `/metrics`, `/api/v1/slow_queries`, the status page
+//!   (`GET /` and its JSON, `GET /-/status`), and CORS preflights (`OPTIONS` on
+//!   `/api/v1/...`): answered locally.
 //! - everything else: forwarded unchanged (method, path, query string, body, allow-listed
 //!   headers) and the querier's response streamed back with hop-by-hop headers removed.
 //!
@@ -58,6 +59,7 @@ mod observe;
 mod passthrough;
 mod range;
 mod respond;
+mod status;
 pub mod tls;
 pub mod web;
 
@@ -103,6 +105,10 @@ pub struct Frontend {
     user_tenants: HashMap<String, HeaderValue>,
     /// Users who see every slow query (`slow_query_log.admin_users`).
     slow_query_admins: HashSet<String>,
+    /// What the status page shows that is fixed at start.
+    status: crate::status::StatusInfo,
+    /// Hit ratio and slowest panels per Grafana dashboard, for the status page.
+    dashboards: Arc<crate::status::Dashboards>,
 }
 
 impl Frontend {
@@ -173,6 +179,11 @@ impl Frontend {
             auth_exempt: config.server.auth_exempt_paths.iter().cloned().collect(),
             user_tenants,
             slow_query_admins: sl.admin_users.iter().cloned().collect(),
+            status: crate::status::StatusInfo::new(config),
+            dashboards: Arc::new(crate::status::Dashboards::new(
+                crate::status::MAX_DASHBOARDS,
+                crate::status::MAX_PANELS_PER_DASHBOARD,
+            )),
         })
     }
 
@@ -283,7 +294,8 @@ impl Frontend {
     }
 
     /// Answers one request; never fails (errors become Prometheus error JSON). Runs in a
-    /// span carrying the request id, so every log line of the request names it.
+    /// span carrying the request id (and the trace id of a valid `traceparent`), so
+    /// every log line of the request names it.
     async fn handle(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
         // Measured as the client sent it, before the frontend adds anything.
         let head = head_bytes(&req);
@@ -292,7 +304,13 @@ impl Frontend {
         req.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id.clone());
         let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-        let span = tracing::info_span!("request", request_id = %id);
+        // The caller's trace (W3C `traceparent`), so a log line leads to its trace.
+        let trace_id = crate::headers::trace_id(req.headers());
+        let span =
+            tracing::info_span!("request", request_id = %id, trace_id = tracing::field::Empty);
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         // Every answer on the API carries the CORS headers, whoever wrote it.
         let path = req.uri().path();
         let cors = (Cors::covers(path) || Cors::is_preflight(req.method(), path))
@@ -364,6 +382,7 @@ impl Frontend {
             (Some(permits), _) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
+                    self.metrics.overload_refusal();
                     let resp = self.error_answer(&Error::Overloaded, coding);
                     self.metrics
                         .observe_request(endpoint, resp.status(), started.elapsed());
@@ -405,16 +424,11 @@ impl Frontend {
             (Endpoint::ready, _) => Ok(self.ready().await),
             (Endpoint::metrics, _) => Ok(self.metrics_page(req.headers()).await),
             (Endpoint::slow_queries, &Method::GET) => {
-                let tenant = req
-                    .headers()
-                    .get(&self.tenant_header)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                let who = auth::slow_query_visibility(
-                    user.as_deref(),
-                    tenant.as_deref(),
-                    &self.slow_query_admins,
-                );
-                self.slow_queries(&req, who)
+                self.slow_queries(&req, self.visibility(&req, user.as_deref()))
+            }
+            (Endpoint::status_page, &Method::GET) => {
+                let who = self.visibility(&req, user.as_deref());
+                self.status_page(&req, who).await
             }
             _ => self.passthrough(req, pending.as_mut()).await,
         };
@@ -433,8 +447,8 @@ impl Frontend {
         let resp = match pending {
             Some(mut pending) => {
                 pending.outcome(resp.status(), error);
-                let log = self.slow_log.clone();
-                resp.map(|body| Observed::new(body, pending, log).boxed())
+                let (log, dashboards) = (self.slow_log.clone(), self.dashboards.clone());
+                resp.map(|body| Observed::new(body, pending, log, dashboards).boxed())
             }
             None => resp,
         };
@@ -464,6 +478,20 @@ impl Frontend {
             .check(&web.config.users, req.headers().get(header::AUTHORIZATION))
             .await
             .map(Some)
+    }
+
+    /// What `user` (or an anonymous client) may see of the slow-query log and of the
+    /// status page, given the request's tenant header.
+    fn visibility(
+        &self,
+        req: &Request<Incoming>,
+        user: Option<&str>,
+    ) -> crate::slowlog::Visibility {
+        let tenant = req
+            .headers()
+            .get(&self.tenant_header)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        auth::slow_query_visibility(user, tenant.as_deref(), &self.slow_query_admins)
     }
 
     /// When the frontend stops waiting for a request that arrived at `arrived`:

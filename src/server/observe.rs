@@ -18,6 +18,7 @@ use crate::model::encoded::EncodedAnswer;
 use crate::model::query::first_value;
 use crate::model::time::parse_timestamp_ms;
 use crate::slowlog::{CacheFacts, Entry, HttpRequest, Params, SlowLog, rfc3339_ms};
+use crate::status::{Dashboards, Visit};
 
 use super::Body;
 
@@ -48,6 +49,7 @@ impl Pending {
         let entry = Entry {
             time: rfc3339_ms(chrono::Utc::now().timestamp_millis()).unwrap_or_default(),
             request_id: request_id.to_owned(),
+            trace_id: crate::headers::trace_id(headers),
             http_request: HttpRequest {
                 client_ip: peer.ip().to_string(),
                 method: method.to_string(),
@@ -144,20 +146,11 @@ impl Pending {
         }
     }
 
-    /// The finished entry, once `bytes` of the body were sent, if `log` keeps it.
-    fn finish(mut self, bytes: u64, log: &SlowLog) -> Option<Entry> {
+    /// The finished entry, once `bytes` of the body were sent, if `log` keeps it. A
+    /// request of a Grafana dashboard is counted in `dashboards` either way.
+    fn finish(mut self, bytes: u64, log: &SlowLog, dashboards: &Dashboards) -> Option<Entry> {
         let took = self.started.elapsed();
-        if !log.is_slow(took) {
-            return None;
-        }
-        if let Some(answer) = &self.answer {
-            let (series, samples) = answer.counts();
-            self.entry.series = Some(series);
-            self.entry.samples = Some(samples);
-        }
         let e = &mut self.entry;
-        e.duration_seconds = took.as_secs_f64();
-        e.response_bytes = bytes;
         if let Some(stats) = &self.stats {
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             e.splits = get(&stats.pieces);
@@ -171,6 +164,26 @@ impl Pending {
             e.downstream_seconds = get(&stats.downstream_nanos) as f64 / 1e9;
             e.downstream_requests = get(&stats.downstream_requests);
         }
+        if let Some(uid) = &e.dashboard_uid {
+            dashboards.record(Visit {
+                tenant: e.tenant.as_deref(),
+                dashboard_uid: uid,
+                panel_id: e.panel_id.as_deref(),
+                query: e.params.query.as_deref(),
+                seconds: took.as_secs_f64(),
+                cache: &e.cache,
+            });
+        }
+        if !log.is_slow(took) {
+            return None;
+        }
+        if let Some(answer) = &self.answer {
+            let (series, samples) = answer.counts();
+            e.series = Some(series);
+            e.samples = Some(samples);
+        }
+        e.duration_seconds = took.as_secs_f64();
+        e.response_bytes = bytes;
         Some(self.entry)
     }
 }
@@ -192,27 +205,32 @@ pub fn error_message(err: &Error) -> String {
 pub struct Observed {
     inner: Body,
     bytes: u64,
-    done: Option<(Pending, Arc<SlowLog>)>,
+    done: Option<(Pending, Arc<SlowLog>, Arc<Dashboards>)>,
 }
 
 impl Observed {
     /// Wraps `inner`.
-    pub fn new(inner: Body, pending: Pending, log: Arc<SlowLog>) -> Observed {
+    pub fn new(
+        inner: Body,
+        pending: Pending,
+        log: Arc<SlowLog>,
+        dashboards: Arc<Dashboards>,
+    ) -> Observed {
         Observed {
             inner,
             bytes: 0,
-            done: Some((pending, log)),
+            done: Some((pending, log, dashboards)),
         }
     }
 
     /// Logs the request if slow; `complete`: the whole body was handed over.
     fn finish(&mut self, complete: bool) {
-        if let Some((mut pending, log)) = self.done.take() {
+        if let Some((mut pending, log, dashboards)) = self.done.take() {
             if !complete && pending.entry.error.is_none() {
                 pending.entry.error =
                     Some("the client went away before the whole answer was sent".into());
             }
-            if let Some(entry) = pending.finish(self.bytes, &log) {
+            if let Some(entry) = pending.finish(self.bytes, &log, &dashboards) {
                 log.record(&entry);
             }
         }

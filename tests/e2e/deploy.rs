@@ -11,10 +11,12 @@
 //! assertions here (kubectl cannot convert YAML without a cluster, and the project has
 //! no YAML crate), so both are in the one interpreter the install step used.
 //!
-//! The ServiceMonitor is a custom resource of the Prometheus Operator: no Kubernetes
-//! schema covers it, and the validator only warns about kinds it has no schema for.
-//! Every other document must pass strict validation, a warning about any other kind
-//! fails the test, and the ServiceMonitor is checked against the Service it selects.
+//! The ServiceMonitor and the PrometheusRule are custom resources of the Prometheus
+//! Operator: no Kubernetes schema covers them, and the validator only warns about kinds
+//! it has no schema for. Every other document must pass strict validation, a warning
+//! about any other kind fails the test, the ServiceMonitor is checked against the
+//! Service it selects, and the PrometheusRule and the dashboard ConfigMap against the
+//! files of `monitoring/` they are made from (`monitoring.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,12 +45,15 @@ const OPERATOR_GROUP: &str = "monitoring.coreos.com/";
 /// Name of the frontend's Deployment and Service.
 const FRONTEND: &str = "promql-frontend";
 
-fn repo() -> PathBuf {
+/// Name of the ConfigMap holding the Grafana dashboard.
+pub const DASHBOARD_CONFIGMAP: &str = "promql-frontend-dashboard";
+
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Fails with an install hint unless kubectl and the pinned validator are there.
-fn require_tools() {
+pub fn require_tools() {
     // kubectl is not in Debian's archive, so require_binary's apt hint would mislead.
     let kubectl = std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| dir.join("kubectl").is_file())
@@ -86,7 +91,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// `kubectl kustomize DIR`, written to `scratch/<last path component>.yaml`.
-fn render(kustomization: &str, scratch: &Scratch) -> PathBuf {
+pub fn render(kustomization: &str, scratch: &Scratch) -> PathBuf {
     let yaml = run(Command::new("kubectl")
         .arg("kustomize")
         .arg(repo().join(kustomization)));
@@ -112,7 +117,7 @@ fn rendered(scratch: &Scratch) -> Vec<(&'static str, PathBuf, Vec<Value>)> {
 }
 
 /// The documents of a YAML file, as JSON (through PyYAML's safe loader).
-fn yaml_documents(path: &Path) -> Vec<Value> {
+pub fn yaml_documents(path: &Path) -> Vec<Value> {
     const SCRIPT: &str = "import json, sys, yaml
 with open(sys.argv[1]) as f:
     docs = [d for d in yaml.safe_load_all(f) if d is not None]
@@ -141,11 +146,11 @@ fn manifest_files() -> Vec<PathBuf> {
     files
 }
 
-fn kind(doc: &Value) -> &str {
+pub fn kind(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
 }
 
-fn name(doc: &Value) -> &str {
+pub fn name(doc: &Value) -> &str {
     doc["metadata"]["name"].as_str().unwrap_or_default()
 }
 
@@ -156,7 +161,7 @@ fn is_operator_resource(doc: &Value) -> bool {
 }
 
 /// The one document of `kind` named `name`.
-fn find<'a>(docs: &'a [Value], kind_: &str, name_: &str) -> &'a Value {
+pub fn find<'a>(docs: &'a [Value], kind_: &str, name_: &str) -> &'a Value {
     let found: Vec<&Value> = docs
         .iter()
         .filter(|d| kind(d) == kind_ && name(d) == name_)
@@ -343,6 +348,7 @@ fn overlays_render_the_resources_they_promise() {
                 ("PodDisruptionBudget", FRONTEND),
                 ("HorizontalPodAutoscaler", FRONTEND),
                 ("ServiceMonitor", FRONTEND),
+                ("PrometheusRule", FRONTEND),
             ][..],
         ),
     ]);
@@ -357,8 +363,27 @@ fn overlays_render_the_resources_they_promise() {
         let mut want = want.to_vec();
         want.sort();
         assert_eq!(got, want, "{kustomization}");
-        let configmaps = docs.iter().filter(|d| kind(d) == "ConfigMap").count();
-        assert_eq!(configmaps, 1, "{kustomization}: one ConfigMap, the config");
+        let configmaps: Vec<&str> = docs
+            .iter()
+            .filter(|d| kind(d) == "ConfigMap")
+            .map(name)
+            .filter(|n| *n != DASHBOARD_CONFIGMAP)
+            .collect();
+        assert_eq!(
+            configmaps.len(),
+            1,
+            "{kustomization}: one ConfigMap besides the dashboard, the config: {configmaps:?}"
+        );
+        let dashboards = docs
+            .iter()
+            .filter(|d| kind(d) == "ConfigMap" && name(d) == DASHBOARD_CONFIGMAP)
+            .count();
+        let monitored = kustomization.ends_with("servicemonitor");
+        assert_eq!(
+            dashboards,
+            usize::from(monitored),
+            "{kustomization}: the dashboard ConfigMap comes with the monitoring component"
+        );
         let deployment = find(&docs, "Deployment", FRONTEND);
         assert_eq!(deployment["spec"]["replicas"], 2, "{kustomization}");
         let hpa = find(&docs, "HorizontalPodAutoscaler", FRONTEND);

@@ -678,12 +678,15 @@ pub fn addr_of(url: &str) -> SocketAddr {
 }
 
 /// An HTTP proxy in front of a querier that counts the requests it forwards, so tests
-/// can assert how many requests reached the querier.
+/// can assert how many requests reached the querier, and keeps each one's path and
+/// headers.
 pub struct CountingProxy {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// Requests forwarded so far.
     pub count: Arc<std::sync::atomic::AtomicUsize>,
+    /// Path (and query string) and headers of every request forwarded.
+    pub seen: Arc<Mutex<Vec<(String, HeaderMap)>>>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -701,9 +704,10 @@ pub async fn counting_proxy(target: &str) -> CountingProxy {
         .expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let (tx, mut rx) = oneshot::channel::<()>();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let (target, count2) = (target.to_owned(), count.clone());
+    let (target, count2, seen2) = (target.to_owned(), count.clone(), seen.clone());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -712,11 +716,17 @@ pub async fn counting_proxy(target: &str) -> CountingProxy {
             };
             let Ok((stream, _)) = accepted else { continue };
             let (client, target, count) = (client.clone(), target.clone(), count2.clone());
+            let seen = seen2.clone();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (client, target, count) = (client.clone(), target.clone(), count.clone());
+                let seen = seen.clone();
                 async move {
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let (mut parts, body) = req.into_parts();
+                    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                    seen.lock()
+                        .expect("lock")
+                        .push((pq.to_owned(), parts.headers.clone()));
                     let body = body
                         .collect()
                         .await
@@ -751,6 +761,7 @@ pub async fn counting_proxy(target: &str) -> CountingProxy {
     CountingProxy {
         url: format!("http://{addr}"),
         count,
+        seen,
         _stop: tx,
     }
 }
