@@ -195,7 +195,10 @@ fn cut_array(
             s.push_str(&text[first..last]);
             s.push(']');
             // The text moves from `first` to 1 (after the `[`).
-            out[i] = (Some(RawJson::from_trusted(s)), moved(chunks, first, last, 1));
+            out[i] = (
+                Some(RawJson::from_trusted(s)),
+                moved(chunks, first, last, 1),
+            );
         }
     };
     for (start, end) in array_elements(text) {
