@@ -145,7 +145,7 @@ impl Downstream {
                 )));
             };
             targets.push(Target {
-                label: url.trim_end_matches('/').to_owned(),
+                label: metric_label(url),
                 origin: format!("{scheme}://{authority}"),
                 prefix: uri.path().trim_end_matches('/').to_owned(),
             });
@@ -183,7 +183,7 @@ impl Downstream {
         })
     }
 
-    /// Each endpoint's metric label (its configured URL), by index.
+    /// Each endpoint's metric label (its configured URL, credentials hidden), by index.
     pub fn labels(&self) -> Vec<String> {
         self.shared
             .targets
@@ -586,5 +586,27 @@ impl tower::Service<RangeQuery> for Downstream {
     fn call(&mut self, query: RangeQuery) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { this.query_range(query).await })
+    }
+}
+
+/// An endpoint's label in `/metrics`, logs and the status page: its configured URL
+/// without a trailing slash, with a password or token in it replaced (`/metrics` is
+/// readable by whoever scrapes it).
+fn metric_label(url: &str) -> String {
+    let shown = crate::status::redact::redact_url(url).unwrap_or_else(|| url.to_owned());
+    shown.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod label_tests {
+    #[test]
+    fn labels_hide_credentials() {
+        assert_eq!(
+            super::metric_label("http://127.0.0.1:9090/"),
+            "http://127.0.0.1:9090"
+        );
+        let label = super::metric_label("https://ops:s3cret@thanos.example:10902/prefix");
+        assert!(!label.contains("s3cret"), "{label}");
+        assert!(label.contains("thanos.example:10902/prefix"), "{label}");
     }
 }
