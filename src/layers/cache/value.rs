@@ -16,7 +16,12 @@
 //!
 //! The checksum catches a value cut or flipped on the way (a corrupt value is a miss,
 //! never an answer). It is not a signature: whoever can write to the cache can write any
-//! answer, checksum or not. The reader still validates the JSON it serves.
+//! answer, checksum or not. Values of the older layouts are parsed, and so validated, in
+//! full; a `PFC3` value is read by its layout (`model::layout`): the envelope is parsed,
+//! each series' parts are checked for order, brackets and UTF-8 and taken as written
+//! (label sets are parsed again when answers are merged), and its compressed runs are
+//! checked to lie inside their sample arrays. Under the checksum these bytes are what
+//! the frontend wrote.
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
