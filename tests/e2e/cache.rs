@@ -46,13 +46,6 @@ async fn differs(
     compare(expr, direct, via, nondeterministic)
 }
 
-fn x_cache(r: &Reply) -> &str {
-    r.headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-}
-
 #[tokio::test]
 async fn cold_warm_and_moved_end_equal_direct_memory() {
     let tb = bed().await;
@@ -98,7 +91,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
         if let Some(p) = differs(&tb.prom_url, expr, (start, end, step), direct, &via).await {
             problems.push(format!("warm {expr}: {p}"));
         }
-        match x_cache(&via) {
+        match via.x_cache() {
             "hit" => {
                 hits += 1;
                 cached_exprs.insert(expr.clone());
@@ -157,7 +150,7 @@ async fn cold_warm_and_moved_end(tb: &TestBed, proxy: &CountingProxy, fe_url: &s
         if direct_refreshed.status == 200 && refreshed.status != 200 {
             problems.push(format!("refreshed {expr}: status {}", refreshed.status));
         }
-        let outcome = x_cache(&refreshed);
+        let outcome = refreshed.x_cache();
         // `@ end()` names the end itself: a moved end is another query, rightly a miss.
         let reusable = cached_exprs.contains(expr) && !expr.contains("end()");
         if reusable && outcome != "hit" && outcome != "partial" {
@@ -254,7 +247,7 @@ async fn exact_repeats_are_answered_whole_and_only_for_old_windows() {
     };
     let direct = range(&tb.prom_url, expr, start, end, "60").await;
     let first = ask("team-a", false).await;
-    assert_eq!(x_cache(&first), "miss");
+    assert_eq!(first.x_cache(), "miss");
     assert_eq!(
         differs(&tb.prom_url, expr, (start, end, "60"), &direct, &first).await,
         None
@@ -263,14 +256,14 @@ async fn exact_repeats_are_answered_whole_and_only_for_old_windows() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     for gzip in [true, false, true] {
         let again = ask("team-a", gzip).await;
-        assert_eq!(x_cache(&again), "hit");
+        assert_eq!(again.x_cache(), "hit");
         assert_eq!(again.headers.contains_key("content-encoding"), gzip);
         assert_eq!(again.decoded(), first.body, "the same bytes");
     }
     assert_eq!(proxy.requests(), asked, "nothing sent to Prometheus");
     // Another tenant starts cold.
     let other = ask("team-b", false).await;
-    assert_eq!(x_cache(&other), "miss");
+    assert_eq!(other.x_cache(), "miss");
     assert!(proxy.requests() > asked);
 
     // A window ending now: repeats still fetch the fresh tail.
@@ -286,6 +279,6 @@ async fn exact_repeats_are_answered_whole_and_only_for_old_windows() {
     let before = proxy.requests();
     let repeat = send(Method::GET, &url, &[], None).await;
     assert_eq!(repeat.status, 200);
-    assert_eq!(x_cache(&repeat), "partial", "the tail is fetched again");
+    assert_eq!(repeat.x_cache(), "partial", "the tail is fetched again");
     assert!(proxy.requests() > before);
 }

@@ -121,13 +121,6 @@ fn latest_point(reply: &Reply) -> Option<(i64, f64)> {
         .max_by_key(|&(t, _)| t)
 }
 
-fn x_cache(r: &Reply) -> &str {
-    r.headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-}
-
 #[tokio::test]
 async fn panels_at_now_equal_prometheus_over_refreshes() {
     let bed = blocking(|| build_live_bed("live-edge", DAYS, SCRAPE_S)).await;
@@ -173,7 +166,7 @@ async fn panels_at_now_equal_prometheus_over_refreshes() {
                 Some(_) => {}
                 None => problems.push(format!("refresh {refresh}, {expr}: empty answer")),
             }
-            if refresh > 0 && matches!(x_cache(&via), "partial" | "hit") {
+            if refresh > 0 && matches!(via.x_cache(), "partial" | "hit") {
                 from_cache[p] = true;
             }
         }

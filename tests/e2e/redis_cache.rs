@@ -43,11 +43,7 @@ async fn range(base: &str, expr: &str, start: i64, end: i64) -> Reply {
 }
 
 fn x_cache(r: &Reply) -> String {
-    r.headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-        .to_owned()
+    r.x_cache().to_owned()
 }
 
 /// The frontend binary with the Redis cache, as a separate process.

@@ -588,6 +588,14 @@ impl Reply {
         })
     }
 
+    /// The frontend's `X-Cache` outcome (`hit`, `partial`, `miss`), `none` without one.
+    pub fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+    }
+
     /// The decoded body as text (for assertion messages).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.decoded()).into_owned()
