@@ -96,6 +96,12 @@ struct CacheLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointCacheLabels {
+    endpoint: Endpoint,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -150,6 +156,7 @@ pub struct Metrics {
     cache_backend_errors: Family<BackendOpLabels, Counter>,
     cache_bytes: Family<BackendOpLabels, Counter>,
     coalesced: Counter,
+    endpoint_cache: Family<EndpointCacheLabels, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     attempt_duration: Family<DownstreamLabels, Histogram, fn() -> Histogram>,
     retries: Family<RetryLabels, Counter>,
@@ -249,6 +256,12 @@ impl Metrics {
             "cache_coalesced_fetches",
             "Piece fetches that waited for an identical in-flight fetch instead of asking the querier",
             coalesced.clone(),
+        );
+        let endpoint_cache = Family::<EndpointCacheLabels, Counter>::default();
+        registry.register(
+            "endpoint_cache_requests",
+            "Requests to cacheable endpoints by how the frontend's caches answered them (hit, partial, miss, coalesced, skip)",
+            endpoint_cache.clone(),
         );
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
@@ -382,6 +395,7 @@ impl Metrics {
             cache_backend_errors,
             cache_bytes,
             coalesced,
+            endpoint_cache,
         }
     }
 
@@ -411,6 +425,15 @@ impl Metrics {
         self.cache_bytes
             .get_or_create(&BackendOpLabels { backend, op })
             .inc_by(n as u64);
+    }
+
+    /// Counts how the caches answered one request to `endpoint`: `hit` (no querier
+    /// request), `partial` (part from the cache), `miss` (asked the querier), `coalesced`
+    /// (joined an identical request in flight), `skip` (not cacheable).
+    pub fn endpoint_cache(&self, endpoint: Endpoint, outcome: &'static str) {
+        self.endpoint_cache
+            .get_or_create(&EndpointCacheLabels { endpoint, outcome })
+            .inc();
     }
 
     /// Counts a coalesced fetch.

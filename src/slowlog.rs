@@ -167,9 +167,15 @@ pub struct HttpRequest {
     pub path: String,
 }
 
-/// `cache` of a log line: pieces by cache outcome.
+/// `cache` of a log line: how the caches answered the request, and pieces by cache
+/// outcome.
 #[derive(Debug, Default, Serialize)]
 pub struct CacheFacts {
+    /// The request's outcome, as in `X-Cache` and `endpoint_cache_requests_total`
+    /// (`hit`, `partial`, `miss`, `coalesced`, `skip`); absent for requests no cache
+    /// looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     /// Pieces answered from the cache.
     pub hits: u64,
     /// Pieces not in the cache.

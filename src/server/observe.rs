@@ -133,6 +133,11 @@ impl Pending {
         self.answer = Some(answer);
     }
 
+    /// Records how the caches answered the request (see [`CacheFacts::outcome`]).
+    pub fn cache_outcome(&mut self, outcome: &'static str) {
+        self.entry.cache.outcome = Some(outcome);
+    }
+
     /// Records an error message (the querier's, for an answer passed on as it came).
     pub fn error(&mut self, message: String) {
         self.entry.error = Some(message);
@@ -155,6 +160,7 @@ impl Pending {
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             e.splits = get(&stats.pieces);
             e.cache = CacheFacts {
+                outcome: e.cache.outcome,
                 hits: get(&stats.cache_hits),
                 misses: get(&stats.cache_misses),
                 partial: get(&stats.cache_partial),

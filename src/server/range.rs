@@ -61,11 +61,17 @@ impl Frontend {
             stats.downstream_requests.load(relaxed),
             stats.downstream_nanos.load(relaxed) as f64 / 1e9,
         );
+        let outcome = stats.cache_outcome();
         if let Some(p) = pending {
             p.answer(answer.clone());
+            if let Some(outcome) = outcome {
+                p.cache_outcome(outcome);
+            }
         }
         let mut resp = self.answer_response(&parts.headers, &answer);
-        if let Some(outcome) = stats.cache_outcome() {
+        if let Some(outcome) = outcome {
+            self.metrics
+                .endpoint_cache(crate::metrics::Endpoint::query_range, outcome);
             resp.headers_mut()
                 .insert("x-cache", HeaderValue::from_static(outcome));
         }

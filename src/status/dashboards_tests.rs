@@ -2,6 +2,7 @@ use super::*;
 
 fn facts(hits: u64, partial: u64, misses: u64) -> CacheFacts {
     CacheFacts {
+        outcome: None,
         hits,
         partial,
         misses,

@@ -127,6 +127,7 @@ async fn slow_query_log_lines_carry_the_request_facts() {
     assert_eq!(line["org_id"], "3");
     assert_eq!(line["query_group_id"], "grp-9");
     assert_eq!(line["splits"], 2);
+    assert_eq!(line["cache"]["outcome"], "miss", "{line}");
     assert_eq!(line["cache"]["misses"], 2, "{line}");
     assert_eq!(line["cache"]["hits"], 0);
     assert_eq!(line["cache"]["partial"], 0);
@@ -433,6 +434,16 @@ async fn metrics_parse_and_count_known_requests() {
         ),
         (
             r#"promql_frontend_cache_lookups_total{backend="response",result="hit"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            r#"promql_frontend_endpoint_cache_requests_total{endpoint="query_range",outcome="miss"}"#
+                .to_owned(),
+            1.0,
+        ),
+        (
+            r#"promql_frontend_endpoint_cache_requests_total{endpoint="query_range",outcome="hit"}"#
+                .to_owned(),
             1.0,
         ),
         // The response-cache hit never reaches the split.
