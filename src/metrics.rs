@@ -156,6 +156,7 @@ pub struct Metrics {
     cache_backend_errors: Family<BackendOpLabels, Counter>,
     cache_bytes: Family<BackendOpLabels, Counter>,
     coalesced: Counter,
+    lower_step_reuses: Counter,
     endpoint_cache: Family<EndpointCacheLabels, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     attempt_duration: Family<DownstreamLabels, Histogram, fn() -> Histogram>,
@@ -256,6 +257,12 @@ impl Metrics {
             "cache_coalesced_fetches",
             "Piece fetches that waited for an identical in-flight fetch instead of asking the querier",
             coalesced.clone(),
+        );
+        let lower_step_reuses = Counter::default();
+        registry.register(
+            "cache_lower_step_reuses",
+            "Missing ranges of a range query answered from cache entries of the same query at a finer step",
+            lower_step_reuses.clone(),
         );
         let endpoint_cache = Family::<EndpointCacheLabels, Counter>::default();
         registry.register(
@@ -395,6 +402,7 @@ impl Metrics {
             cache_backend_errors,
             cache_bytes,
             coalesced,
+            lower_step_reuses,
             endpoint_cache,
         }
     }
@@ -434,6 +442,11 @@ impl Metrics {
         self.endpoint_cache
             .get_or_create(&EndpointCacheLabels { endpoint, outcome })
             .inc();
+    }
+
+    /// Counts a missing range answered from an entry at a finer step.
+    pub fn lower_step_reuse(&self) {
+        self.lower_step_reuses.inc();
     }
 
     /// Counts a coalesced fetch.

@@ -382,6 +382,9 @@ pub struct CacheConfig {
     /// splitting, reading entries or merging), in each replica. `0`: off. Counts on top of
     /// `memory_capacity_bytes`.
     pub response_capacity_bytes: u64,
+    /// Answer a range query from entries of the same query at a finer step whose grid
+    /// holds every point asked (a zoom-out after the shorter range was viewed).
+    pub lower_step_reuse: bool,
     /// The Redis backend (used when `backend = "redis"`).
     pub redis: RedisConfig,
 }
@@ -400,6 +403,7 @@ impl Default for CacheConfig {
             op_timeout: Duration::from_millis(100),
             two_tier: false,
             response_capacity_bytes: 64 * 1024 * 1024,
+            lower_step_reuse: true,
             redis: RedisConfig::default(),
         }
     }

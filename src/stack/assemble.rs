@@ -212,6 +212,7 @@ fn cache_layer(
         op_timeout: c.op_timeout,
         max_parallel_fetches: config.query_range.max_query_parallelism,
         clock: system_clock(),
+        lower_step_reuse: c.lower_step_reuse,
     };
     Ok(CacheLayer::new(opts, backend, metrics))
 }

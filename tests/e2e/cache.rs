@@ -13,7 +13,7 @@ use crate::support::{
 
 const H: i64 = 3_600_000;
 
-async fn range(base: &str, expr: &str, start: i64, end: i64, step: &str) -> Reply {
+pub async fn range(base: &str, expr: &str, start: i64, end: i64, step: &str) -> Reply {
     let qs = form(&[
         ("query", expr),
         ("start", &secs(start)),
@@ -30,7 +30,7 @@ async fn range(base: &str, expr: &str, start: i64, end: i64, step: &str) -> Repl
 }
 
 /// Compares, asking Prometheus again when they differ (see split_equivalence).
-async fn differs(
+pub async fn differs(
     prom: &str,
     expr: &str,
     window: (i64, i64, &str),

@@ -10,6 +10,7 @@ mod errors;
 mod ha;
 mod hostile;
 mod live_edge;
+mod lower_step;
 mod monitoring;
 mod passthrough;
 mod planning;

@@ -171,6 +171,82 @@ pub fn cut(resp: &QueryResponse, spans: &[Span]) -> Result<Vec<QueryResponse>, E
         .collect())
 }
 
+/// The answer on a coarser grid: keeps only the samples of `resp` at timestamps
+/// `phase + k·step` inside `span`, and only the series left with some, which is what
+/// the querier answers for that grid (every point of a range query is evaluated on its
+/// own). Used to answer a query from an entry stored at a step that divides `step`.
+/// Samples out of time order make the data unusable (an error, a miss for the cache).
+pub fn thin(
+    resp: &QueryResponse,
+    span: Span,
+    phase_ms: i64,
+    step_ms: i64,
+) -> Result<QueryResponse, Error> {
+    if step_ms <= 0 {
+        return Err(Error::Internal("thinning to a step of 0".into()));
+    }
+    let Some(data) = &resp.data else {
+        return Ok(resp.clone());
+    };
+    let mut result = Vec::new();
+    for s in &data.result {
+        let values = thin_array(s.values.as_ref(), span, phase_ms, step_ms)?;
+        let histograms = thin_array(s.histograms.as_ref(), span, phase_ms, step_ms)?;
+        if values.is_some() || histograms.is_some() {
+            result.push(Series {
+                metric: s.metric.clone(),
+                values,
+                histograms,
+                chunks: Vec::new(),
+            });
+        }
+    }
+    Ok(QueryResponse {
+        data: Some(MatrixData {
+            result_type: data.result_type.clone(),
+            result,
+            extra: data.extra.clone(),
+        }),
+        ..resp.clone_envelope()
+    })
+}
+
+/// [`thin`] for one raw sample array: its samples on the grid inside `span`, or `None`.
+fn thin_array(
+    arr: Option<&RawJson>,
+    span: Span,
+    phase_ms: i64,
+    step_ms: i64,
+) -> Result<Option<RawJson>, Error> {
+    let Some(arr) = arr else { return Ok(None) };
+    let text = arr.as_str();
+    let mut out = String::new();
+    let mut previous = i64::MIN;
+    for (start, end) in array_elements(text) {
+        let sample = &text[start..end];
+        let ts = sample_timestamp_ms(sample).ok_or_else(|| {
+            Error::BadResponse(format!("sample without a timestamp: {sample:.40}"))
+        })?;
+        if ts <= previous {
+            return Err(Error::BadResponse("samples out of time order".into()));
+        }
+        previous = ts;
+        if ts > span.end_ms {
+            break;
+        }
+        if ts < span.start_ms || off_grid_ms(ts, phase_ms, step_ms) != 0 {
+            continue;
+        }
+        out.push(if out.is_empty() { '[' } else { ',' });
+        out.push_str(sample);
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    out.push(']');
+    Ok(Some(RawJson::from_trusted(out)))
+}
+
 /// A cut sample array: its text (`None` when it has no sample) and the compressed runs
 /// that lie wholly inside it.
 type CutArray = (Option<RawJson>, Vec<Chunk>);

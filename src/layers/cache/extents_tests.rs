@@ -260,3 +260,96 @@ mod cutting {
         assert!(cut(&whole, &spans).is_err());
     }
 }
+
+mod thinning {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::time::format_seconds_ms;
+
+    /// What a querier answers on the grid `start + k·step` up to `end`: series `i` has
+    /// a float sample at `t` when bit `(t / 1000 + i) % 61` of `masks[i].0` is set, a
+    /// histogram when that bit of `masks[i].1` is; values depend on `t` alone, as a
+    /// range query's points do.
+    fn at_grid(start: i64, end: i64, step: i64, masks: &[(u64, u64)]) -> QueryResponse {
+        let mut series = Vec::new();
+        for (i, (floats, hists)) in masks.iter().enumerate() {
+            let on = |mask: u64, t: i64| mask >> ((t / 1000 + i as i64) % 61) & 1 == 1;
+            let mut f = Vec::new();
+            let mut h = Vec::new();
+            let mut t = start;
+            while t <= end {
+                let ts = format_seconds_ms(t);
+                if on(*floats, t) {
+                    f.push(format!("[{ts},\"{}.{i}\"]", t % 9973));
+                }
+                if on(*hists, t) {
+                    h.push(format!("[{ts},{{\"count\":\"{}\",\"sum\":\"1\"}}]", t % 31));
+                }
+                t += step;
+            }
+            let mut s = format!("{{\"metric\":{{\"i\":\"{i}\"}}");
+            if !f.is_empty() {
+                s.push_str(&format!(",\"values\":[{}]", f.join(",")));
+            }
+            if !h.is_empty() {
+                s.push_str(&format!(",\"histograms\":[{}]", h.join(",")));
+            }
+            s.push('}');
+            if !f.is_empty() || !h.is_empty() {
+                series.push(s);
+            }
+        }
+        let body = format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{}]}}}}",
+            series.join(",")
+        );
+        QueryResponse::from_slice(body.as_bytes()).expect("valid answer")
+    }
+
+    proptest! {
+        /// An answer at a step that divides the asked one, thinned to the asked grid,
+        /// is the answer at the asked step: same samples, same series, series without a
+        /// point on the coarser grid dropped.
+        #[test]
+        fn thinned_equals_the_coarser_answer(
+            fine in prop_oneof![Just(1_000i64), Just(15_000), Just(20_000), 1_000i64..120_000],
+            ratio in 2i64..12,
+            phase_points in 0i64..12,
+            from_points in 0i64..40,
+            points in 1i64..60,
+            masks in proptest::collection::vec((any::<u64>(), any::<u64>()), 1..6),
+        ) {
+            let coarse = fine * ratio;
+            let base = 1_700_000_000_000 - 1_700_000_000_000 % coarse;
+            // The fine entry starts before the asked range; the asked grid is on it.
+            let fine_start = base;
+            let fine_end = base + (from_points + points + 3) * coarse;
+            let start = base + (phase_points % ratio) * fine + from_points * coarse;
+            let end = start + (points - 1) * coarse;
+            let stored = at_grid(fine_start, fine_end, fine, &masks);
+            let phase = start.rem_euclid(coarse);
+            let thinned = thin(&stored, Span { start_ms: start, end_ms: end }, phase, coarse)
+                .expect("thins");
+            let direct = at_grid(start, end, coarse, &masks);
+            prop_assert_eq!(thinned.encode(), direct.encode());
+        }
+    }
+
+    #[test]
+    fn thinning_rejects_unordered_samples() {
+        let unordered = QueryResponse::from_slice(
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[2,"b"],[1,"a"]]}]}}"#,
+        )
+        .expect("valid");
+        let span = Span {
+            start_ms: 0,
+            end_ms: 5_000,
+        };
+        assert!(matches!(
+            thin(&unordered, span, 0, 1_000),
+            Err(Error::BadResponse(_))
+        ));
+        assert!(thin(&unordered, span, 0, 0).is_err());
+    }
+}

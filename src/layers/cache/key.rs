@@ -145,9 +145,30 @@ pub fn piece_key(q: &RangeQuery, opts: &KeyOptions) -> Result<PieceKey, Skip> {
 pub struct ShapeKey {
     /// The key text without the window field.
     pub text: String,
+    /// Hash of the key text without its step and phase fields: the same query at any
+    /// step (see [`ShapeKey::at_step`]).
+    pub family: u64,
+    /// Where the step and phase fields start and end in `text`.
+    grid_fields: (usize, usize),
 }
 
 impl ShapeKey {
+    /// The key of the same query (expression, parameters, tenant, credentials) on the
+    /// grid of `step_ms` with phase `phase_ms`.
+    pub fn at_step(&self, step_ms: i64, phase_ms: i64) -> ShapeKey {
+        let (from, to) = self.grid_fields;
+        let fields = grid_fields(step_ms, phase_ms);
+        let mut text = String::with_capacity(self.text.len() + 8);
+        text.push_str(&self.text[..from]);
+        text.push_str(&fields);
+        text.push_str(&self.text[to..]);
+        ShapeKey {
+            text,
+            family: self.family,
+            grid_fields: (from, from + fields.len()),
+        }
+    }
+
     /// The key of window number `window` (`t.div_euclid(interval)` of its times).
     pub fn window(&self, window: i64) -> PieceKey {
         let mut full = String::with_capacity(self.text.len() + 24);
@@ -229,10 +250,9 @@ pub fn shape_key(q: &RangeQuery, opts: &KeyOptions) -> Result<ShapeKey, Skip> {
     full.push_str(&format!("{}:{tenant}", tenant.len()));
     full.push(sep);
     full.push_str(&format!("{}:{normalised}", normalised.len()));
-    full.push(sep);
-    full.push_str(&format!("step={step}"));
-    full.push(sep);
-    full.push_str(&format!("phase={}", q.start_ms.rem_euclid(step)));
+    let from = full.len();
+    full.push_str(&grid_fields(step, q.start_ms.rem_euclid(step)));
+    let to = full.len();
     for (k, v) in params {
         full.push(sep);
         full.push_str(&format!("{}:{k}={}:{v}", k.len(), v.len()));
@@ -241,7 +261,18 @@ pub fn shape_key(q: &RangeQuery, opts: &KeyOptions) -> Result<ShapeKey, Skip> {
         full.push(sep);
         full.push_str(&format!("auth={:016x}", xxh3_64(&auth)));
     }
-    Ok(ShapeKey { text: full })
+    let mut family = full.as_bytes()[..from].to_vec();
+    family.extend_from_slice(&full.as_bytes()[to..]);
+    Ok(ShapeKey {
+        family: xxh3_64(&family),
+        text: full,
+        grid_fields: (from, to),
+    })
+}
+
+/// The step and phase fields of a key text.
+fn grid_fields(step_ms: i64, phase_ms: i64) -> String {
+    format!("\u{1f}step={step_ms}\u{1f}phase={phase_ms}")
 }
 
 #[cfg(test)]

@@ -284,3 +284,54 @@ fn cache_control_directives() {
         }
     );
 }
+
+#[test]
+fn the_key_at_another_step_is_that_query_s_key() {
+    let extra = [("lookback_delta", "2m")];
+    let at_minute = with_header(
+        query(
+            "rate(x[5m])",
+            MIDNIGHT + 20_000,
+            MIDNIGHT + D - 40_000,
+            "60",
+            &extra,
+        ),
+        "authorization",
+        "Bearer a",
+    );
+    let at_15s = with_header(
+        query(
+            "rate(x[5m])",
+            MIDNIGHT + 5_000,
+            MIDNIGHT + D - 10_000,
+            "15",
+            &extra,
+        ),
+        "authorization",
+        "Bearer a",
+    );
+    let (minute, fine) = (
+        shape_key(&at_minute, &opts()).expect("cacheable"),
+        shape_key(&at_15s, &opts()).expect("cacheable"),
+    );
+    // 20 s mod 15 s = 5 s: the 15 s query's phase.
+    assert_eq!(minute.at_step(15_000, 5_000), fine);
+    assert_eq!(fine.at_step(60_000, 20_000), minute);
+    assert_eq!(minute.family, fine.family);
+    assert_ne!(minute.text, fine.text);
+    // Another expression, parameter or credential is another family.
+    for other in [
+        query("rate(y[5m])", MIDNIGHT + 20_000, MIDNIGHT + D, "60", &extra),
+        query("rate(x[5m])", MIDNIGHT + 20_000, MIDNIGHT + D, "60", &[]),
+        with_header(
+            query("rate(x[5m])", MIDNIGHT + 20_000, MIDNIGHT + D, "60", &extra),
+            "authorization",
+            "Bearer b",
+        ),
+    ] {
+        assert_ne!(
+            shape_key(&other, &opts()).expect("cacheable").family,
+            minute.family
+        );
+    }
+}

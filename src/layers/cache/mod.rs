@@ -28,6 +28,7 @@ pub mod key;
 pub mod memory;
 pub mod redis;
 pub mod response;
+pub mod reuse;
 pub mod seek;
 pub mod tiered;
 pub mod value;
@@ -74,6 +75,8 @@ pub struct CacheOptions {
     pub max_parallel_fetches: usize,
     /// The clock.
     pub clock: Clock,
+    /// Answer a query from entries of the same query at a finer step (see [`reuse`]).
+    pub lower_step_reuse: bool,
 }
 
 /// The wall clock.
@@ -101,6 +104,8 @@ struct Shared {
     /// here instead of starting a blocking thread per window (each thread would get its
     /// own allocator arena, and the process' memory would grow with them).
     combine_permits: Arc<tokio::sync::Semaphore>,
+    /// Steps seen per query family, for lower-step reuse.
+    steps: reuse::StepIndex,
 }
 
 /// Shapes whose last stored point is remembered for the tail prefetch.
@@ -130,6 +135,7 @@ impl CacheLayer {
                 combine_permits: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 )),
+                steps: reuse::StepIndex::default(),
             }),
         }
     }
@@ -249,6 +255,58 @@ fn windows_of(q: &RangeQuery, shape: &ShapeKey, interval_ms: i64) -> Result<Vec<
         .collect())
 }
 
+/// What the extents of an entry at the finer step `finer` answer of `gap` (on the grid
+/// of `step` and `phase`): the parts they cover, thinned to this grid, and the sub-gaps
+/// left. Data that does not read cleanly answers nothing.
+fn from_finer(
+    entry: &[(Span, QueryResponse)],
+    spans: &[Span],
+    gap: Span,
+    phase: i64,
+    step: i64,
+    finer: i64,
+) -> (Vec<(Span, QueryResponse)>, Vec<Span>) {
+    let mut parts = Vec::new();
+    let mut left = Vec::new();
+    let mut cursor = gap.start_ms;
+    for seg in partition(spans, gap.start_ms, gap.end_ms, finer) {
+        let Segment::Hit { extent, span } = seg else {
+            continue;
+        };
+        // The points of this grid inside the covered span.
+        let first = grid_floor(span.start_ms.saturating_add(step - 1), phase, step);
+        let last = grid_floor(span.end_ms, phase, step);
+        if first > last {
+            continue;
+        }
+        let covered = Span {
+            start_ms: first,
+            end_ms: last,
+        };
+        let Some(answer) = entry
+            .get(extent)
+            .and_then(|(_, resp)| extents::thin(resp, covered, phase, step).ok())
+        else {
+            return (Vec::new(), vec![gap]);
+        };
+        if first > cursor {
+            left.push(Span {
+                start_ms: cursor,
+                end_ms: first - step,
+            });
+        }
+        parts.push((covered, answer));
+        cursor = last + step;
+    }
+    if cursor <= gap.end_ms {
+        left.push(Span {
+            start_ms: cursor,
+            end_ms: gap.end_ms,
+        });
+    }
+    (parts, left)
+}
+
 /// Joins gaps that follow each other on the grid (the end of one window's gap and the
 /// start of the next window's) into runs: a run is one querier request.
 fn join_gaps(gaps: &[Span], step_ms: i64) -> Vec<Span> {
@@ -320,7 +378,7 @@ impl Shared {
         };
         // Per window: the parts the cache answers, and the gaps to fetch.
         let mut parts: Vec<(i64, QueryResponse)> = Vec::new();
-        let mut gaps: Vec<Span> = Vec::new();
+        let mut window_gaps_all: Vec<Vec<Span>> = Vec::with_capacity(windows.len());
         let mut counts: Vec<(usize, usize)> = Vec::with_capacity(windows.len());
         for (w, entry) in windows.iter().zip(cached.iter_mut()) {
             let spans: Vec<Span> = entry.iter().map(|(s, _)| *s).collect();
@@ -356,8 +414,41 @@ impl Shared {
             }
             counts.push((hit_parts.len(), window_gaps.len()));
             parts.extend(hit_parts);
-            gaps.extend(window_gaps);
+            window_gaps_all.push(window_gaps);
         }
+        // Gaps an entry at a finer step of the same query covers are answered from it.
+        let mut reused: Vec<Vec<(Span, QueryResponse)>> =
+            windows.iter().map(|_| Vec::new()).collect();
+        if !no_cache && self.opts.lower_step_reuse {
+            self.steps.record(shape.family, step);
+            // Finer entries hold nothing after the cut-off either, and a refresh's gap
+            // (its new minutes and fresh tail) is not worth reading them: only gaps that
+            // start at least `max_freshness` before the cut-off look there.
+            let older_than = cutoff.saturating_sub(freshness_ms);
+            if window_gaps_all
+                .iter()
+                .flatten()
+                .any(|g| g.start_ms <= older_than)
+            {
+                self.reuse_finer(
+                    &shape,
+                    &windows,
+                    &mut window_gaps_all,
+                    &mut reused,
+                    (phase, step, older_than),
+                )
+                .await;
+            }
+        }
+        for ((count, from_finer), gaps) in counts.iter_mut().zip(&reused).zip(&window_gaps_all) {
+            *count = (count.0 + from_finer.len(), gaps.len());
+            parts.extend(
+                from_finer
+                    .iter()
+                    .map(|(span, r)| (span.start_ms, r.clone())),
+            );
+        }
+        let gaps: Vec<Span> = window_gaps_all.into_iter().flatten().collect();
         // The missing ranges as runs, each asked as one request; of a run crossing the
         // freshness cut-off only the part up to it is stored, the fresh tail never (a
         // refreshed dashboard asks its new minutes and its fresh tail in one request).
@@ -403,8 +494,7 @@ impl Shared {
                 );
             }
         }
-        let mut new_extents: Vec<Vec<(Span, QueryResponse)>> =
-            windows.iter().map(|_| Vec::new()).collect();
+        let mut new_extents = reused;
         let mut storable = true;
         for ((span, stored), result) in fetches.iter().zip(results) {
             let resp = result?;
@@ -484,6 +574,56 @@ impl Shared {
             }
         }
         Ok(answer)
+    }
+
+    /// Answers what entries of the same query at finer steps cover of the gaps (see
+    /// [`reuse`]): the covered parts leave `gaps` and their answers, thinned to this
+    /// grid, go to `reused` of their window (served, and stored at this step). Only
+    /// windows with a gap starting at or before `older_than` are read.
+    async fn reuse_finer(
+        &self,
+        shape: &ShapeKey,
+        windows: &[Window],
+        gaps: &mut [Vec<Span>],
+        reused: &mut [Vec<(Span, QueryResponse)>],
+        (phase, step, older_than): (i64, i64, i64),
+    ) {
+        for finer in self.steps.finer(shape.family, step) {
+            let finer_phase = phase.rem_euclid(finer);
+            let finer_shape = shape.at_step(finer, finer_phase);
+            let (with_gaps, finer_windows): (Vec<usize>, Vec<Window>) = windows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| gaps[*i].iter().any(|g| g.start_ms <= older_than))
+                .map(|(i, w)| {
+                    let window = Window {
+                        key: finer_shape.window(w.key.window),
+                        span: w.span,
+                    };
+                    (i, window)
+                })
+                .unzip();
+            if with_gaps.is_empty() {
+                return;
+            }
+            let entries = self.read_many(&finer_windows, finer_phase, finer).await;
+            for (i, entry) in with_gaps.into_iter().zip(entries) {
+                if entry.is_empty() {
+                    continue;
+                }
+                let spans: Vec<Span> = entry.iter().map(|(s, _)| *s).collect();
+                let mut left = Vec::new();
+                for gap in std::mem::take(&mut gaps[i]) {
+                    let (parts, rest) = from_finer(&entry, &spans, gap, phase, step, finer);
+                    if !parts.is_empty() {
+                        self.metrics.lower_step_reuse();
+                    }
+                    reused[i].extend(parts);
+                    left.extend(rest);
+                }
+                gaps[i] = left;
+            }
+        }
     }
 
     /// Adds the part `span` (of the answer `resp` to the run `run`) to the new extents of

@@ -132,6 +132,7 @@ fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
         op_timeout: Duration::from_millis(100),
         max_parallel_fetches: 4,
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+        lower_step_reuse: true,
     };
     let layer = CacheLayer::new(opts, backend.clone(), Arc::new(Metrics::new()));
     let svc = tower::util::BoxCloneSyncService::new(
@@ -729,4 +730,87 @@ async fn a_prefetch_that_does_not_cover_what_is_missing_is_not_used() {
         ],
         "the prefetch (wasted) and the whole range"
     );
+}
+
+fn query_at_step(start: i64, end: i64, step_s: u32) -> RangeQuery {
+    let mut q = query(start, end, &[]);
+    let pairs = [
+        ("query", "sum(rate(x[5m]))".to_string()),
+        ("start", format_seconds_ms(start)),
+        ("end", format_seconds_ms(end)),
+        ("step", step_s.to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec();
+    q = RangeQuery::from_form(pairs, q.request_headers).expect("valid");
+    q
+}
+
+#[tokio::test]
+async fn a_coarser_step_is_answered_from_a_finer_entry() {
+    let h = harness(Mock::default(), memory());
+    let (start, end) = (MIDNIGHT + H, MIDNIGHT + 5 * H);
+    let fine = query_at_step(start, end, 15);
+    assert_eq!(h.ask(fine).await.1, Some("miss"));
+    h.take_calls();
+
+    // 1 m holds every fourth 15 s point: nothing is asked, the answer is the querier's.
+    let coarse = query_at_step(start, end, 60);
+    let (answer, outcome) = h.ask(coarse.clone()).await;
+    assert_eq!(outcome, Some("hit"));
+    assert_eq!(answer, answer_json(&coarse, false));
+    assert!(h.take_calls().is_empty());
+    // Stored at 1 m as well: a plain hit next time.
+    assert_eq!(h.ask(coarse).await.1, Some("hit"));
+
+    // A wider range at 5 m: the stored part is reused, only the rest is asked.
+    let wider = query_at_step(start, end + 2 * H, 300);
+    let (answer, outcome) = h.ask(wider.clone()).await;
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(answer, answer_json(&wider, false));
+    assert_eq!(h.take_calls(), vec![(end + 300_000, end + 2 * H)]);
+}
+
+#[tokio::test]
+async fn finer_entries_on_another_grid_are_not_reused() {
+    let h = harness(Mock::default(), memory());
+    let (start, end) = (MIDNIGHT + H + 5_000, MIDNIGHT + 5 * H + 5_000);
+    assert_eq!(h.ask(query_at_step(start, end, 15)).await.1, Some("miss"));
+    h.take_calls();
+
+    // Phase 0 on a 1 m grid is 0 mod 15 s, the entry's points are at 5 s mod 15 s.
+    let other_phase = query_at_step(MIDNIGHT + H, MIDNIGHT + 5 * H, 60);
+    let (answer, outcome) = h.ask(other_phase.clone()).await;
+    assert_eq!(outcome, Some("miss"));
+    assert_eq!(answer, answer_json(&other_phase, false));
+    assert_eq!(h.take_calls().len(), 1);
+
+    // 20 s is no multiple of 15 s.
+    assert_eq!(h.ask(query_at_step(start, end, 20)).await.1, Some("miss"));
+    assert_eq!(h.take_calls().len(), 1);
+
+    // The same phase modulo 15 s (20 s = 5 s + 15 s) at 1 m: reused.
+    let same_phase = query_at_step(start + 15_000, end - 45_000, 60);
+    let (answer, outcome) = h.ask(same_phase.clone()).await;
+    assert_eq!(outcome, Some("hit"));
+    assert_eq!(answer, answer_json(&same_phase, false));
+    assert!(h.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn lower_step_reuse_can_be_turned_off() {
+    let mut h = harness(Mock::default(), memory());
+    let mut opts = h.layer.shared.opts.clone();
+    opts.lower_step_reuse = false;
+    h.layer = CacheLayer::new(opts, h.backend.clone(), Arc::new(Metrics::new()));
+    h.svc = tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .layer(ValidateLayer::default())
+            .layer(h.layer.clone())
+            .service(h.mock.clone()),
+    );
+    let (start, end) = (MIDNIGHT + H, MIDNIGHT + 5 * H);
+    assert_eq!(h.ask(query_at_step(start, end, 15)).await.1, Some("miss"));
+    assert_eq!(h.ask(query_at_step(start, end, 60)).await.1, Some("miss"));
+    assert_eq!(h.take_calls().len(), 2);
 }
