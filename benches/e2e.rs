@@ -20,11 +20,13 @@
 //! 9. the live dashboard at now (`e2e/live.rs`): a week of history plus samples
 //!    scraped live up to now, 12 panels refreshed at the wall clock: direct full range,
 //!    direct tail only (the floor) and the frontends (memory, Redis); latency, querier
-//!    requests and time per refresh.
+//!    requests and time per refresh;
+//! 10. a whole dashboard load (`e2e/grafana.rs`): template variables, stat panels and
+//!     range panels, reloaded and zoomed out: querier requests, CPU and time per load.
 //!
 //! Environment: `BENCH_ONLY` (comma-separated scenario names to run, default all:
 //! `passthrough` 1, `long` 2, 3 and 6, `dashboard` 4 and 6, `throughput` 5, `memory` 7,
-//! `coldmix` 8, `live` 9; a partial run replaces only its own parts of the report),
+//! `coldmix` 8, `live` 9, `grafana` 10; a partial run replaces only its own parts of the report),
 //! `BENCH_DAYS` (the days scenarios 2–7 size their windows by, default 15; the data
 //! covers at least 32 when the cold mix runs), `BENCH_REPS` (default 5), `BENCH_SECS`
 //! (throughput runs, default 10), `BENCH_REPORT` (file to write the report section to,
@@ -37,6 +39,8 @@ mod support;
 
 #[path = "e2e/coldmix.rs"]
 mod coldmix;
+#[path = "e2e/grafana.rs"]
+mod grafana;
 #[path = "e2e/live.rs"]
 mod live;
 #[path = "e2e/scenarios.rs"]
@@ -287,6 +291,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "live",
         "9. live dashboard at now, on data scraped up to now",
     ),
+    (
+        "grafana",
+        "10. dashboard load: variables, stat panels, range panels, zoom-out",
+    ),
 ];
 
 /// Which scenarios run: all of them, or those named in `BENCH_ONLY` (comma-separated).
@@ -449,6 +457,7 @@ fn main() {
                     peaks.throughput = Some(warm_throughput(b, f, &mut r).await)
                 }
                 ("memory", Some(b), _) => memory(b, &peaks, &mut r).await,
+                ("grafana", Some(b), _) => grafana::run(b, &mut r).await,
                 _ => unreachable!("scenario {name} without its test bed or frontends"),
             }
             r.marker(&close);

@@ -148,7 +148,7 @@ fn body_for(query: &str, start: i64, end: i64, step_s: i64) -> String {
 }
 
 /// utime + stime of process `pid` (fields 14 and 15 of `/proc/PID/stat`), clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Field 2, the command name, is in parentheses and may hold spaces: the fields
     // after the last `)` start with field 3.
@@ -161,7 +161,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Waits (at most 200 ms) until process `pid` has used no CPU for 20 ms, so the work
 /// a query left behind (Go's garbage collection in Prometheus) is counted for that
 /// query and not for the next one.
-async fn settle(pid: u32) {
+pub async fn settle(pid: u32) {
     for _ in 0..10 {
         let before = cpu_ticks(pid);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -172,7 +172,7 @@ async fn settle(pid: u32) {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-fn ticks_per_second() -> f64 {
+pub fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -182,7 +182,7 @@ fn ticks_per_second() -> f64 {
 }
 
 /// The pid of the `prometheus` process listening on the port of `prom_url`.
-fn prometheus_pid(prom_url: &str) -> u32 {
+pub fn prometheus_pid(prom_url: &str) -> u32 {
     let port = prom_url.rsplit(':').next().unwrap_or_default();
     let flag = format!("--web.listen-address=127.0.0.1:{port}");
     let entries = std::fs::read_dir("/proc").expect("read /proc");

@@ -139,14 +139,14 @@ const HEAVY: &[(&str, &str)] = &[
 
 /// Grafana's choice of step for ~1,000 points over `range_ms`: the smallest "nice"
 /// interval at or above range / 1000, never below the 60 s scrape interval.
-fn grafana_step_s(range_ms: i64) -> i64 {
+pub fn grafana_step_s(range_ms: i64) -> i64 {
     const NICE: [i64; 10] = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600];
     let raw = range_ms / 1000 / 1000;
     NICE.into_iter().find(|&s| s >= raw).unwrap_or(21600)
 }
 
 /// The 12 panels: (title, PromQL, range).
-const PANELS: &[(&str, &str, i64)] = &[
+pub const PANELS: &[(&str, &str, i64)] = &[
     ("req rate", "sum(rate(http_requests_total[5m]))", 6 * H),
     (
         "req rate by code",
