@@ -382,6 +382,11 @@ pub struct CacheConfig {
     /// splitting, reading entries or merging), in each replica. `0`: off. Counts on top of
     /// `memory_capacity_bytes`.
     pub response_capacity_bytes: u64,
+    /// Also cache whole answers of label names, label values, series and instant
+    /// queries whose window (or `time`) is older than `max_freshness`, in the same
+    /// backend, and send identical in-flight instant, label and series requests to the
+    /// querier once. Needs `enabled`.
+    pub answers: bool,
     /// The Redis backend (used when `backend = "redis"`).
     pub redis: RedisConfig,
 }
@@ -400,6 +405,7 @@ impl Default for CacheConfig {
             op_timeout: Duration::from_millis(100),
             two_tier: false,
             response_capacity_bytes: 64 * 1024 * 1024,
+            answers: true,
             redis: RedisConfig::default(),
         }
     }
