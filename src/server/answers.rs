@@ -10,7 +10,9 @@
 //!
 //! Coalescing reads the leader's answer whole, up to `cache.max_item_bytes`, to hand it
 //! to its followers; the querier's errors (4xx and 5xx after retries) are shared like
-//! answers. When the leader ends without an answer to share (its client went away, the
+//! answers. Instant queries coalesce whatever their time; label and series requests
+//! only when their window is storable (an old `end`): a recent window's ends move with
+//! now, so identical ones are rare, and each keeps its own querier request. When the leader ends without an answer to share (its client went away, the
 //! querier could not be reached, the answer was larger than that), each follower asks
 //! the querier itself. `Cache-Control: no-store` and `no-cache` requests neither read
 //! the cache nor join others in flight (they ask for a fresh answer); `no-cache` ones
@@ -102,9 +104,12 @@ impl Frontend {
             }
         }
         let outcome = if storable.is_ok() { "miss" } else { "skip" };
-        let role = match fresh_only {
-            true => Role::Alone,
-            false => self.inflight.join(&key.full, key.hash),
+        // Instant queries coalesce at any time; label and series requests only for a
+        // storable window (repeats of a recent window are rare: its ends move with now).
+        let coalesce = !fresh_only && (endpoint == Endpoint::query || storable.is_ok());
+        let role = match coalesce {
+            false => Role::Alone,
+            true => self.inflight.join(&key.full, key.hash),
         };
         match role {
             Role::Follower(follower) => {

@@ -10,6 +10,7 @@ mod errors;
 mod ha;
 mod hostile;
 mod live_edge;
+mod metadata_cache;
 mod monitoring;
 mod passthrough;
 mod planning;
