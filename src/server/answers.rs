@@ -40,6 +40,16 @@ use crate::metrics::Endpoint;
 use crate::model::query::{check_instant_query, first_value};
 use crate::model::timeout::ClientTimeout;
 
+/// The request as sent to the querier when the frontend reads the answer whole: without
+/// the client's `Accept-Encoding`, so that the answer comes (and is stored and shared)
+/// uncompressed and each client gets it in its own encoding. Also gives back the
+/// client's headers.
+fn uncompressed(mut parts: http::request::Parts) -> (HeaderMap, http::request::Parts) {
+    let client = parts.headers.clone();
+    parts.headers.remove(header::ACCEPT_ENCODING);
+    (client, parts)
+}
+
 /// A querier answer read whole, shared by identical in-flight requests.
 pub(super) struct Buffered {
     status: StatusCode,
@@ -137,14 +147,14 @@ impl Frontend {
                     ));
                 }
                 // Nothing to share: ask the querier alone.
-                let resp = self.forward_whole(arrived, parts, body, pending.as_deref_mut(), false);
+                let resp = self.forward_whole(arrived, parts, body, pending.as_deref_mut());
                 let resp = resp.await?;
                 Ok(self.outcome(resp, endpoint, outcome, pending))
             }
             Role::Alone => {
-                let parts_headers = parts.headers.clone();
+                let (parts_headers, parts) = uncompressed(parts);
                 let resp = self
-                    .forward_whole(arrived, parts, body, pending.as_deref_mut(), true)
+                    .forward_whole(arrived, parts, body, pending.as_deref_mut())
                     .await?;
                 let answer = match self.read_whole(resp, cache.max_item_bytes()).await? {
                     Ok(answer) => answer,
@@ -156,9 +166,9 @@ impl Frontend {
                 Ok(self.answered(&parts_headers, &answer, endpoint, outcome, pending))
             }
             Role::Leader(leader) => {
-                let parts_headers = parts.headers.clone();
+                let (parts_headers, parts) = uncompressed(parts);
                 let resp = self
-                    .forward_whole(arrived, parts, body, pending.as_deref_mut(), true)
+                    .forward_whole(arrived, parts, body, pending.as_deref_mut())
                     .await?;
                 let answer = match self.read_whole(resp, cache.max_item_bytes()).await? {
                     Ok(answer) => answer,
@@ -254,8 +264,9 @@ impl Frontend {
         Ok(Err(Response::from_parts(parts, body)))
     }
 
-    /// The response to a client for a buffered answer: the querier's status and headers;
-    /// an uncompressed `200` body compressed as the client negotiates.
+    /// The response to a client for a buffered answer: the querier's status, headers
+    /// and body, the body compressed as the client negotiates (as Prometheus compresses
+    /// its answers, errors included).
     fn answered(
         &self,
         req_headers: &HeaderMap,
@@ -267,14 +278,18 @@ impl Frontend {
         let mut headers = answer.headers.clone();
         headers.remove(header::CONTENT_LENGTH);
         let mut body = answer.body.clone();
-        if answer.status == StatusCode::OK && !headers.contains_key(header::CONTENT_ENCODING) {
+        if !headers.contains_key(header::CONTENT_ENCODING) {
             if let Some(coding) = self.coding_for(req_headers) {
                 if let Ok(z) = coding.compress(&body) {
                     body = Bytes::from(z);
                     headers.insert(header::CONTENT_ENCODING, coding.header_value());
                 }
             }
-            if self.gzip_responses {
+            let varies = headers
+                .get_all(header::VARY)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding"));
+            if self.gzip_responses && !varies {
                 headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
         }

@@ -31,27 +31,19 @@ impl Frontend {
         let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        self.forward_whole(arrived, parts, body, pending, false)
-            .await
+        self.forward_whole(arrived, parts, body, pending).await
     }
 
-    /// [`Frontend::passthrough`] of a request whose body was read. With `identity` the
-    /// querier is asked for an uncompressed answer (the client's `Accept-Encoding` is
-    /// not forwarded): the caller then reads the answer and compresses it for the
-    /// client itself.
+    /// [`Frontend::passthrough`] of a request whose body was read.
     pub(super) async fn forward_whole(
         &self,
         arrived: tokio::time::Instant,
         parts: http::request::Parts,
         body: bytes::Bytes,
         pending: Option<&mut Pending>,
-        identity: bool,
     ) -> Result<Response<Body>, Error> {
         let coding = self.coding_for(&parts.headers);
         let mut headers = self.forward.select(&parts.headers);
-        if identity {
-            headers.remove(header::ACCEPT_ENCODING);
-        }
         let content_type = parts.headers.get(header::CONTENT_TYPE);
         if let Some(ct) = content_type {
             headers.insert(header::CONTENT_TYPE, ct.clone());
