@@ -96,22 +96,23 @@ impl Frontend {
             self.metrics.cache_skip(why.as_str());
         }
         let fresh_only = dirs.no_store || dirs.no_cache;
-        if storable.is_ok() && !fresh_only {
-            if let Some(hit) = cache.get(&key).await {
-                if let Some(p) = pending.as_deref_mut() {
-                    p.read_params(&pairs);
-                }
-                let mut headers = HeaderMap::new();
-                if let Ok(ct) = HeaderValue::from_str(&hit.content_type) {
-                    headers.insert(header::CONTENT_TYPE, ct);
-                }
-                let answer = Buffered {
-                    status: StatusCode::OK,
-                    headers,
-                    body: hit.body,
-                };
-                return Ok(self.answered(&parts.headers, &answer, endpoint, "hit", pending));
+        if storable.is_ok()
+            && !fresh_only
+            && let Some(hit) = cache.get(&key).await
+        {
+            if let Some(p) = pending.as_deref_mut() {
+                p.read_params(&pairs);
             }
+            let mut headers = HeaderMap::new();
+            if let Ok(ct) = HeaderValue::from_str(&hit.content_type) {
+                headers.insert(header::CONTENT_TYPE, ct);
+            }
+            let answer = Buffered {
+                status: StatusCode::OK,
+                headers,
+                body: hit.body,
+            };
+            return Ok(self.answered(&parts.headers, &answer, endpoint, "hit", pending));
         }
         let outcome = if storable.is_ok() { "miss" } else { "skip" };
         // Instant queries coalesce at any time; label and series requests only for a
@@ -177,15 +178,16 @@ impl Frontend {
                         return Ok(self.outcome(resp, endpoint, outcome, pending));
                     }
                 };
-                if storable.is_ok() {
-                    self.store(&cache, &key, &answer).await;
-                }
+                // Followers first: they need not wait for the cache write.
                 let shared = Arc::new(Some(answer));
                 leader.publish(shared.clone());
                 let answer = shared
                     .as_ref()
                     .as_ref()
                     .ok_or_else(|| Error::Internal("the published answer is missing".to_owned()))?;
+                if storable.is_ok() {
+                    self.store(&cache, &key, answer).await;
+                }
                 Ok(self.answered(&parts_headers, answer, endpoint, outcome, pending))
             }
         }
@@ -279,11 +281,11 @@ impl Frontend {
         headers.remove(header::CONTENT_LENGTH);
         let mut body = answer.body.clone();
         if !headers.contains_key(header::CONTENT_ENCODING) {
-            if let Some(coding) = self.coding_for(req_headers) {
-                if let Ok(z) = coding.compress(&body) {
-                    body = Bytes::from(z);
-                    headers.insert(header::CONTENT_ENCODING, coding.header_value());
-                }
+            if let Some(coding) = self.coding_for(req_headers)
+                && let Ok(z) = coding.compress(&body)
+            {
+                body = Bytes::from(z);
+                headers.insert(header::CONTENT_ENCODING, coding.header_value());
             }
             let varies = headers
                 .get_all(header::VARY)
