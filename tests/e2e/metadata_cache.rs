@@ -737,3 +737,94 @@ async fn answers_off_forwards_every_request() {
         assert_eq!(proxy.requests(), n);
     }
 }
+
+#[tokio::test]
+async fn answers_with_warnings_or_no_store_and_oversized_ones_are_not_stored() {
+    let big = format!(
+        r#"{{"status":"success","data":[{}"z"]}}"#,
+        "\"abcdefghijklmnop\",".repeat(400)
+    );
+    let big_body = big.clone();
+    let fake = fake_querier(Arc::new(move |_, pq, _, _| {
+        let ok = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+        if pq.contains("warned") {
+            FakeReply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["partial"]}"#,
+            )
+        } else if pq.contains("informed") {
+            FakeReply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]},"infos":["info"]}"#,
+            )
+        } else if pq.contains("private") {
+            let mut reply = FakeReply::json(200, ok);
+            reply.headers.push(("cache-control", "no-store".to_owned()));
+            reply
+        } else if pq.contains("big") {
+            FakeReply::json(200, &big_body)
+        } else {
+            FakeReply::json(200, ok)
+        }
+    }))
+    .await;
+    let mut config = test_config(&fake.url);
+    config.cache.max_item_bytes = 4096;
+    let fe = start_frontend(config).await;
+    let seen = || fake.seen.lock().expect("lock").len();
+    let old = "1700000000";
+    let url = |q: &str| {
+        format!(
+            "{}/api/v1/query?{}",
+            fe.url,
+            form(&[("query", q), ("time", old)])
+        )
+    };
+    for q in ["warned", "informed", "private", "big"] {
+        for n in 1..=2 {
+            let before = seen();
+            let reply = send(Method::GET, &url(q), &[], None).await;
+            assert_eq!(reply.status, 200, "{q}");
+            assert_eq!(
+                reply.x_cache(),
+                "miss",
+                "{q} #{n}: storable request, answer not kept"
+            );
+            assert_eq!(seen(), before + 1, "{q} #{n} reached the querier");
+            if q == "big" {
+                assert_eq!(reply.text(), big, "an oversized answer passes whole");
+            }
+        }
+    }
+
+    // The client's Cache-Control: `no-cache` skips the read and stores, `no-store`
+    // skips both.
+    let plain = url("vector(1)");
+    let asked = |headers: &'static [(&'static str, &'static str)]| {
+        let plain = plain.clone();
+        async move {
+            let before = seen();
+            let reply = send(Method::GET, &plain, headers, None).await;
+            (reply.x_cache().to_owned(), seen() - before)
+        }
+    };
+    assert_eq!(
+        asked(&[("cache-control", "no-store")]).await,
+        ("skip".into(), 1)
+    );
+    assert_eq!(
+        asked(&[]).await,
+        ("miss".into(), 1),
+        "no-store kept nothing"
+    );
+    assert_eq!(asked(&[]).await, ("hit".into(), 0));
+    assert_eq!(
+        asked(&[("cache-control", "no-cache")]).await,
+        ("miss".into(), 1)
+    );
+    assert_eq!(
+        asked(&[("cache-control", "no-store")]).await,
+        ("skip".into(), 1)
+    );
+    assert_eq!(asked(&[]).await, ("hit".into(), 0));
+}
