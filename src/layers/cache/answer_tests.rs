@@ -264,3 +264,97 @@ fn only_clean_success_answers_are_storable() {
         Some(Skip::Response)
     );
 }
+
+fn cache_at(now_ms: i64) -> (AnswerCache, Arc<super::super::memory::MemoryBackend>) {
+    let backend = Arc::new(super::super::memory::MemoryBackend::new(1 << 20));
+    let cache = AnswerCache::new(
+        backend.clone(),
+        AnswerOptions {
+            key: opts(),
+            max_freshness: Duration::from_secs(600),
+            ttl: Duration::from_secs(60),
+            max_item_bytes: 1024,
+            op_timeout: Duration::from_secs(1),
+            clock: Arc::new(move || now_ms),
+        },
+        Arc::new(Metrics::new()),
+    );
+    (cache, backend)
+}
+
+#[test]
+fn only_windows_older_than_the_cut_off_are_storable() {
+    let now = 1_700_000_000_000;
+    let (cache, _) = cache_at(now);
+    let window = |end_ms: i64| {
+        key(
+            "/api/v1/labels",
+            &[
+                ("start", "0"),
+                ("end", &format!("{}", end_ms as f64 / 1000.0)),
+            ],
+        )
+    };
+    assert_eq!(cache.storable(&window(now - 600_000)), Ok(()));
+    assert_eq!(cache.storable(&window(now - 599_999)), Err(Skip::Recent));
+    assert_eq!(cache.storable(&window(now + 1)), Err(Skip::Recent));
+    let at = |q: &str| key("/api/v1/query", &[("query", q), ("time", "1699990000")]);
+    assert_eq!(cache.storable(&at("up")), Ok(()));
+    assert_eq!(
+        cache.storable(&at("up @ 1699999999")),
+        Err(Skip::AtInFuture)
+    );
+}
+
+#[tokio::test]
+async fn foreign_corrupt_and_oversized_values_are_misses() {
+    let (cache, backend) = cache_at(1_700_000_000_000);
+    let k = key("/api/v1/labels", &[("start", "0"), ("end", "100")]);
+    assert!(cache.get(&k).await.is_none());
+    let body = Bytes::from_static(b"{\"status\":\"success\",\"data\":[\"job\"]}");
+    cache.put(&k, "application/json", body.clone()).await;
+    let hit = cache.get(&k).await.expect("stored");
+    assert_eq!(
+        (hit.content_type.as_str(), &hit.body),
+        ("application/json", &body)
+    );
+
+    // Another key's value under this key's hash (a collision): a miss.
+    let other = key("/api/v1/labels", &[("start", "0"), ("end", "101")]);
+    let foreign = StoredAnswer {
+        key: other.full.clone(),
+        content_type: String::new(),
+        body: body.clone(),
+    };
+    backend
+        .set(
+            k.hash,
+            Bytes::from(foreign.encode()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("set");
+    assert!(cache.get(&k).await.is_none(), "a foreign entry is a miss");
+
+    // Corrupt bytes: a miss, not an error.
+    let mut bytes = StoredAnswer {
+        key: k.full.clone(),
+        content_type: String::new(),
+        body,
+    }
+    .encode();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    backend
+        .set(k.hash, Bytes::from(bytes), Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert!(cache.get(&k).await.is_none(), "a corrupt entry is a miss");
+
+    // Larger than `max_item_bytes`: not stored.
+    let big = key("/api/v1/labels", &[("start", "0"), ("end", "102")]);
+    cache
+        .put(&big, "application/json", Bytes::from(vec![b' '; 2048]))
+        .await;
+    assert!(cache.get(&big).await.is_none());
+}
