@@ -828,3 +828,90 @@ async fn answers_with_warnings_or_no_store_and_oversized_ones_are_not_stored() {
     );
     assert_eq!(asked(&[]).await, ("hit".into(), 0));
 }
+
+#[tokio::test]
+async fn identical_in_flight_label_requests_for_an_old_window_reach_the_querier_once() {
+    let gate = Arc::new(Gate::new());
+    let held = gate.clone();
+    let fake = fake_querier(Arc::new(move |_, _, _, _| {
+        FakeReply::json(200, r#"{"status":"success","data":["api","db"]}"#).held(&held)
+    }))
+    .await;
+    let fe = start_frontend(test_config(&fake.url)).await;
+    let url = format!(
+        "{}/api/v1/label/job/values?{}",
+        fe.url,
+        form(&[
+            ("match[]", "up"),
+            ("start", "1699990000"),
+            ("end", "1700000000")
+        ])
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        set.spawn(async move { send(Method::GET, &url, &[], None).await });
+    }
+    wait_in_flight(&fe.url, 3).await;
+    assert_eq!(fake.seen.lock().expect("lock").len(), 1);
+    gate.open();
+    let mut outcomes = Vec::new();
+    while let Some(reply) = set.join_next().await {
+        let reply = reply.expect("task");
+        assert_eq!(reply.json()["data"], serde_json::json!(["api", "db"]));
+        outcomes.push(reply.x_cache().to_owned());
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["coalesced", "coalesced", "miss"]);
+    let again = send(Method::GET, &url, &[], None).await;
+    assert_eq!(again.x_cache(), "hit");
+    assert_eq!(fake.seen.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn followers_of_a_leader_that_went_away_ask_the_querier_themselves() {
+    let gate = Arc::new(Gate::new());
+    let held = gate.clone();
+    let fake = fake_querier(Arc::new(move |_, _, _, _| {
+        FakeReply::json(
+            200,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}"#,
+        )
+        .held(&held)
+    }))
+    .await;
+    let fe = start_frontend(test_config(&fake.url)).await;
+    let url = format!("{}/api/v1/query?query=scalar(up)&time=1700000000", fe.url);
+    let leader = {
+        let url = url.clone();
+        tokio::spawn(async move { send(Method::GET, &url, &[], None).await })
+    };
+    wait_in_flight(&fe.url, 1).await;
+    let mut followers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let url = url.clone();
+        followers.spawn(async move { send(Method::GET, &url, &[], None).await });
+    }
+    wait_in_flight(&fe.url, 3).await;
+    assert_eq!(fake.seen.lock().expect("lock").len(), 1);
+    // The leader's client goes away: its request ends without an answer to share.
+    leader.abort();
+    let _ = leader.await;
+    for _ in 0..1000 {
+        if fake.seen.lock().expect("lock").len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fake.seen.lock().expect("lock").len(),
+        3,
+        "each released follower asked the querier itself"
+    );
+    gate.open();
+    while let Some(reply) = followers.join_next().await {
+        let reply = reply.expect("task");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["data"]["result"][1], "7");
+    }
+}
