@@ -9,6 +9,7 @@
 
 use http::HeaderMap;
 
+use crate::layers::cache::answer::StoredAnswer;
 use crate::layers::cache::extents::{Segment, Span, partition, trim, well_formed};
 use crate::layers::cache::value::{Entry, StoredExtent};
 use crate::model::RangeQuery;
@@ -422,6 +423,28 @@ pub fn cache_value(data: &[u8]) {
     let decoded = Entry::decode(&entry.encode())
         .unwrap_or_else(|e| panic!("an encoded entry does not decode: {e}"));
     assert_eq!(decoded, entry, "encode → decode changed the entry");
+    answer_value(data);
+}
+
+/// The same properties for a stored whole answer (label, series and instant answers,
+/// [`StoredAnswer`]), which lives in the same backend: run by [`cache_value`].
+fn answer_value(data: &[u8]) {
+    if let Ok(answer) = StoredAnswer::decode(data) {
+        let again = StoredAnswer::decode(&answer.encode())
+            .unwrap_or_else(|e| panic!("re-encoded answer does not decode: {e}"));
+        assert_eq!(again, answer, "decode∘encode changed the answer");
+    }
+    // An answer made of the input: key, content type, body.
+    let (key, rest) = split_at_byte(data, 0);
+    let (content_type, body) = split_at_byte(rest, 0);
+    let answer = StoredAnswer {
+        key: String::from_utf8_lossy(key).into_owned(),
+        content_type: String::from_utf8_lossy(content_type).into_owned(),
+        body: bytes::Bytes::copy_from_slice(body),
+    };
+    let decoded = StoredAnswer::decode(&answer.encode())
+        .unwrap_or_else(|e| panic!("an encoded answer does not decode: {e}"));
+    assert_eq!(decoded, answer, "encode → decode changed the answer");
 }
 
 /// The cache's read path after decoding: `data` is `<8 bytes step><8 bytes start>

@@ -385,6 +385,11 @@ pub struct CacheConfig {
     /// Answer a range query from entries of the same query at a finer step whose grid
     /// holds every point asked (a zoom-out after the shorter range was viewed).
     pub lower_step_reuse: bool,
+    /// Also cache whole answers of label names, label values, series and instant
+    /// queries whose window (or `time`) is older than `max_freshness`, in the same
+    /// backend, and send identical in-flight instant, label and series requests to the
+    /// querier once. Needs `enabled`.
+    pub answers: bool,
     /// The Redis backend (used when `backend = "redis"`).
     pub redis: RedisConfig,
 }
@@ -404,6 +409,7 @@ impl Default for CacheConfig {
             two_tier: false,
             response_capacity_bytes: 64 * 1024 * 1024,
             lower_step_reuse: true,
+            answers: true,
             redis: RedisConfig::default(),
         }
     }

@@ -52,6 +52,7 @@ use respond::{preflight, text};
 use tracing::Instrument;
 use web::{Loaded, WebState};
 
+mod answers;
 mod auth;
 mod cors;
 mod local;
@@ -109,6 +110,10 @@ pub struct Frontend {
     status: crate::status::StatusInfo,
     /// Hit ratio and slowest panels per Grafana dashboard, for the status page.
     dashboards: Arc<crate::status::Dashboards>,
+    /// Stored label, series and instant answers (`cache.answers`).
+    answers: Option<Arc<crate::layers::cache::answer::AnswerCache>>,
+    /// Label, series and instant requests in flight, for coalescing.
+    inflight: Arc<crate::layers::cache::inflight::Inflight<answers::Shared>>,
 }
 
 impl Frontend {
@@ -147,6 +152,8 @@ impl Frontend {
         }
         Ok(Frontend {
             stack: services.range,
+            answers: services.answers,
+            inflight: Arc::default(),
             downstream: services.downstream,
             retry: services.retry,
             forward: ForwardHeaders::new(&d.forward_headers),
@@ -419,6 +426,24 @@ impl Frontend {
             }
             (Endpoint::query_range, &Method::GET | &Method::POST) => {
                 self.query_range(req, pending.as_mut()).await
+            }
+            // Label values: GET only, as Prometheus serves them; the others also as a
+            // form POST. Any other body is forwarded as it came.
+            (Endpoint::labels | Endpoint::series | Endpoint::query, &Method::POST)
+                if self.answers.is_some()
+                    && crate::model::query::is_form_content_type(
+                        req.headers()
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok()),
+                    ) =>
+            {
+                self.cached_answer(req, endpoint, pending.as_mut()).await
+            }
+            (
+                Endpoint::labels | Endpoint::series | Endpoint::query | Endpoint::label_values,
+                &Method::GET,
+            ) if self.answers.is_some() => {
+                self.cached_answer(req, endpoint, pending.as_mut()).await
             }
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),

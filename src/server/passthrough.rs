@@ -30,8 +30,19 @@ impl Frontend {
     ) -> Result<Response<Body>, Error> {
         let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
-        let coding = self.coding_for(&parts.headers);
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
+        self.forward_whole(arrived, parts, body, pending).await
+    }
+
+    /// [`Frontend::passthrough`] of a request whose body was read.
+    pub(super) async fn forward_whole(
+        &self,
+        arrived: tokio::time::Instant,
+        parts: http::request::Parts,
+        body: bytes::Bytes,
+        pending: Option<&mut Pending>,
+    ) -> Result<Response<Body>, Error> {
+        let coding = self.coding_for(&parts.headers);
         let mut headers = self.forward.select(&parts.headers);
         let content_type = parts.headers.get(header::CONTENT_TYPE);
         if let Some(ct) = content_type {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config::{BalancePolicy, CacheBackendKind, Config, FetchMode};
 use crate::downstream::{self, Downstream, DownstreamOptions, HealthOptions};
 use crate::error::Error;
+use crate::layers::cache::answer::{AnswerCache, AnswerOptions};
 use crate::layers::cache::backend::Backend;
 use crate::layers::cache::batch::Batching;
 use crate::layers::cache::key::KeyOptions;
@@ -35,6 +36,9 @@ pub struct Services {
     pub retry: RetryPolicy,
     /// The in-process caches, whose size `/metrics` reports.
     pub cache_usage: CacheUsage,
+    /// Whole answers of label, series and instant requests (`cache.answers`), in the
+    /// range cache's backend.
+    pub answers: Option<Arc<AnswerCache>>,
 }
 
 /// The in-process caches, for reporting how much they hold.
@@ -95,10 +99,28 @@ pub fn assemble(config: &Config, metrics: Arc<Metrics>) -> Result<Services, Erro
     );
     let mut cache_usage = CacheUsage::default();
     let c = &config.cache;
-    let cache = match c.enabled {
-        true => Some(cache_layer(config, metrics.clone(), &mut cache_usage)?),
+    let backend = match c.enabled {
+        true => Some(cache_backend(config, &mut cache_usage)?),
         false => None,
     };
+    let cache = backend
+        .clone()
+        .map(|backend| cache_layer(config, backend, metrics.clone()));
+    // One backend for both: replicas sharing Redis share these answers too.
+    let answers = backend.filter(|_| c.answers).map(|backend| {
+        Arc::new(AnswerCache::new(
+            backend,
+            AnswerOptions {
+                key: key_options(config),
+                max_freshness: c.max_freshness,
+                ttl: c.ttl,
+                max_item_bytes: c.max_item_bytes,
+                op_timeout: c.op_timeout,
+                clock: system_clock(),
+            },
+            metrics.clone(),
+        ))
+    });
     let response_cache = (c.enabled && c.response_capacity_bytes > 0).then(|| {
         let cache = Arc::new(ResponseCache::new(
             c.response_capacity_bytes,
@@ -143,6 +165,7 @@ pub fn assemble(config: &Config, metrics: Arc<Metrics>) -> Result<Services, Erro
         downstream,
         retry,
         cache_usage,
+        answers,
     })
 }
 
@@ -171,12 +194,8 @@ fn key_options(config: &Config) -> KeyOptions {
     }
 }
 
-/// The piece-cache layer described by the config, its backend(s) built.
-fn cache_layer(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    usage: &mut CacheUsage,
-) -> Result<CacheLayer, Error> {
+/// The cache backend(s) described by the config.
+fn cache_backend(config: &Config, usage: &mut CacheUsage) -> Result<Arc<dyn Backend>, Error> {
     let c = &config.cache;
     let backend: Arc<dyn Backend> = match c.backend {
         CacheBackendKind::Memory => {
@@ -204,6 +223,12 @@ fn cache_layer(
             }
         }
     };
+    Ok(backend)
+}
+
+/// The piece-cache layer described by the config, over `backend`.
+fn cache_layer(config: &Config, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> CacheLayer {
+    let c = &config.cache;
     let opts = CacheOptions {
         key: key_options(config),
         max_freshness: c.max_freshness,
@@ -214,5 +239,5 @@ fn cache_layer(
         clock: system_clock(),
         lower_step_reuse: c.lower_step_reuse,
     };
-    Ok(CacheLayer::new(opts, backend, metrics))
+    CacheLayer::new(opts, backend, metrics)
 }

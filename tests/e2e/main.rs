@@ -11,6 +11,7 @@ mod ha;
 mod hostile;
 mod live_edge;
 mod lower_step;
+mod metadata_cache;
 mod monitoring;
 mod passthrough;
 mod planning;

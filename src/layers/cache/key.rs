@@ -69,6 +69,9 @@ pub enum Skip {
     Response,
     /// The entry would be larger than `max_item_bytes`.
     TooLarge,
+    /// A whole answer (labels, series, instant query) whose window or time is not older
+    /// than the freshness cut-off.
+    Recent,
 }
 
 impl Skip {
@@ -85,6 +88,7 @@ impl Skip {
             Skip::OddRange => "odd_range",
             Skip::Response => "response",
             Skip::TooLarge => "too_large",
+            Skip::Recent => "recent",
         }
     }
 }

@@ -20,10 +20,12 @@
 //! - Entries carry their full key; a hash collision or an unreadable value is a miss.
 //! - Identical in-flight fetches (same key and range) share one querier request.
 
+pub mod answer;
 pub mod backend;
 pub mod batch;
 pub mod chunks;
 pub mod extents;
+pub mod inflight;
 pub mod key;
 pub mod memory;
 pub mod redis;
