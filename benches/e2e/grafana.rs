@@ -4,7 +4,9 @@
 //! dashboard's window, resolved before the panels), 2 stat panels (instant queries at
 //! the window's end) and 12 range panels sharing the dashboard's time range (steps as
 //! Grafana picks them). Loads, in order: the first load of 6 h, a reload of the same
-//! window, a zoom-out to 24 h and then to 7 d (same end), and a reload of the 7 d. Every
+//! window, a zoom-out to 24 h and then to 7 d (same end), a reload of the 7 d, and the
+//! 7 d in panels half as wide (Grafana's step follows the panel's width in pixels:
+//! twice the step, as a narrower screen or a smaller panel of the same query asks). Every
 //! window ends an hour before the data's last sample, so all of it is older than
 //! `max_freshness`. The same sequence goes to Prometheus directly, to a fresh frontend
 //! (memory cache), and to a fresh frontend with `lower_step_reuse = false`. A direct
@@ -31,13 +33,14 @@ const VARIABLES: &[(&str, &str)] = &[
 /// Stat panels (instant queries).
 const STATS: &[&str] = &["sum(up)", "sum(rate(http_requests_total[5m]))"];
 
-/// The loads: (what, dashboard range).
-const LOADS: &[(&str, i64)] = &[
-    ("first load, 6 h", 6 * H),
-    ("reload, 6 h", 6 * H),
-    ("zoom out to 24 h", 24 * H),
-    ("zoom out to 7 d", 7 * DAY),
-    ("reload, 7 d", 7 * DAY),
+/// The loads: (what, dashboard range, step as a multiple of Grafana's choice).
+const LOADS: &[(&str, i64, i64)] = &[
+    ("first load, 6 h", 6 * H, 1),
+    ("reload, 6 h", 6 * H, 1),
+    ("zoom out to 24 h", 24 * H, 1),
+    ("zoom out to 7 d", 7 * DAY, 1),
+    ("reload, 7 d", 7 * DAY, 1),
+    ("7 d in panels half as wide (step ×2)", 7 * DAY, 2),
 ];
 
 /// What one load cost.
@@ -67,9 +70,14 @@ async fn querier_work(client: &Client, fe: &str) -> (f64, f64) {
 
 /// One dashboard load against `base`: the variables first, then every panel at once.
 /// Returns the summed latency of its requests and its wall time.
-async fn load(client: &Client, base: &str, end: i64, range: i64) -> (Duration, Duration) {
+async fn load(
+    client: &Client,
+    base: &str,
+    end: i64,
+    (range, step_factor): (i64, i64),
+) -> (Duration, Duration) {
     let started = Instant::now();
-    let step_ms = grafana_step_s(range) * 1000;
+    let step_ms = grafana_step_s(range) * 1000 * step_factor;
     let (start, end) = ((end - range) / step_ms * step_ms, end / step_ms * step_ms);
     let headers = [
         ("x-dashboard-uid", "bench-load"),
@@ -130,14 +138,14 @@ async fn sequence(b: &Bench, base: &str, fe: Option<&FrontendProc>, pid: u32) ->
     let hz = ticks_per_second();
     let requests_per_load = (VARIABLES.len() + STATS.len() + PANELS.len()) as f64;
     let mut costs = Vec::new();
-    for (_, range) in LOADS {
+    for (_, range, factor) in LOADS {
         settle(pid).await;
         let ticks = cpu_ticks(pid);
         let before = match fe {
             Some(fe) => querier_work(&b.client, &fe.url).await,
             None => (0.0, 0.0),
         };
-        let (summed, wall) = load(&b.client, base, b.newest, *range).await;
+        let (summed, wall) = load(&b.client, base, b.newest, (*range, *factor)).await;
         settle(pid).await;
         let cpu_s = cpu_ticks(pid).saturating_sub(ticks) as f64 / hz;
         let (requests, querier_s) = match fe {
@@ -160,8 +168,8 @@ async fn sequence(b: &Bench, base: &str, fe: Option<&FrontendProc>, pid: u32) ->
 /// Runs the scenario and writes its table.
 pub async fn run(b: &Bench, r: &mut Report) {
     let pid = prometheus_pid(&b.prom);
-    for (_, range) in LOADS {
-        load(&b.client, &b.prom, b.newest, *range).await;
+    for (_, range, factor) in LOADS {
+        load(&b.client, &b.prom, b.newest, (*range, *factor)).await;
     }
     let direct = sequence(b, &b.prom, None, pid).await;
     let fe = FrontendProc::start(
@@ -190,7 +198,7 @@ pub async fn run(b: &Bench, r: &mut Report) {
     r.line("");
     r.line("| load | direct: querier requests | direct: querier CPU | direct: querier time | direct: wall | frontend: querier requests | frontend: querier CPU | frontend: querier time | frontend: wall | no lower-step reuse: querier requests | no lower-step reuse: querier CPU |");
     r.line("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (i, (what, _)) in LOADS.iter().enumerate() {
+    for (i, (what, _, _)) in LOADS.iter().enumerate() {
         let (d, f, n) = (direct[i], frontend[i], no_reuse[i]);
         r.line(format!(
             "| {what} | {:.0} | {:.2} s | {:.2} s | {} | {:.0} | {:.2} s | {:.3} s | {} | {:.0} | {:.2} s |",
@@ -212,7 +220,7 @@ pub async fn run(b: &Bench, r: &mut Report) {
     };
     let (dt, ft, nt) = (total(&direct), total(&frontend), total(&no_reuse));
     r.line(format!(
-        "| **all five** | {:.0} | {:.2} s | | | {:.0} | {:.2} s | | | {:.0} | {:.2} s |",
+        "| **all loads** | {:.0} | {:.2} s | | | {:.0} | {:.2} s | | | {:.0} | {:.2} s |",
         dt.0, dt.1, ft.0, ft.1, nt.0, nt.1
     ));
     r.line("");
