@@ -176,6 +176,22 @@ async fn redis_dying_and_coming_back() {
     assert!(recovered, "the cache did not recover after redis restarted");
 }
 
+/// The `SET` calls the Redis servers on `ports` have seen, once they reach `want` or
+/// ten seconds have passed (cache entries are written after the answer is sent).
+async fn wait_for_sets(ports: &[u16], want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut sets = 0;
+        for &p in ports {
+            sets += blocking(move || redis_command_calls(p, "set")).await;
+        }
+        if sets >= want || std::time::Instant::now() > deadline {
+            return sets;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn two_tier_serves_hot_entries_from_memory_when_redis_is_gone() {
     let tb = bed().await;
@@ -188,15 +204,12 @@ async fn two_tier_serves_hot_entries_from_memory_when_redis_is_gone() {
     let direct = range(&tb.prom_url, expr, start, end).await;
     let cold = range(&fe.url, expr, start, end).await;
     assert!(compare(expr, &direct, &cold, false).is_none());
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // 27 hours touch two or three UTC days, depending on the time of day.
     let day = 24 * H;
     let windows = (end.div_euclid(day) - start.div_euclid(day) + 1) as u64;
-    assert_eq!(
-        blocking(move || redis_command_calls(redis_port, "set")).await,
-        windows,
-        "every day window written to redis"
-    );
+    // Entries are written in the background, after the answer: wait for them (bounded).
+    let sets = wait_for_sets(&[redis_port], windows).await;
+    assert_eq!(sets, windows, "every day window written to redis");
     drop(redis);
     let warm = range(&fe.url, expr, start, end).await;
     assert_eq!(
@@ -231,11 +244,10 @@ async fn redis_cluster_backend() {
         );
         assert_eq!(x_cache(&cold), "miss", "{expr}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (mut sets, mut nodes_with_writes) = (0, 0);
+    let sets = wait_for_sets(&ports, EXPRS.len() as u64 * 3).await;
+    let mut nodes_with_writes = 0;
     for &p in &ports {
         let n = blocking(move || redis_command_calls(p, "set")).await;
-        sets += n;
         nodes_with_writes += usize::from(n > 0);
     }
     assert!(
