@@ -8,6 +8,10 @@
 //! unknown parameter, `Cache-Control: no-store`, ...; it still leads or follows
 //! identical requests in flight).
 //!
+//! A request that is neither stored nor shared (a label or series request for a recent
+//! window, one with an unknown parameter, a `no-store` one) streams through as any
+//! forwarded request does, only marked `X-Cache: skip`.
+//!
 //! Coalescing reads the leader's answer whole, up to `cache.max_item_bytes`, to hand it
 //! to its followers; the querier's errors (4xx and 5xx after retries) are shared like
 //! answers. Instant queries coalesce whatever their time; label and series requests
@@ -148,6 +152,13 @@ impl Frontend {
                     ));
                 }
                 // Nothing to share: ask the querier alone.
+                let resp = self.forward_whole(arrived, parts, body, pending.as_deref_mut());
+                let resp = resp.await?;
+                Ok(self.outcome(resp, endpoint, outcome, pending))
+            }
+            // Never stored and not shared: streamed as the querier sends it, in the
+            // encoding the client asked it for, like any forwarded request.
+            Role::Alone if storable.is_err() => {
                 let resp = self.forward_whole(arrived, parts, body, pending.as_deref_mut());
                 let resp = resp.await?;
                 Ok(self.outcome(resp, endpoint, outcome, pending))
