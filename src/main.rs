@@ -10,9 +10,10 @@ use tracing_subscriber::EnvFilter;
 
 /// The process' allocator: mimalloc instead of the C library's malloc. A passthrough
 /// request makes a few dozen small, short-lived allocations (header maps, URIs, body
-/// frames, futures) that move between the worker threads; under load at concurrency 32
-/// glibc's malloc and free were about 12% of the frontend's CPU time, and with mimalloc
-/// the frontend needs less CPU per request (BENCHMARKS.md, "Passthrough against nginx").
+/// frames, futures) that move between the worker threads. Profiled under load at
+/// concurrency 32, glibc's malloc and free took about 10% of the frontend's CPU time and
+/// mimalloc about 3.5%, for some 5 MiB more resident memory (BENCHMARKS.md,
+/// "Passthrough against nginx").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
