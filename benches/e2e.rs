@@ -1,10 +1,12 @@
 //! The end-to-end benchmark (`make bench`): the release binary as its own process in
 //! front of a real Prometheus on generated data, measured side by side with Prometheus
-//! itself (and nginx's `proxy_cache` for the warm-throughput row) in one run.
+//! itself (and nginx: plain `proxy_pass` for the passthrough rows, `proxy_cache` for the
+//! warm-throughput row) in one run.
 //!
 //! Scenarios (see BENCHMARKS.md for what each measures and why):
 //! 1. passthrough overhead: a small instant query and `/api/v1/labels`, latency at
-//!    concurrency 1 and throughput at concurrency 32;
+//!    concurrency 1 and throughput at concurrency 32, the frontend side by side with
+//!    Prometheus direct and with nginx as a plain `proxy_pass` proxy;
 //! 2. cold long range queries (7 and 14 days) with an empty cache;
 //! 3. warm repeats of them;
 //! 4. a 12-panel dashboard refreshed 20 times, `end` advancing 30 s (POST forms, steps and

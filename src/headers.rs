@@ -92,8 +92,15 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    let id = format!("{:016x}", crate::random_u64());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Written digit by digit into a stack buffer: this runs for nearly every request,
+    // and `format!` would allocate a string only to copy it into the header value.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = crate::random_u64();
+    let mut id = [0u8; 16];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The W3C trace context header naming the caller's trace and span.

@@ -17,10 +17,14 @@ use crate::support::{
     Supervised, form, free_port, probe_status, require_binary, secs, start_redis,
 };
 
-/// nginx with a `proxy_cache` in front of `prom`, as an SRE would set it up.
-fn start_nginx(dir: &Path, prom: &str) -> (Supervised, String) {
+/// nginx in front of `prom`, as an SRE would set it up, on two ports: one with a
+/// `proxy_cache` (scenario 5) and one a plain `proxy_pass` without cache (scenario 1).
+/// Both share one upstream block with a keep-alive pool of 64 connections.
+/// Returns the process and the (cache, plain) base URLs.
+fn start_nginx(dir: &Path, prom: &str) -> (Supervised, String, String) {
     require_binary("nginx", "nginx");
     let port = free_port();
+    let plain_port = free_port();
     let root = dir.join("nginx");
     for sub in ["cache", "tmp"] {
         std::fs::create_dir_all(root.join(sub)).expect("nginx dirs");
@@ -58,6 +62,14 @@ http {{
       proxy_cache_lock on;
     }}
   }}
+  server {{
+    listen 127.0.0.1:{plain_port} backlog=4096;
+    location / {{
+      proxy_pass http://prometheus;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
 }}
 "#,
         user = if is_root { "user root;\n" } else { "" },
@@ -72,19 +84,25 @@ http {{
     ];
     let proc = Supervised::start("nginx", &args, &root.join("stderr.log"), None);
     let until = Instant::now() + Duration::from_secs(10);
-    while probe_status(port, "/api/v1/status/buildinfo").is_none() {
-        assert!(
-            Instant::now() < until,
-            "nginx did not start:\n{}",
-            proc.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for p in [port, plain_port] {
+        while probe_status(p, "/api/v1/status/buildinfo").is_none() {
+            assert!(
+                Instant::now() < until,
+                "nginx did not start:\n{}",
+                proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    (proc, format!("http://127.0.0.1:{port}"))
+    (
+        proc,
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{plain_port}"),
+    )
 }
 
-/// Requests per second of `make` at `concurrency` for `secs` seconds.
-async fn throughput(client: &Client, concurrency: usize, secs: u64, url: &str) -> (f64, u64) {
+/// Requests per second of GET `url` at `concurrency` for `run`, and the error answers.
+async fn throughput(client: &Client, concurrency: usize, run: Duration, url: &str) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -104,7 +122,7 @@ async fn throughput(client: &Client, concurrency: usize, secs: u64, url: &str) -
             }
         });
     }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    tokio::time::sleep(run).await;
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     let n = done.load(Ordering::Relaxed);
@@ -235,6 +253,8 @@ pub struct Frontends {
     pieces_only: FrontendProc,
     redis: FrontendProc,
     nginx: String,
+    /// nginx as a plain `proxy_pass` proxy (no cache): the yardstick of scenario 1.
+    nginx_plain: String,
     _redis: Supervised,
     _nginx: Supervised,
 }
@@ -271,12 +291,13 @@ impl Frontends {
                 ),
             ),
         );
-        let (nginx_proc, nginx) = start_nginx(dir, prom);
+        let (nginx_proc, nginx, nginx_plain) = start_nginx(dir, prom);
         Frontends {
             memory,
             pieces_only,
             redis,
             nginx,
+            nginx_plain,
             _redis: redis_proc,
             _nginx: nginx_proc,
         }
@@ -291,48 +312,86 @@ pub struct Peaks {
     pub throughput: Option<f64>,
 }
 
-/// Scenario 1: passthrough overhead.
+/// Scenario 1: passthrough overhead, the frontend side by side with Prometheus direct
+/// and with nginx as a plain `proxy_pass` proxy in front of the same Prometheus. The
+/// three targets take turns (latency: one request each in rotating order; throughput:
+/// rounds in rotating order), so that whatever else the machine does hits them alike.
+/// Same client, same connection count and same requests for all three.
 pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
-    let (client, prom, memory) = (&b.client, &b.prom, &f.memory);
+    const ROUNDS: usize = 3;
+    let client = &b.client;
+    let targets = [
+        b.prom.as_str(),
+        f.nginx_plain.as_str(),
+        f.memory.url.as_str(),
+    ];
     r.line("### 1. Passthrough overhead");
     r.line("");
-    r.line("| request | direct median | frontend median | added | direct p99 | frontend p99 | direct req/s (c=32) | frontend req/s (c=32) | ratio |");
-    r.line("|---|---|---|---|---|---|---|---|---|");
-    let instant = format!("/api/v1/query?query=up&time={}", secs(b.tb.end_ms));
+    r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn).");
+    r.line("");
+    r.line(
+        "| request | target | median | added | p99 | req/s (c=32) | vs direct | frontend / nginx |",
+    );
+    r.line("|---|---|---|---|---|---|---|---|");
+    let instant = format!(
+        "/api/v1/query?{}",
+        form(&[("query", "sum(up)"), ("time", &secs(b.tb.end_ms)),])
+    );
     for (name, path) in [
-        ("instant query `up`", instant.as_str()),
+        ("instant `sum(up)`", instant.as_str()),
         ("`/api/v1/labels`", "/api/v1/labels"),
     ] {
-        let (mut d, mut fe) = (Vec::new(), Vec::new());
+        let urls: Vec<String> = targets.iter().map(|t| format!("{t}{path}")).collect();
+        for url in &urls {
+            let a = client.get(url, &[]).await;
+            assert_eq!(a.status, 200, "{url}");
+        }
         for _ in 0..20 {
-            client.get(&format!("{prom}{path}"), &[]).await;
-            client.get(&format!("{}{path}", memory.url), &[]).await;
+            for url in &urls {
+                client.get(url, &[]).await;
+            }
         }
-        for _ in 0..(100 * b.reps) {
-            d.push(client.get(&format!("{prom}{path}"), &[]).await.took);
-            fe.push(client.get(&format!("{}{path}", memory.url), &[]).await.took);
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        for i in 0..(100 * b.reps) {
+            for k in 0..3 {
+                let t = (i + k) % 3;
+                lat[t].push(client.get(&urls[t], &[]).await.took);
+            }
         }
-        let (mut dt, mut ft) = (0.0, 0.0);
-        for _ in 0..2 {
-            dt += throughput(client, 32, b.tp_secs / 2, &format!("{prom}{path}"))
-                .await
-                .0;
-            ft += throughput(client, 32, b.tp_secs / 2, &format!("{}{path}", memory.url))
-                .await
-                .0;
+        let mut tp = [0.0; 3];
+        let mut errors = 0;
+        let round = Duration::from_secs(b.tp_secs).div_f64(ROUNDS as f64);
+        for i in 0..ROUNDS {
+            for k in 0..3 {
+                let t = (i + k) % 3;
+                let (rps, errs) = throughput(client, 32, round, &urls[t]).await;
+                tp[t] += rps / ROUNDS as f64;
+                errors += errs;
+            }
         }
-        let added = median(&fe).as_secs_f64() - median(&d).as_secs_f64();
-        r.line(format!(
-            "| {name} | {} | {} | {:.3} ms | {} | {} | {:.0} | {:.0} | {:.2}× |",
-            ms(median(&d)),
-            ms(median(&fe)),
-            added * 1e3,
-            ms(p99(&d)),
-            ms(p99(&fe)),
-            dt / 2.0,
-            ft / 2.0,
-            ft / dt
-        ));
+        assert_eq!(errors, 0, "{name}: error answers under load");
+        let direct = median(&lat[0]).as_secs_f64();
+        for (t, label) in ["direct", "nginx `proxy_pass`", "frontend"]
+            .iter()
+            .enumerate()
+        {
+            let added = match t {
+                0 => "".to_owned(),
+                _ => format!("{:.3} ms", (median(&lat[t]).as_secs_f64() - direct) * 1e3),
+            };
+            let vs_nginx = match t {
+                2 => format!("**{:.2}×**", tp[2] / tp[1]),
+                _ => "".to_owned(),
+            };
+            r.line(format!(
+                "| {} | {label} | {} | {added} | {} | {:.0} | {:.2}× | {vs_nginx} |",
+                if t == 0 { name } else { "" },
+                ms(median(&lat[t])),
+                ms(p99(&lat[t])),
+                tp[t],
+                tp[t] / tp[0],
+            ));
+        }
     }
     r.line("");
 }
@@ -467,15 +526,21 @@ pub async fn warm_throughput(b: &Bench, f: &Frontends, r: &mut Report) -> f64 {
         let (fe, e1) = throughput(
             client,
             32,
-            tp_secs / 2,
+            Duration::from_secs(tp_secs) / 2,
             &format!("{}{warm_path}", memory.url),
         )
         .await;
-        let (n, e2) = throughput(client, 32, tp_secs / 2, &format!("{nginx}{warm_path}")).await;
+        let (n, e2) = throughput(
+            client,
+            32,
+            Duration::from_secs(tp_secs) / 2,
+            &format!("{nginx}{warm_path}"),
+        )
+        .await;
         let (p, e3) = throughput(
             client,
             32,
-            tp_secs / 2,
+            Duration::from_secs(tp_secs) / 2,
             &format!("{}{warm_path}", pieces_only.url),
         )
         .await;

@@ -107,6 +107,15 @@ struct Target {
     origin: String,
     /// Path prefix without a trailing slash (`""` or `/prefix`).
     prefix: String,
+    /// The scheme and authority of `origin`, parsed once: every request URI is built
+    /// from them and its path, without formatting and parsing the whole URI again.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The `Host` header of a plain `http://` endpoint, made once. Such a connection is
+    /// always HTTP/1.1, where the client would otherwise format the same value (host,
+    /// and the port unless it is 80) for every request. `None` for `https://`, whose
+    /// connection may turn out to be HTTP/2: the client decides there.
+    host: Option<HeaderValue>,
 }
 
 struct Shared {
@@ -139,7 +148,7 @@ impl Downstream {
             let uri: Uri = url
                 .parse()
                 .map_err(|e| Error::Internal(format!("downstream url {url:?}: {e}")))?;
-            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
                 return Err(Error::Internal(format!(
                     "downstream url {url:?} needs a scheme and a host"
                 )));
@@ -148,6 +157,9 @@ impl Downstream {
                 label: metric_label(url),
                 origin: format!("{scheme}://{authority}"),
                 prefix: uri.path().trim_end_matches('/').to_owned(),
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+                host: plain_http_host(&uri),
             });
         }
 
@@ -470,16 +482,36 @@ impl Downstream {
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let target = &self.shared.targets[index];
-        let uri: Uri = format!("{}{}{}", target.origin, target.prefix, path_and_query)
-            .parse()
-            .map_err(|e| {
-                Error::BadData(format!(
-                    "invalid request path {}: {e}",
-                    crate::quote::go_quote(path_and_query)
-                ))
-            })?;
+        let invalid = |e: http::Error| {
+            Error::BadData(format!(
+                "invalid request path {}: {e}",
+                crate::quote::go_quote(path_and_query)
+            ))
+        };
+        let uri = if path_and_query.starts_with('/') {
+            let path = match target.prefix.as_str() {
+                "" => http::uri::PathAndQuery::try_from(path_and_query),
+                prefix => http::uri::PathAndQuery::try_from(format!("{prefix}{path_and_query}")),
+            }
+            .map_err(|e| invalid(e.into()))?;
+            Uri::builder()
+                .scheme(target.scheme.clone())
+                .authority(target.authority.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(invalid)?
+        } else {
+            // Not origin-form (`*`, say): the whole text parsed as one URI, as it always
+            // was, so that such a target fails or passes exactly as before.
+            format!("{}{}{}", target.origin, target.prefix, path_and_query)
+                .parse::<Uri>()
+                .map_err(|e| invalid(e.into()))?
+        };
         headers::strip_hop_by_hop(&mut headers);
-        headers.remove(header::HOST);
+        match &target.host {
+            Some(host) => headers.insert(header::HOST, host.clone()),
+            None => headers.remove(header::HOST),
+        };
         headers.remove(header::CONTENT_LENGTH);
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
@@ -589,6 +621,20 @@ impl tower::Service<RangeQuery> for Downstream {
     }
 }
 
+/// The `Host` header the HTTP/1.1 client sends to a plain `http://` endpoint: its host,
+/// and `:port` unless the port is 80. `None` for other schemes.
+fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port() {
+        Some(port) if port.as_u16() != 80 => format!("{host}:{}", port.as_str()),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
 /// An endpoint's label in `/metrics`, logs and the status page: its configured URL
 /// without a trailing slash, with a password or token in it replaced (`/metrics` is
 /// readable by whoever scrapes it).
@@ -599,6 +645,31 @@ fn metric_label(url: &str) -> String {
 
 #[cfg(test)]
 mod label_tests {
+    #[test]
+    fn plain_http_endpoints_get_the_host_header_the_client_would_send() {
+        let host = |url: &str| {
+            let uri: http::Uri = url.parse().expect("uri");
+            super::plain_http_host(&uri).map(|v| v.to_str().expect("ascii").to_owned())
+        };
+        assert_eq!(
+            host("http://127.0.0.1:9090").as_deref(),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(
+            host("http://prom.example/prefix").as_deref(),
+            Some("prom.example")
+        );
+        assert_eq!(
+            host("http://prom.example:80").as_deref(),
+            Some("prom.example")
+        );
+        assert_eq!(
+            host("http://ops:pw@[::1]:9090/").as_deref(),
+            Some("[::1]:9090")
+        );
+        assert_eq!(host("https://thanos.example:10902"), None);
+    }
+
     #[test]
     fn labels_hide_credentials() {
         assert_eq!(

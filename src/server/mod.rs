@@ -310,7 +310,9 @@ impl Frontend {
         // Forwarded to the querier like a client's own id (when allow-listed).
         req.headers_mut()
             .insert(crate::headers::REQUEST_ID, request_id.clone());
-        let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+        // Always visible ASCII: a kept client id passed the check of `request_id`, a new
+        // one is hex digits.
+        let id = request_id.to_str().unwrap_or_default();
         // The caller's trace (W3C `traceparent`), so a log line leads to its trace.
         let trace_id = crate::headers::trace_id(req.headers());
         let span =
@@ -325,7 +327,7 @@ impl Frontend {
         // One web config for the whole request, even if a reload lands meanwhile.
         let web = self.web.as_ref().map(|web| web.current());
         let mut resp = self
-            .handle_request(peer, req, head, &id, web.as_deref())
+            .handle_request(peer, req, head, id, web.as_deref())
             .instrument(span)
             .await;
         if let Some(origin) = cors {
