@@ -251,6 +251,9 @@ pub struct Frontends {
     /// The same without the response cache: the before/after of that optimisation,
     /// measured in the same run.
     pieces_only: FrontendProc,
+    /// Without the answer cache: label and instant requests forwarded one by one, the
+    /// passthrough that scenario 1 weighs against nginx.
+    forwarding: FrontendProc,
     redis: FrontendProc,
     nginx: String,
     /// nginx as a plain `proxy_pass` proxy (no cache): the yardstick of scenario 1.
@@ -281,6 +284,11 @@ impl Frontends {
                 "backend = \"memory\"\nmemory_capacity_bytes = 1073741824\nresponse_capacity_bytes = 0",
             ),
         );
+        let forwarding = FrontendProc::start(
+            dir,
+            "forwarding",
+            &frontend_toml(prom, "backend = \"memory\"\nanswers = false"),
+        );
         let redis = FrontendProc::start(
             dir,
             "redis",
@@ -295,6 +303,7 @@ impl Frontends {
         Frontends {
             memory,
             pieces_only,
+            forwarding,
             redis,
             nginx,
             nginx_plain,
@@ -323,11 +332,12 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
     let targets = [
         b.prom.as_str(),
         f.nginx_plain.as_str(),
+        f.forwarding.url.as_str(),
         f.memory.url.as_str(),
     ];
     r.line("### 1. Passthrough overhead");
     r.line("");
-    r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn).");
+    r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn). \"frontend\" forwards every request (`cache.answers = false`): the passthrough weighed against nginx. \"frontend, answer cache\" is the default configuration: the 32 clients ask the same instant query, which it sends to the querier once for all identical requests in flight (the time asked is within `max_freshness`, so nothing is stored); `/api/v1/labels` without `end` is never stored or shared and is forwarded as it comes.");
     r.line("");
     r.line(
         "| request | target | median | added | p99 | req/s (c=32) | vs direct | frontend / nginx |",
@@ -351,19 +361,20 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
                 client.get(url, &[]).await;
             }
         }
-        let mut lat: [Vec<Duration>; 3] = Default::default();
+        let n = targets.len();
+        let mut lat: [Vec<Duration>; 4] = Default::default();
         for i in 0..(100 * b.reps) {
-            for k in 0..3 {
-                let t = (i + k) % 3;
+            for k in 0..n {
+                let t = (i + k) % n;
                 lat[t].push(client.get(&urls[t], &[]).await.took);
             }
         }
-        let mut tp = [0.0; 3];
+        let mut tp = [0.0; 4];
         let mut errors = 0;
         let round = Duration::from_secs(b.tp_secs).div_f64(ROUNDS as f64);
         for i in 0..ROUNDS {
-            for k in 0..3 {
-                let t = (i + k) % 3;
+            for k in 0..n {
+                let t = (i + k) % n;
                 let (rps, errs) = throughput(client, 32, round, &urls[t]).await;
                 tp[t] += rps / ROUNDS as f64;
                 errors += errs;
@@ -371,9 +382,14 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
         }
         assert_eq!(errors, 0, "{name}: error answers under load");
         let direct = median(&lat[0]).as_secs_f64();
-        for (t, label) in ["direct", "nginx `proxy_pass`", "frontend"]
-            .iter()
-            .enumerate()
+        for (t, label) in [
+            "direct",
+            "nginx `proxy_pass`",
+            "frontend",
+            "frontend, answer cache",
+        ]
+        .iter()
+        .enumerate()
         {
             let added = match t {
                 0 => "".to_owned(),
@@ -381,6 +397,7 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
             };
             let vs_nginx = match t {
                 2 => format!("**{:.2}×**", tp[2] / tp[1]),
+                3 => format!("{:.2}×", tp[3] / tp[1]),
                 _ => "".to_owned(),
             };
             r.line(format!(
