@@ -8,15 +8,6 @@ use promql_frontend::Frontend;
 use promql_frontend::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// The process' allocator: mimalloc instead of the C library's malloc. A passthrough
-/// request makes a few dozen small, short-lived allocations (header maps, URIs, body
-/// frames, futures) that move between the worker threads. Profiled under load at
-/// concurrency 32, glibc's malloc and free took about 10% of the frontend's CPU time and
-/// mimalloc about 3.5%, for some 5 MiB more resident memory (BENCHMARKS.md,
-/// "Passthrough against nginx").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Stack of each tokio worker thread (tokio's default is 2 MiB).
 const WORKER_STACK_BYTES: usize = 8 << 20;
 

@@ -9,7 +9,8 @@
 //! twice the step, as a narrower screen or a smaller panel of the same query asks). Every
 //! window ends an hour before the data's last sample, so all of it is older than
 //! `max_freshness`. The same sequence goes to Prometheus directly, to a fresh frontend
-//! (memory cache), and to a fresh frontend with `lower_step_reuse = false`. A direct
+//! (memory cache), and to a fresh frontend with `lower_step_reuse = false`, repeated
+//! `BENCH_REPS` times (medians reported). A direct
 //! pass of every load runs first, unmeasured, so every target finds Prometheus' data in
 //! the page cache. Measured per load: the requests reaching Prometheus, its CPU
 //! (utime plus stime from `/proc/PID/stat`, after it went idle), the time the querier
@@ -165,35 +166,64 @@ async fn sequence(b: &Bench, base: &str, fe: Option<&FrontendProc>, pid: u32) ->
     costs
 }
 
+/// Per load, the median of each measure over the repetitions.
+fn medians(reps: &[Vec<Cost>]) -> Vec<Cost> {
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    (0..LOADS.len())
+        .map(|i| {
+            let of = |f: fn(&Cost) -> f64| median(reps.iter().map(|r| f(&r[i])).collect());
+            Cost {
+                requests: of(|c| c.requests),
+                cpu_s: of(|c| c.cpu_s),
+                querier_s: of(|c| c.querier_s),
+                wall: Duration::from_secs_f64(of(|c| c.wall.as_secs_f64())),
+            }
+        })
+        .collect()
+}
+
 /// Runs the scenario and writes its table.
 pub async fn run(b: &Bench, r: &mut Report) {
     let pid = prometheus_pid(&b.prom);
     for (_, range, factor) in LOADS {
         load(&b.client, &b.prom, b.newest, (*range, *factor)).await;
     }
-    let direct = sequence(b, &b.prom, None, pid).await;
-    let fe = FrontendProc::start(
-        &b.dir,
-        "grafana-load",
-        &frontend_toml(&b.prom, "backend = \"memory\""),
-    );
-    let frontend = sequence(b, &fe.url, Some(&fe), pid).await;
-    drop(fe);
-    let fe = FrontendProc::start(
-        &b.dir,
-        "grafana-load-no-reuse",
-        &frontend_toml(&b.prom, "backend = \"memory\"\nlower_step_reuse = false"),
-    );
-    let no_reuse = sequence(b, &fe.url, Some(&fe), pid).await;
-    drop(fe);
+    // Each repetition: the sequence direct, then through two fresh frontends (cold
+    // caches), one after another; per load the median over repetitions.
+    let mut runs: [Vec<Vec<Cost>>; 3] = Default::default();
+    for rep in 0..b.reps {
+        runs[0].push(sequence(b, &b.prom, None, pid).await);
+        for (i, (name, cache)) in [
+            ("grafana-load", "backend = \"memory\""),
+            (
+                "grafana-load-no-reuse",
+                "backend = \"memory\"\nlower_step_reuse = false",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let fe = FrontendProc::start(
+                &b.dir,
+                &format!("{name}-{rep}"),
+                &frontend_toml(&b.prom, cache),
+            );
+            runs[i + 1].push(sequence(b, &fe.url, Some(&fe), pid).await);
+        }
+    }
+    let [direct, frontend, no_reuse] = runs.map(|reps| medians(&reps));
 
     r.line("### 10. Dashboard load: template variables, stat panels and range panels");
     r.line("");
     r.line(format!(
-        "{} label-values variables (with `match[]`, over the window), {} instant stat panels and {} range panels sharing the dashboard's range; windows end an hour before the last sample (older than `max_freshness`). A fresh frontend per column; Prometheus CPU is utime plus stime around each load.",
+        "{} label-values variables (with `match[]`, over the window), {} instant stat panels and {} range panels sharing the dashboard's range; windows end an hour before the last sample (older than `max_freshness`). The six loads in order, {} times: direct, then through a fresh frontend (cold caches), then through a fresh one with `lower_step_reuse = false`; per load the median over the repetitions (the \"all loads\" row sums the medians). Prometheus CPU is utime plus stime around each load.",
         VARIABLES.len(),
         STATS.len(),
-        PANELS.len()
+        PANELS.len(),
+        b.reps,
     ));
     r.line("");
     r.line("| load | direct: querier requests | direct: querier CPU | direct: querier time | direct: wall | frontend: querier requests | frontend: querier CPU | frontend: querier time | frontend: wall | no lower-step reuse: querier requests | no lower-step reuse: querier CPU |");
