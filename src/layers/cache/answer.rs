@@ -44,7 +44,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::Clock;
 use super::backend::Backend;
-use super::key::{KEY_VERSION, KeyOptions, Skip};
+use super::key::{IGNORED_PARAMS, KEY_VERSION, KEYED_PARAMS, KeyOptions, Skip};
 use super::value::ValueError;
 use crate::metrics::Metrics;
 use crate::model::time::parse_timestamp_ms;
@@ -55,11 +55,6 @@ use crate::promql::Analysis;
 const MAGIC: &[u8; 4] = b"PFA1";
 /// Payloads above this are lz4-compressed.
 const COMPRESS_ABOVE: usize = 4096;
-/// A decoded answer is refused above this size, whatever its header claims.
-const MAX_DECODED: usize = 1 << 30;
-
-/// Parameters that never change an answer (not keyed).
-const IGNORED_PARAMS: &[&str] = &["timeout"];
 
 /// Parameters of the label and series endpoints that change the answer, besides
 /// `match[]`, `start` and `end` (keyed as they came): Prometheus' `limit` and the
@@ -72,20 +67,6 @@ const METADATA_PARAMS: &[&str] = &[
     "storeMatch[]",
     "max_source_resolution",
     "engine",
-];
-
-/// Parameters of an instant query that change the answer, besides `query` and `time`:
-/// the same set as for range queries.
-const INSTANT_PARAMS: &[&str] = &[
-    "lookback_delta",
-    "dedup",
-    "partial_response",
-    "engine",
-    "limit",
-    "max_source_resolution",
-    "replicaLabels[]",
-    "storeMatch[]",
-    "shard_info",
 ];
 
 /// The endpoints whose answers are cached.
@@ -194,7 +175,7 @@ pub fn answer_key<V: AsRef<[u8]>>(
             }
             keyed_params(
                 pairs,
-                INSTANT_PARAMS,
+                KEYED_PARAMS,
                 &["query", "time"],
                 &mut fields,
                 &mut storable,
@@ -382,25 +363,8 @@ impl StoredAnswer {
         let mut b = [0u8; 8];
         b.copy_from_slice(sum);
         let sum = u64::from_le_bytes(b);
-        let decompressed;
-        let payload: &[u8] = match flag {
-            0 => rest,
-            1 => {
-                let claimed = rest
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                    .ok_or(ValueError::Corrupt)?;
-                // lz4 expands at most 255:1; a larger claim would only make the decoder
-                // allocate it.
-                if claimed > MAX_DECODED || claimed > rest.len().saturating_mul(255) {
-                    return Err(ValueError::TooLarge);
-                }
-                decompressed =
-                    lz4_flex::decompress_size_prepended(rest).map_err(|_| ValueError::Corrupt)?;
-                &decompressed
-            }
-            _ => return Err(ValueError::Format),
-        };
+        let payload = super::value::payload_of(flag, rest)?;
+        let payload: &[u8] = &payload;
         if sum != xxh3_64(payload) {
             return Err(ValueError::Corrupt);
         }

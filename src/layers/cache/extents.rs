@@ -221,16 +221,9 @@ fn thin_array(
     let Some(arr) = arr else { return Ok(None) };
     let text = arr.as_str();
     let mut out = String::new();
-    let mut previous = i64::MIN;
-    for (start, end) in array_elements(text) {
+    for sample in timed_samples(text) {
+        let (start, end, ts) = sample?;
         let sample = &text[start..end];
-        let ts = sample_timestamp_ms(sample).ok_or_else(|| {
-            Error::BadResponse(format!("sample without a timestamp: {sample:.40}"))
-        })?;
-        if ts <= previous {
-            return Err(Error::BadResponse("samples out of time order".into()));
-        }
-        previous = ts;
         if ts > span.end_ms {
             break;
         }
@@ -260,7 +253,6 @@ fn cut_array(
     let mut out: Vec<CutArray> = spans.iter().map(|_| (None, Vec::new())).collect();
     let Some(arr) = arr else { return Ok(out) };
     let text = arr.as_str();
-    let mut previous = i64::MIN;
     let mut span = 0;
     // The current span's first and last sample, as byte offsets into `text`.
     let mut run: Option<(usize, usize)> = None;
@@ -277,15 +269,8 @@ fn cut_array(
             );
         }
     };
-    for (start, end) in array_elements(text) {
-        let sample = &text[start..end];
-        let ts = sample_timestamp_ms(sample).ok_or_else(|| {
-            Error::BadResponse(format!("sample without a timestamp: {sample:.40}"))
-        })?;
-        if ts <= previous {
-            return Err(Error::BadResponse("samples out of time order".into()));
-        }
-        previous = ts;
+    for sample in timed_samples(text) {
+        let (start, end, ts) = sample?;
         while span < spans.len() && ts > spans[span].end_ms {
             close(&mut out, span, run.take());
             span += 1;
@@ -301,6 +286,24 @@ fn cut_array(
         close(&mut out, span, run);
     }
     Ok(out)
+}
+
+/// The samples of a raw sample array, as byte ranges into `text` with their timestamps;
+/// an error for a sample without a timestamp or out of time order (the querier sends
+/// them in order: anything else makes the data unusable).
+fn timed_samples(text: &str) -> impl Iterator<Item = Result<(usize, usize, i64), Error>> + '_ {
+    let mut previous = i64::MIN;
+    array_elements(text).map(move |(start, end)| {
+        let sample = &text[start..end];
+        let ts = sample_timestamp_ms(sample).ok_or_else(|| {
+            Error::BadResponse(format!("sample without a timestamp: {sample:.40}"))
+        })?;
+        if ts <= previous {
+            return Err(Error::BadResponse("samples out of time order".into()));
+        }
+        previous = ts;
+        Ok((start, end, ts))
+    })
 }
 
 /// The timestamp of a sample `[1700000000.123,"1"]`, in ms (parsed exactly, no float).

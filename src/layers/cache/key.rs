@@ -16,10 +16,10 @@ use crate::model::RangeQuery;
 pub const KEY_VERSION: &str = "pf1";
 
 /// Parameters that do not change the answer (not part of the key).
-const IGNORED_PARAMS: &[&str] = &["timeout"];
+pub(super) const IGNORED_PARAMS: &[&str] = &["timeout"];
 
-/// Parameters that change the answer (part of the key).
-const KEYED_PARAMS: &[&str] = &[
+/// Parameters that change the answer (part of the key), of range and instant queries.
+pub(super) const KEYED_PARAMS: &[&str] = &[
     "lookback_delta",
     "dedup",
     "partial_response",

@@ -40,6 +40,30 @@ pub const COMPRESS_ABOVE: usize = 4096;
 /// A decoded entry is refused above this size, whatever its header claims.
 const MAX_DECODED: usize = 1 << 30;
 
+/// The payload of a stored value by its compression flag: as stored (`0`), or
+/// lz4-decompressed with its size prepended (`1`); the claimed size is checked before
+/// anything is allocated.
+pub(super) fn payload_of(flag: u8, rest: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ValueError> {
+    match flag {
+        0 => Ok(std::borrow::Cow::Borrowed(rest)),
+        1 => {
+            let claimed = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or(ValueError::Corrupt)?;
+            // lz4 expands at most 255:1; a larger claim is a lie that would make the
+            // decoder allocate it.
+            if claimed > MAX_DECODED || claimed > rest.len().saturating_mul(255) {
+                return Err(ValueError::TooLarge);
+            }
+            lz4_flex::decompress_size_prepended(rest)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|_| ValueError::Corrupt)
+        }
+        _ => Err(ValueError::Format),
+    }
+}
+
 /// One cached extent: a grid range and the querier's answer for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredExtent {
@@ -152,25 +176,8 @@ impl Entry {
             }
             false => (None, rest),
         };
-        let decompressed;
-        let payload: &[u8] = match flag {
-            0 => rest,
-            1 => {
-                let claimed = rest
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                    .ok_or(ValueError::Corrupt)?;
-                // lz4 expands at most 255:1; a larger claim is a lie that would make the
-                // decoder allocate it.
-                if claimed > MAX_DECODED || claimed > rest.len().saturating_mul(255) {
-                    return Err(ValueError::TooLarge);
-                }
-                decompressed =
-                    lz4_flex::decompress_size_prepended(rest).map_err(|_| ValueError::Corrupt)?;
-                &decompressed
-            }
-            _ => return Err(ValueError::Format),
-        };
+        let payload = payload_of(flag, rest)?;
+        let payload: &[u8] = &payload;
         if sum.is_some_and(|sum| sum != xxh3_64(payload)) {
             return Err(ValueError::Corrupt);
         }
