@@ -53,8 +53,6 @@ use crate::promql::Analysis;
 /// Magic of a stored answer (a different format from range entries: a range entry read
 /// under an answer key, or the reverse, is refused as [`ValueError::Format`]).
 const MAGIC: &[u8; 4] = b"PFA1";
-/// Payloads above this are lz4-compressed.
-const COMPRESS_ABOVE: usize = 4096;
 
 /// Parameters of the label and series endpoints that change the answer, besides
 /// `match[]`, `start` and `end` (keyed as they came): Prometheus' `limit` and the
@@ -342,17 +340,7 @@ impl StoredAnswer {
             payload.extend_from_slice(&(part.len() as u32).to_le_bytes());
             payload.extend_from_slice(part);
         }
-        let mut out = Vec::with_capacity(payload.len() + 13);
-        out.extend_from_slice(MAGIC);
-        let compress = payload.len() > COMPRESS_ABOVE;
-        out.push(u8::from(compress));
-        out.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
-        if compress {
-            out.extend_from_slice(&lz4_flex::compress_prepend_size(&payload));
-        } else {
-            out.extend_from_slice(&payload);
-        }
-        out
+        super::value::framed(MAGIC, &payload)
     }
 
     /// Decodes stored bytes; never panics, whatever they are.

@@ -40,6 +40,28 @@ pub const COMPRESS_ABOVE: usize = 4096;
 /// A decoded entry is refused above this size, whatever its header claims.
 const MAX_DECODED: usize = 1 << 30;
 
+/// A stored value: `magic`, the compression flag, the payload's xxh3 and the payload,
+/// lz4-compressed (size prepended) when it is larger than [`COMPRESS_ABOVE`].
+pub(super) fn framed(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let compress = payload.len() > COMPRESS_ABOVE;
+    let mut out = Vec::with_capacity(
+        if compress {
+            payload.len() / 2
+        } else {
+            payload.len()
+        } + 13,
+    );
+    out.extend_from_slice(magic);
+    out.push(u8::from(compress));
+    out.extend_from_slice(&xxh3_64(payload).to_le_bytes());
+    if compress {
+        out.extend_from_slice(&lz4_flex::compress_prepend_size(payload));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
 /// The payload of a stored value by its compression flag: as stored (`0`), or
 /// lz4-decompressed with its size prepended (`1`); the claimed size is checked before
 /// anything is allocated.
@@ -136,17 +158,7 @@ impl Entry {
             }
             put_layout(&mut payload, e.layout.as_ref());
         }
-        let mut out = Vec::with_capacity(payload.len() / 2 + 13);
-        out.extend_from_slice(MAGIC);
-        let compress = payload.len() > COMPRESS_ABOVE;
-        out.push(u8::from(compress));
-        out.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
-        if compress {
-            out.extend_from_slice(&lz4_flex::compress_prepend_size(&payload));
-        } else {
-            out.extend_from_slice(&payload);
-        }
-        out
+        framed(MAGIC, &payload)
     }
 
     /// Decodes stored bytes; never panics, whatever they are.
