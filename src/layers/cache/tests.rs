@@ -814,3 +814,53 @@ async fn lower_step_reuse_can_be_turned_off() {
     assert_eq!(h.ask(query_at_step(start, end, 60)).await.1, Some("miss"));
     assert_eq!(h.take_calls().len(), 2);
 }
+
+/// A memory backend that counts its reads.
+struct CountingReads {
+    inner: MemoryBackend,
+    reads: AtomicUsize,
+}
+
+impl Backend for CountingReads {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_many(keys)
+    }
+    fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
+        self.inner.set(key, value, ttl)
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_at_now_does_not_read_finer_entries() {
+    let backend = Arc::new(CountingReads {
+        inner: MemoryBackend::new(64 << 20),
+        reads: AtomicUsize::new(0),
+    });
+    let h = harness(Mock::default(), backend.clone());
+    let now = MIDNIGHT + 20 * H;
+    let start = now - 6 * H;
+    // The same panel at 15 s and at 1 m, both up to now: entries at both steps.
+    h.ask(query_at_step(start, now, 15)).await;
+    h.ask(query_at_step(start, now, 60)).await;
+    h.take_calls();
+    // 30 s later the 1 m panel misses only its new minutes and fresh tail: one read of
+    // its own entry, none of the 15 s one (which holds nothing newer either).
+    h.now.store(now + 60_000, Ordering::SeqCst);
+    let before = backend.reads.load(Ordering::SeqCst);
+    let refreshed = query_at_step(start + 60_000, now + 60_000, 60);
+    let (answer, outcome) = h.ask(refreshed.clone()).await;
+    assert_eq!(answer, answer_json(&refreshed, false));
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(backend.reads.load(Ordering::SeqCst) - before, 1);
+
+    // A zoom-out whose older part is missing does read the finer entry.
+    let before = backend.reads.load(Ordering::SeqCst);
+    let wider = query_at_step(start - 6 * H, now + 60_000, 300);
+    let (answer, _) = h.ask(wider.clone()).await;
+    assert_eq!(answer, answer_json(&wider, false));
+    assert!(backend.reads.load(Ordering::SeqCst) - before > 1);
+}
