@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use crate::coldmix::{cpu_ticks, prometheus_pid, settle, ticks_per_second};
-use crate::scenarios::{PANELS, grafana_step_s};
+use crate::scenarios::{PANELS, grafana_step_s, panel_form};
 use crate::support::{form, secs};
 use crate::{Bench, Client, DAY, FrontendProc, H, Report, frontend_toml, metrics_text, ms};
 
@@ -115,12 +115,7 @@ async fn load(
         });
     }
     for (_, expr, _) in PANELS {
-        let body = form(&[
-            ("query", expr),
-            ("start", &secs(start)),
-            ("end", &secs(end)),
-            ("step", &(step_ms / 1000).to_string()),
-        ]);
+        let body = panel_form(expr, start, end, step_ms);
         let (client, url) = (client.clone(), format!("{base}/api/v1/query_range"));
         tasks.spawn(async move {
             let a = client.post_form(&url, body, &headers).await;

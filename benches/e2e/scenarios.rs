@@ -163,6 +163,16 @@ pub fn grafana_step_s(range_ms: i64) -> i64 {
     NICE.into_iter().find(|&s| s >= raw).unwrap_or(21600)
 }
 
+/// A range panel's POST form, as Grafana sends it.
+pub fn panel_form(expr: &str, start: i64, end: i64, step_ms: i64) -> String {
+    form(&[
+        ("query", expr),
+        ("start", &secs(start)),
+        ("end", &secs(end)),
+        ("step", &(step_ms / 1000).to_string()),
+    ])
+}
+
 /// The 12 panels: (title, PromQL, range).
 pub const PANELS: &[(&str, &str, i64)] = &[
     ("req rate", "sum(rate(http_requests_total[5m]))", 6 * H),
@@ -219,12 +229,7 @@ async fn load_dashboard(client: &Client, base: &str, now: i64) -> Vec<Duration> 
         let step_ms = grafana_step_s(*range) * 1000;
         let end = now / step_ms * step_ms;
         let start = (now - range) / step_ms * step_ms;
-        let body = form(&[
-            ("query", expr),
-            ("start", &secs(start)),
-            ("end", &secs(end)),
-            ("step", &(step_ms / 1000).to_string()),
-        ]);
+        let body = panel_form(expr, start, end, step_ms);
         let (client, url) = (client.clone(), format!("{base}/api/v1/query_range"));
         tasks.spawn(async move {
             let a = client

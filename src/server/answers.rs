@@ -163,21 +163,12 @@ impl Frontend {
                 let resp = resp.await?;
                 Ok(self.outcome(resp, endpoint, outcome, pending))
             }
-            Role::Alone => {
-                let (parts_headers, parts) = uncompressed(parts);
-                let resp = self
-                    .forward_whole(arrived, parts, body, pending.as_deref_mut())
-                    .await?;
-                let answer = match self.read_whole(resp, cache.max_item_bytes()).await? {
-                    Ok(answer) => answer,
-                    Err(resp) => return Ok(self.outcome(resp, endpoint, outcome, pending)),
+            // Read whole: to store it, and (as the leader) to hand it to the followers.
+            role => {
+                let leader = match role {
+                    Role::Leader(leader) => Some(leader),
+                    _ => None,
                 };
-                if storable.is_ok() {
-                    self.store(&cache, &key, &answer).await;
-                }
-                Ok(self.answered(&parts_headers, &answer, endpoint, outcome, pending))
-            }
-            Role::Leader(leader) => {
                 let (parts_headers, parts) = uncompressed(parts);
                 let resp = self
                     .forward_whole(arrived, parts, body, pending.as_deref_mut())
@@ -185,13 +176,17 @@ impl Frontend {
                 let answer = match self.read_whole(resp, cache.max_item_bytes()).await? {
                     Ok(answer) => answer,
                     Err(resp) => {
-                        leader.publish(Arc::new(None));
+                        if let Some(leader) = leader {
+                            leader.publish(Arc::new(None));
+                        }
                         return Ok(self.outcome(resp, endpoint, outcome, pending));
                     }
                 };
                 // Followers first: they need not wait for the cache write.
                 let shared = Arc::new(Some(answer));
-                leader.publish(shared.clone());
+                if let Some(leader) = leader {
+                    leader.publish(shared.clone());
+                }
                 let answer = shared
                     .as_ref()
                     .as_ref()

@@ -201,14 +201,23 @@ pub fn thin(
             });
         }
     }
-    Ok(QueryResponse {
+    Ok(with_series(resp, data, result))
+}
+
+/// `resp` (whose matrix is `data`) with `result` as its series.
+pub(super) fn with_series(
+    resp: &QueryResponse,
+    data: &MatrixData,
+    result: Vec<Series>,
+) -> QueryResponse {
+    QueryResponse {
         data: Some(MatrixData {
             result_type: data.result_type.clone(),
             result,
             extra: data.extra.clone(),
         }),
         ..resp.clone_envelope()
-    })
+    }
 }
 
 /// [`thin`] for one raw sample array: its samples on the grid inside `span`, or `None`.

@@ -15,7 +15,7 @@
 //! (and found in time order) when they were cut from the querier's answer.
 
 use crate::error::Error;
-use crate::model::{MatrixData, QueryResponse, RawJson, Series};
+use crate::model::{QueryResponse, RawJson, Series};
 use crate::splice::{Chunk, moved};
 
 use super::extents::{sample_timestamp_ms, trim};
@@ -49,14 +49,7 @@ pub fn trim_stored(resp: &QueryResponse, from_ms: i64, to_ms: i64) -> Result<Que
             });
         }
     }
-    Ok(QueryResponse {
-        data: Some(MatrixData {
-            result_type: data.result_type.clone(),
-            result,
-            extra: data.extra.clone(),
-        }),
-        ..resp.clone_envelope()
-    })
+    Ok(super::extents::with_series(resp, data, result))
 }
 
 /// The samples of one array within `[from_ms, to_ms]` and the compressed runs wholly
