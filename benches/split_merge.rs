@@ -108,7 +108,7 @@ fn bench_hit_path(c: &mut Criterion) {
     use promql_frontend::layers::cache::value::{Entry, StoredExtent};
     use promql_frontend::model::EncodedAnswer;
     let step = 15 * 60_000;
-    let stored: Vec<Vec<u8>> = (0..30)
+    let entries: Vec<Entry> = (0..30)
         .map(|d| {
             let mut resp =
                 QueryResponse::from_slice(piece_json(d, step).as_bytes()).expect("valid piece");
@@ -126,14 +126,25 @@ fn bench_hit_path(c: &mut Criterion) {
                     layout: Some(layout),
                 }],
             }
-            .encode()
         })
         .collect();
-    let read = || -> Vec<QueryResponse> {
+    // As Redis holds them (lz4), and as the memory backend does by default.
+    let lz4: Vec<bytes::Bytes> = entries.iter().map(|e| e.encode().into()).collect();
+    let plain: Vec<bytes::Bytes> = entries
+        .iter()
+        .map(|e| e.encode_uncompressed().into())
+        .collect();
+    // Read as the cache layer reads them: memory values unchecked (they never left the
+    // process), others checked.
+    let read = |stored: &[bytes::Bytes], own: bool| -> Vec<QueryResponse> {
         stored
             .iter()
             .map(|bytes| {
-                let mut e = Entry::decode(bytes).expect("decodes");
+                let mut e = match own {
+                    true => Entry::decode_own(bytes),
+                    false => Entry::decode_shared(bytes),
+                }
+                .expect("decodes");
                 let x = e.extents.pop().expect("one extent");
                 let layout = x.layout.expect("layout");
                 let mut resp = QueryResponse::from_layout(&x.json, &layout).expect("reads");
@@ -146,24 +157,34 @@ fn bench_hit_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit path");
     group.throughput(Throughput::Bytes(bytes as u64));
     group.sample_size(20);
-    group.bench_function(
-        "30 stored day entries x 500 series (96 points/day): read+merge+encode",
-        |b| {
-            b.iter(|| {
-                black_box(
-                    EncodedAnswer::of(&merge(read()).expect("merges"))
-                        .json
-                        .len(),
-                )
-            })
-        },
-    );
-    group.bench_function("... + gzip from the compressed runs", |b| {
-        b.iter(|| {
-            let answer = EncodedAnswer::of(&merge(read()).expect("merges"));
-            black_box(answer.gzip().map(|z| z.len()))
-        })
-    });
+    for (name, stored, own) in [
+        ("lz4 entries (redis)", &lz4, false),
+        ("uncompressed entries (memory)", &plain, true),
+    ] {
+        group.bench_function(
+            format!(
+                "30 stored day entries x 500 series (96 points/day), {name}: read+merge+encode"
+            ),
+            |b| {
+                b.iter(|| {
+                    black_box(
+                        EncodedAnswer::of(&merge(read(stored, own)).expect("merges"))
+                            .json
+                            .len(),
+                    )
+                })
+            },
+        );
+        group.bench_function(
+            format!("{name}: ... + gzip from the compressed runs"),
+            |b| {
+                b.iter(|| {
+                    let answer = EncodedAnswer::of(&merge(read(stored, own)).expect("merges"));
+                    black_box(answer.gzip().map(|z| z.len()))
+                })
+            },
+        );
+    }
     group.finish();
     let day = piece_json(0, 60_000);
     let resp = QueryResponse::from_slice(day.as_bytes()).expect("valid piece");
@@ -197,7 +218,7 @@ fn bench_cache_value(c: &mut Criterion) {
             layout: None,
         }],
     };
-    let encoded = entry.encode();
+    let encoded = bytes::Bytes::from(entry.encode());
     println!(
         "cache value: {:.1} MB of JSON -> {:.1} MB stored (lz4, {:.2}x)",
         json.len() as f64 / 1e6,
@@ -209,7 +230,7 @@ fn bench_cache_value(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("encode (lz4)", |b| b.iter(|| black_box(entry.encode())));
     group.bench_function("decode (lz4)", |b| {
-        b.iter(|| black_box(Entry::decode(&encoded).expect("decodes")))
+        b.iter(|| black_box(Entry::decode_shared(&encoded).expect("decodes")))
     });
     group.finish();
 }
@@ -281,8 +302,36 @@ fn bench_extents(c: &mut Criterion) {
     group.finish();
 }
 
+/// Gzip of a fresh answer (the level answers made for one request get) and of one the
+/// response cache keeps, with the sizes they come to.
+fn bench_gzip(c: &mut Criterion) {
+    use promql_frontend::encoding::{Coding, FRESH_LEVEL, KEPT_LEVEL};
+    // 500 series x 96 points: 1.3 MB of JSON.
+    let json = piece_json(0, 15 * 60_000);
+    let mut group = c.benchmark_group("gzip (1 day x 500 series x 96 points)");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.sample_size(20);
+    for level in [FRESH_LEVEL, KEPT_LEVEL] {
+        let size = Coding::Gzip
+            .compress_at(json.as_bytes(), level)
+            .expect("gzips")
+            .len();
+        println!(
+            "gzip level {level}: {:.2} MB -> {:.3} MB ({:.2}x)",
+            json.len() as f64 / 1e6,
+            size as f64 / 1e6,
+            json.len() as f64 / size as f64
+        );
+        group.bench_function(format!("level {level}"), |b| {
+            b.iter(|| black_box(Coding::Gzip.compress_at(json.as_bytes(), level)))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_gzip,
     bench_split,
     bench_cache_key,
     bench_extents,

@@ -9,6 +9,9 @@
 //! boundaries. It is stored next to the bytes under the cache value's checksum, so what
 //! it describes is what the frontend wrote.
 
+use bytes::Bytes;
+use bytestring::ByteString;
+
 use crate::error::Error;
 use crate::model::{QueryResponse, RawJson, Series};
 
@@ -39,7 +42,7 @@ fn unusable(why: &str) -> Error {
 impl QueryResponse {
     /// Reads an answer the frontend encoded with [`QueryResponse::encode_with_layout`],
     /// using its layout: the envelope is parsed, the series are sliced out.
-    pub fn from_layout(json: &[u8], layout: &Layout) -> Result<QueryResponse, Error> {
+    pub fn from_layout(json: &Bytes, layout: &Layout) -> Result<QueryResponse, Error> {
         let (start, end) = layout.result;
         if !(start <= end && end < json.len() && start > 0)
             || json[start - 1] != b'['
@@ -54,6 +57,7 @@ impl QueryResponse {
         let Some(data) = resp.data.as_mut().filter(|d| d.result.is_empty()) else {
             return Err(unusable("envelope without an empty result"));
         };
+        let whole = ByteString::try_from(json.clone()).map_err(|_| unusable("not UTF-8"))?;
         let mut pos = start;
         let mut take = |range: (usize, usize), open: u8, close: u8| {
             let (from, to) = range;
@@ -61,10 +65,10 @@ impl QueryResponse {
                 .then(|| json.get(from..to))
                 .flatten()
                 .filter(|t| t.first() == Some(&open) && t.last() == Some(&close))
-                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|_| RawJson::shared(&whole, from..to))
                 .ok_or_else(|| unusable("series range"))?;
             pos = to;
-            Ok::<RawJson, Error>(RawJson::from_trusted(text.to_owned()))
+            Ok::<RawJson, Error>(text)
         };
         data.result.reserve_exact(layout.series.len());
         for s in &layout.series {
@@ -92,15 +96,28 @@ mod tests {
     fn reads_back_what_it_wrote() {
         let resp = QueryResponse::from_slice(BODY.as_bytes()).expect("decodes");
         let (json, layout) = resp.encode_with_layout();
+        let json = Bytes::from(json);
         assert_eq!(json, BODY.as_bytes());
         assert_eq!(layout.series.len(), 3);
         let again = QueryResponse::from_layout(&json, &layout).expect("reads");
         assert_eq!(again.encode(), BODY.as_bytes());
+        // Its label sets and sample arrays are slices of the stored text, not copies.
+        let whole = json.as_ptr() as usize..json.as_ptr() as usize + json.len();
+        let data = again.data.as_ref().expect("data");
+        for s in &data.result {
+            for raw in [Some(&s.metric), s.values.as_ref(), s.histograms.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                assert!(whole.contains(&(raw.as_str().as_ptr() as usize)));
+            }
+        }
         let empty = QueryResponse::from_slice(
             br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
         )
         .expect("decodes");
         let (json, layout) = empty.encode_with_layout();
+        let json = Bytes::from(json);
         assert_eq!(
             QueryResponse::from_layout(&json, &layout)
                 .expect("reads")
@@ -113,6 +130,7 @@ mod tests {
     fn refuses_layouts_that_do_not_fit() {
         let resp = QueryResponse::from_slice(BODY.as_bytes()).expect("decodes");
         let (json, layout) = resp.encode_with_layout();
+        let json = Bytes::from(json);
         let broken: [fn(&mut Layout); 7] = [
             |l| l.result.0 += 1,
             |l| l.result.1 = 10_000,

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use bytestring::ByteString;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -85,8 +86,11 @@ pub struct Series {
 
 /// A piece of JSON text that is known to be valid: either read from a querier (and
 /// validated while decoding) or spliced by the frontend from such pieces.
+///
+/// Backed by shared bytes: the series of an answer read from the cache are slices of
+/// the stored text (no copy), and cloning one is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(ByteString);
 
 impl RawJson {
     /// The JSON text.
@@ -97,14 +101,22 @@ impl RawJson {
     /// Wraps text the caller guarantees to be valid JSON (built only from other
     /// `RawJson` values and JSON punctuation).
     pub(crate) fn from_trusted(text: String) -> RawJson {
-        RawJson(text.into_boxed_str())
+        RawJson(ByteString::from(text))
+    }
+
+    /// Shares `range` of `whole` (text the caller guarantees to be valid JSON there);
+    /// `None` when the range is outside it or splits a character.
+    pub(crate) fn shared(whole: &ByteString, range: std::ops::Range<usize>) -> Option<RawJson> {
+        let part = whole.get(range)?;
+        Some(RawJson(whole.slice_ref(part)))
     }
 }
 
 impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw: Box<RawValue> = Deserialize::deserialize(d)?;
-        Ok(RawJson(raw.into()))
+        let text: Box<str> = raw.into();
+        Ok(RawJson(ByteString::from(text)))
     }
 }
 

@@ -199,7 +199,9 @@ fn cache_backend(config: &Config, usage: &mut CacheUsage) -> Result<Arc<dyn Back
     let c = &config.cache;
     let backend: Arc<dyn Backend> = match c.backend {
         CacheBackendKind::Memory => {
-            let memory = Arc::new(MemoryBackend::new(c.memory_capacity_bytes));
+            let memory = Arc::new(
+                MemoryBackend::new(c.memory_capacity_bytes).uncompressed(!c.compress_memory),
+            );
             usage.memory.push(memory.clone());
             memory
         }

@@ -27,6 +27,13 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for metrics and logs (`memory`, `redis`).
     fn name(&self) -> &'static str;
 
+    /// Whether values are best written uncompressed: true for a backend in this
+    /// process, where a hit then costs no decompression and no copy, and memory (not a
+    /// network) is what a larger value costs.
+    fn keeps_uncompressed(&self) -> bool {
+        false
+    }
+
     /// Reads the values of `keys`, in the same order; `None` for a missing key.
     fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>>;
 

@@ -150,6 +150,10 @@ impl Backend for Batching {
         self.inner.name()
     }
 
+    fn keeps_uncompressed(&self) -> bool {
+        self.inner.keeps_uncompressed()
+    }
+
     fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();

@@ -36,6 +36,7 @@ impl Expiry<u64, Stored> for PerEntryTtl {
 /// An in-process cache of at most `capacity_bytes` of values.
 pub struct MemoryBackend {
     cache: Cache<u64, Stored>,
+    uncompressed: bool,
 }
 
 impl MemoryBackend {
@@ -51,7 +52,16 @@ impl MemoryBackend {
             })
             .expire_after(PerEntryTtl)
             .build();
-        MemoryBackend { cache }
+        MemoryBackend {
+            cache,
+            uncompressed: false,
+        }
+    }
+
+    /// Asks for entries written uncompressed ([`Backend::keeps_uncompressed`]).
+    pub fn uncompressed(mut self, yes: bool) -> MemoryBackend {
+        self.uncompressed = yes;
+        self
     }
 
     /// Entries and bytes currently held (approximate: KiB-rounded weights), after
@@ -77,6 +87,10 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn keeps_uncompressed(&self) -> bool {
+        self.uncompressed
     }
 
     fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {

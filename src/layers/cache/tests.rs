@@ -117,6 +117,14 @@ struct Harness {
 }
 
 fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
+    harness_with(mock, backend, |_| {})
+}
+
+fn harness_with(
+    mock: Mock,
+    backend: Arc<dyn Backend>,
+    tweak: impl FnOnce(&mut CacheOptions),
+) -> Harness {
     let now = Arc::new(AtomicI64::new(MIDNIGHT + 20 * H));
     let clock_now = now.clone();
     let opts = CacheOptions {
@@ -134,6 +142,8 @@ fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
         clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
         lower_step_reuse: true,
     };
+    let mut opts = opts;
+    tweak(&mut opts);
     let layer = CacheLayer::new(opts, backend.clone(), Arc::new(Metrics::new()));
     let svc = tower::util::BoxCloneSyncService::new(
         tower::ServiceBuilder::new()
@@ -150,8 +160,28 @@ fn harness(mock: Mock, backend: Arc<dyn Backend>) -> Harness {
     }
 }
 
+/// The memory backend as configured by default (entries kept uncompressed).
 fn memory() -> Arc<dyn Backend> {
-    Arc::new(MemoryBackend::new(64 << 20))
+    Arc::new(MemoryBackend::new(64 << 20).uncompressed(true))
+}
+
+/// The key of the first day piece of `q`, as the layer makes it.
+fn first_piece_key(q: &RangeQuery) -> super::key::PieceKey {
+    let mut with_analysis = q.clone();
+    crate::promql::attach(
+        &mut with_analysis,
+        Arc::new(crate::promql::Analysis::of(&q.query)),
+    );
+    piece_key(
+        &with_analysis,
+        &KeyOptions {
+            namespace: "mock".into(),
+            tenant_header: HeaderName::from_static("x-scope-orgid"),
+            key_headers: vec![],
+            interval_ms: 24 * H,
+        },
+    )
+    .expect("key")
 }
 
 impl Harness {
@@ -541,21 +571,7 @@ async fn entries_with_another_key_are_never_served() {
     h.ask(q.clone()).await;
     h.take_calls();
     // Overwrite the entry with one whose stored key differs (a hash collision).
-    let mut with_analysis = q.clone();
-    crate::promql::attach(
-        &mut with_analysis,
-        Arc::new(crate::promql::Analysis::of(&q.query)),
-    );
-    let k = piece_key(
-        &with_analysis,
-        &KeyOptions {
-            namespace: "mock".into(),
-            tenant_header: HeaderName::from_static("x-scope-orgid"),
-            key_headers: vec![],
-            interval_ms: 24 * H,
-        },
-    )
-    .expect("key");
+    let k = first_piece_key(&q);
     let foreign = Entry {
         key: "pf1 somebody else".into(),
         extents: vec![StoredExtent {
@@ -863,4 +879,70 @@ async fn a_refresh_at_now_does_not_read_finer_entries() {
     let (answer, _) = h.ask(wider.clone()).await;
     assert_eq!(answer, answer_json(&wider, false));
     assert!(backend.reads.load(Ordering::SeqCst) - before > 1);
+}
+
+/// Waits until the entry of `key` is stored (writes run after the answer) and returns it.
+async fn stored_value(backend: &Arc<dyn Backend>, key: u64) -> Bytes {
+    for _ in 0..500 {
+        if let Ok(mut got) = backend.get_many(&[key]).await
+            && let Some(Some(value)) = got.pop()
+        {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("entry {key} was never stored");
+}
+
+#[tokio::test]
+async fn the_memory_backend_keeps_entries_uncompressed_unless_asked() {
+    // 18 hours of samples: a payload well above the size lz4 starts at.
+    let q = query(MIDNIGHT, MIDNIGHT + 18 * H, &[]);
+    let k = first_piece_key(&q);
+    for (compressed, flag) in [(false, 0u8), (true, 1u8)] {
+        let backend: Arc<dyn Backend> =
+            Arc::new(MemoryBackend::new(64 << 20).uncompressed(!compressed));
+        let h = harness(Mock::default(), backend.clone());
+        let (first, outcome) = h.ask(q.clone()).await;
+        assert_eq!(outcome, Some("miss"));
+        let value = stored_value(&backend, k.hash).await;
+        assert_eq!(value[4], flag, "compress_memory = {compressed}");
+        assert!(value.len() > super::value::COMPRESS_ABOVE);
+        // Either way a repeat is answered from it, unchanged.
+        h.take_calls();
+        let (again, outcome) = h.ask(q.clone()).await;
+        assert_eq!(outcome, Some("hit"));
+        assert_eq!(again, first);
+        assert_eq!(again, answer_json(&q, false));
+        assert!(h.take_calls().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_entry_too_large_uncompressed_is_kept_compressed() {
+    let q = query(MIDNIGHT, MIDNIGHT + 18 * H, &[]);
+    let k = first_piece_key(&q);
+    // Its sizes both ways, from a first run without a limit.
+    let backend = memory();
+    let h = harness(Mock::default(), backend.clone());
+    h.ask(q.clone()).await;
+    let plain = stored_value(&backend, k.hash).await;
+    let entry = Entry::decode_own(&plain).expect("decodes");
+    let packed = entry.encode().len();
+    assert!(packed < plain.len());
+    // A limit between the two: stored compressed, and still answers repeats.
+    let backend = memory();
+    let limit = (packed + plain.len()) / 2;
+    let h = harness_with(Mock::default(), backend.clone(), |o| {
+        o.max_item_bytes = limit
+    });
+    h.ask(q.clone()).await;
+    let value = stored_value(&backend, k.hash).await;
+    assert_eq!(value[4], 1, "compressed");
+    assert!(value.len() <= limit);
+    assert_eq!(Entry::decode_shared(&value).expect("decodes"), entry);
+    h.take_calls();
+    let (again, outcome) = h.ask(q.clone()).await;
+    assert_eq!(outcome, Some("hit"));
+    assert_eq!(again, answer_json(&q, false));
 }

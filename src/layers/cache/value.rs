@@ -43,7 +43,11 @@ const MAX_DECODED: usize = 1 << 30;
 /// A stored value: `magic`, the compression flag, the payload's xxh3 and the payload,
 /// lz4-compressed (size prepended) when it is larger than [`COMPRESS_ABOVE`].
 pub(super) fn framed(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-    let compress = payload.len() > COMPRESS_ABOVE;
+    framed_as(magic, payload, payload.len() > COMPRESS_ABOVE)
+}
+
+/// A stored value, its payload compressed or not as asked.
+fn framed_as(magic: &[u8; 4], payload: &[u8], compress: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         if compress {
             payload.len() / 2
@@ -126,6 +130,17 @@ pub enum ValueError {
 impl Entry {
     /// Encodes the entry, compressing large payloads.
     pub fn encode(&self) -> Vec<u8> {
+        let payload = self.payload();
+        framed(MAGIC, &payload)
+    }
+
+    /// Encodes the entry uncompressed, for a backend in this process: reading it back
+    /// then needs no decompression and no copy of the answers' text.
+    pub fn encode_uncompressed(&self) -> Vec<u8> {
+        framed_as(MAGIC, &self.payload(), false)
+    }
+
+    fn payload(&self) -> Vec<u8> {
         let size: usize = 8
             + self.key.len()
             + self
@@ -158,17 +173,36 @@ impl Entry {
             }
             put_layout(&mut payload, e.layout.as_ref());
         }
-        framed(MAGIC, &payload)
+        payload
     }
 
     /// Decodes stored bytes; never panics, whatever they are.
     pub fn decode(bytes: &[u8]) -> Result<Entry, ValueError> {
-        Entry::decode_verified(bytes).map(|(entry, _)| entry)
+        Entry::decode_shared(&Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes stored bytes without copying them: the extents' JSON are slices of
+    /// `bytes` when stored uncompressed, of one decompressed buffer otherwise. Never
+    /// panics, whatever they are.
+    pub fn decode_shared(bytes: &Bytes) -> Result<Entry, ValueError> {
+        Entry::read(bytes, true).map(|(entry, _)| entry)
+    }
+
+    /// Decodes a value this process wrote and kept in its own memory, like
+    /// [`Entry::decode_shared`] but without checking the checksum: that guards a trip
+    /// through a network or another program, which these bytes never made. Still
+    /// never panics, whatever they are.
+    pub fn decode_own(bytes: &Bytes) -> Result<Entry, ValueError> {
+        Entry::read(bytes, false).map(|(entry, _)| entry)
     }
 
     /// Decodes stored bytes, and tells whether a checksum proved them whole (a value of
     /// the older layout has none). Never panics, whatever they are.
-    pub fn decode_verified(bytes: &[u8]) -> Result<(Entry, bool), ValueError> {
+    pub fn decode_verified(bytes: &Bytes) -> Result<(Entry, bool), ValueError> {
+        Entry::read(bytes, true)
+    }
+
+    fn read(bytes: &Bytes, check: bool) -> Result<(Entry, bool), ValueError> {
         let (rest, checksummed, with_chunks) = if let Some(rest) = bytes.strip_prefix(MAGIC) {
             (rest, true, true)
         } else if let Some(rest) = bytes.strip_prefix(MAGIC_V2) {
@@ -188,12 +222,14 @@ impl Entry {
             }
             false => (None, rest),
         };
-        let payload = payload_of(flag, rest)?;
-        let payload: &[u8] = &payload;
-        if sum.is_some_and(|sum| sum != xxh3_64(payload)) {
+        let payload = match payload_of(flag, rest)? {
+            std::borrow::Cow::Borrowed(raw) => bytes.slice_ref(raw),
+            std::borrow::Cow::Owned(decompressed) => Bytes::from(decompressed),
+        };
+        if check && sum.is_some_and(|sum| sum != xxh3_64(&payload)) {
             return Err(ValueError::Corrupt);
         }
-        let mut r = Reader(payload);
+        let mut r = Reader(&payload, &payload);
         let key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| ValueError::Corrupt)?;
         let n = r.u32()? as usize;
         // Each extent needs at least 20 bytes: refuse counts the payload cannot hold.
@@ -204,7 +240,7 @@ impl Entry {
         for _ in 0..n {
             let start_ms = r.i64()?;
             let end_ms = r.i64()?;
-            let json = Bytes::copy_from_slice(r.bytes()?);
+            let json = payload.slice_ref(r.bytes()?);
             let (chunks, layout) = if with_chunks {
                 (r.chunks()?, r.layout()?)
             } else {
@@ -249,7 +285,8 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The unread rest of a payload, and the whole payload (for sharing slices of it).
+struct Reader<'a>(&'a [u8], &'a Bytes);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
@@ -320,7 +357,7 @@ impl<'a> Reader<'a> {
             for _ in 0..n {
                 let start = self.u32()? as usize;
                 let len = self.u32()? as usize;
-                let deflate = Bytes::copy_from_slice(self.bytes()?);
+                let deflate = self.1.slice_ref(self.bytes()?);
                 runs.push(Chunk {
                     start,
                     len,
@@ -424,7 +461,10 @@ mod tests {
         for size in [10, 100_000] {
             let e = entry(size);
             let bytes = e.encode();
-            assert_eq!(Entry::decode_verified(&bytes), Ok((e.clone(), true)));
+            assert_eq!(
+                Entry::decode_verified(&Bytes::from(bytes.clone())),
+                Ok((e.clone(), true))
+            );
             // A flipped bit in the checksum: corrupt, never served.
             let mut flipped = bytes.clone();
             flipped[6] ^= 1;
@@ -446,11 +486,14 @@ mod tests {
         }
         let mut v1 = b"PFC1\0".to_vec();
         v1.extend_from_slice(&payload);
-        assert_eq!(Entry::decode_verified(&v1), Ok((e.clone(), false)));
+        assert_eq!(
+            Entry::decode_verified(&Bytes::from(v1)),
+            Ok((e.clone(), false))
+        );
         let mut v2 = b"PFC2\0".to_vec();
         v2.extend_from_slice(&xxh3_64(&payload).to_le_bytes());
         v2.extend_from_slice(&payload);
-        assert_eq!(Entry::decode_verified(&v2), Ok((e, true)));
+        assert_eq!(Entry::decode_verified(&Bytes::from(v2)), Ok((e, true)));
     }
 
     proptest! {
@@ -460,6 +503,51 @@ mod tests {
             with_magic.extend_from_slice(&bytes);
             let _ = Entry::decode(&bytes);
             let _ = Entry::decode(&with_magic);
+            let _ = Entry::decode_own(&Bytes::from(with_magic.clone()));
+            with_magic.insert(4, 0);
+            let _ = Entry::decode_own(&Bytes::from(with_magic));
         }
+    }
+
+    #[test]
+    fn an_uncompressed_value_is_read_in_place() {
+        let e = entry(100_000);
+        let stored = Bytes::from(e.encode_uncompressed());
+        assert_eq!(stored[4], 0, "stored uncompressed");
+        let inside = |b: &Bytes| {
+            let at = b.as_ptr() as usize;
+            let whole = stored.as_ptr() as usize;
+            at >= whole && at + b.len() <= whole + stored.len()
+        };
+        for decoded in [Entry::decode_own(&stored), Entry::decode_shared(&stored)] {
+            let decoded = decoded.expect("decodes");
+            assert_eq!(decoded, e);
+            let x = &decoded.extents[0];
+            assert!(inside(&x.json), "the answer is a slice of the stored value");
+            assert!(
+                inside(&x.chunks[0][0].deflate),
+                "so are its compressed runs"
+            );
+        }
+        // Compressed, the answers share the one decompressed buffer instead.
+        let lz4 = Bytes::from(e.encode());
+        assert_eq!(lz4[4], 1);
+        let decoded = Entry::decode_shared(&lz4).expect("decodes");
+        assert_eq!(decoded, e);
+        assert!(!inside(&decoded.extents[0].json));
+    }
+
+    #[test]
+    fn a_value_of_this_process_skips_only_the_checksum() {
+        let e = entry(10);
+        let mut stored = e.encode_uncompressed();
+        // A wrong checksum: another reader refuses it, the owner does not look.
+        stored[6] ^= 1;
+        let stored = Bytes::from(stored);
+        assert_eq!(Entry::decode_shared(&stored), Err(ValueError::Corrupt));
+        assert_eq!(Entry::decode_own(&stored), Ok(e));
+        // Everything else is still checked.
+        let cut = stored.slice(..stored.len() - 1);
+        assert_eq!(Entry::decode_own(&cut), Err(ValueError::Corrupt));
     }
 }
