@@ -162,3 +162,19 @@ proptest! {
         prop_assert_eq!(encoded(&merged), whole);
     }
 }
+
+#[test]
+fn array_texts_are_joined_with_or_without_space_around_them() {
+    for (text, inner) in [
+        ("[[1,\"1\"],[2,\"2\"]]", "[1,\"1\"],[2,\"2\"]"),
+        (" [ [1,\"1\"] ] ", "[1,\"1\"]"),
+        ("[\n[1,\"1\"]\n]", "[1,\"1\"]"),
+        ("[]", ""),
+        ("[ ]", ""),
+        ("{}", ""),
+        ("", ""),
+        ("[", ""),
+    ] {
+        assert_eq!(super::array_inner(text), inner, "{text:?}");
+    }
+}

@@ -89,7 +89,7 @@ pub struct Series {
 ///
 /// Backed by shared bytes: the series of an answer read from the cache are slices of
 /// the stored text (no copy), and cloning one is a reference count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RawJson(ByteString);
 
 impl RawJson {
