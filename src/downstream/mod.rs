@@ -1,5 +1,5 @@
 //! The client side: pooled keep-alive connections to one querier or to several
-//! replicas of it: the frontend's own HTTP/1.1 pool ([`pool`]) for `http://` endpoints,
+//! replicas of it: the frontend's own HTTP/1.1 pool (`pool.rs`) for `http://` endpoints,
 //! hyper-util's pooled client (TLS, HTTP/2 when the querier offers it) for `https://`.
 //!
 //! [`Downstream`] is both the innermost tower service of the range-query stack
