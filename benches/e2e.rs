@@ -34,7 +34,9 @@
 //! (throughput runs, default 10), `BENCH_REPORT` (file to write the report section to,
 //! default BENCHMARKS.md; `-` prints only); for scenario 9 `BENCH_LIVE_SCRAPE` (scrape
 //! interval, default 5 s), `BENCH_LIVE_EVERY` (seconds between refreshes, default 10)
-//! and `BENCH_LIVE_REFRESHES` (default 10).
+//! and `BENCH_LIVE_REFRESHES` (default 10); `BENCH_BASELINE_BIN` (another build of the
+//! frontend, e.g. of the previous commit: scenario 1 runs it as one more forwarding
+//! target, taking turns with the others, for a before/after in one run).
 
 #[path = "../tests/e2e/support.rs"]
 mod support;
@@ -134,6 +136,11 @@ struct FrontendProc {
 
 impl FrontendProc {
     fn start(dir: &Path, name: &str, toml: &str) -> FrontendProc {
+        FrontendProc::start_binary(env!("CARGO_BIN_EXE_promql-frontend"), dir, name, toml)
+    }
+
+    /// [`FrontendProc::start`] with another build of the frontend (`BENCH_BASELINE_BIN`).
+    fn start_binary(binary: &str, dir: &Path, name: &str, toml: &str) -> FrontendProc {
         let port = free_port();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -142,12 +149,7 @@ impl FrontendProc {
         )
         .expect("write config");
         let args = vec!["--config".to_owned(), config.display().to_string()];
-        let proc = Supervised::start(
-            env!("CARGO_BIN_EXE_promql-frontend"),
-            &args,
-            &dir.join(format!("{name}.log")),
-            None,
-        );
+        let proc = Supervised::start(binary, &args, &dir.join(format!("{name}.log")), None);
         let until = Instant::now() + Duration::from_secs(20);
         while probe_status(port, "/-/healthy") != Some(200) {
             assert!(

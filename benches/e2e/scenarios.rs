@@ -259,6 +259,9 @@ pub struct Frontends {
     /// Without the answer cache: label and instant requests forwarded one by one, the
     /// passthrough that scenario 1 weighs against nginx.
     forwarding: FrontendProc,
+    /// `forwarding`'s configuration on the binary `BENCH_BASELINE_BIN` names, when set:
+    /// scenario 1's before/after in one run.
+    baseline: Option<FrontendProc>,
     redis: FrontendProc,
     nginx: String,
     /// nginx as a plain `proxy_pass` proxy (no cache): the yardstick of scenario 1.
@@ -294,6 +297,14 @@ impl Frontends {
             "forwarding",
             &frontend_toml(prom, "backend = \"memory\"\nanswers = false"),
         );
+        let baseline = std::env::var("BENCH_BASELINE_BIN").ok().map(|bin| {
+            FrontendProc::start_binary(
+                &bin,
+                dir,
+                "baseline",
+                &frontend_toml(prom, "backend = \"memory\"\nanswers = false"),
+            )
+        });
         let redis = FrontendProc::start(
             dir,
             "redis",
@@ -309,6 +320,7 @@ impl Frontends {
             memory,
             pieces_only,
             forwarding,
+            baseline,
             redis,
             nginx,
             nginx_plain,
@@ -334,12 +346,22 @@ pub struct Peaks {
 pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
     const ROUNDS: usize = 3;
     let client = &b.client;
-    let targets = [
+    let mut targets = vec![
         b.prom.as_str(),
         f.nginx_plain.as_str(),
         f.forwarding.url.as_str(),
         f.memory.url.as_str(),
     ];
+    let mut labels = vec![
+        "direct",
+        "nginx `proxy_pass`",
+        "frontend",
+        "frontend, answer cache",
+    ];
+    if let Some(baseline) = &f.baseline {
+        targets.push(baseline.url.as_str());
+        labels.push("frontend, `BENCH_BASELINE_BIN`");
+    }
     r.line("### 1. Passthrough overhead");
     r.line("");
     r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn). \"frontend\" forwards every request (`cache.answers = false`): the passthrough weighed against nginx. \"frontend, answer cache\" is the default configuration: the 32 clients ask the same instant query, which it sends to the querier once for all identical requests in flight (the time asked is within `max_freshness`, so nothing is stored); `/api/v1/labels` without `end` is never stored or shared and is forwarded as it comes.");
@@ -367,14 +389,14 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
             }
         }
         let n = targets.len();
-        let mut lat: [Vec<Duration>; 4] = Default::default();
+        let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); n];
         for i in 0..(100 * b.reps) {
             for k in 0..n {
                 let t = (i + k) % n;
                 lat[t].push(client.get(&urls[t], &[]).await.took);
             }
         }
-        let mut tp = [0.0; 4];
+        let mut tp = vec![0.0; n];
         let mut errors = 0;
         let round = Duration::from_secs(b.tp_secs).div_f64(ROUNDS as f64);
         for i in 0..ROUNDS {
@@ -387,22 +409,14 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
         }
         assert_eq!(errors, 0, "{name}: error answers under load");
         let direct = median(&lat[0]).as_secs_f64();
-        for (t, label) in [
-            "direct",
-            "nginx `proxy_pass`",
-            "frontend",
-            "frontend, answer cache",
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (t, label) in labels.iter().enumerate() {
             let added = match t {
                 0 => "".to_owned(),
                 _ => format!("{:.3} ms", (median(&lat[t]).as_secs_f64() - direct) * 1e3),
             };
             let vs_nginx = match t {
                 2 => format!("**{:.2}×**", tp[2] / tp[1]),
-                3 => format!("{:.2}×", tp[3] / tp[1]),
+                3.. => format!("{:.2}×", tp[t] / tp[1]),
                 _ => "".to_owned(),
             };
             r.line(format!(

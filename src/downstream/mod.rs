@@ -1,5 +1,6 @@
-//! The client side: a pooled keep-alive hyper client to one querier or to several
-//! replicas of it.
+//! The client side: pooled keep-alive connections to one querier or to several
+//! replicas of it: the frontend's own HTTP/1.1 pool (`pool.rs`) for `http://` endpoints,
+//! hyper-util's pooled client (TLS, HTTP/2 when the querier offers it) for `https://`.
 //!
 //! [`Downstream`] is both the innermost tower service of the range-query stack
 //! (`Service<RangeQuery>`) and the forwarder for every passthrough request. Each call is
@@ -16,6 +17,7 @@
 //! a non-2xx answer `Error::Downstream` with the querier's body.
 
 pub mod endpoints;
+mod pool;
 mod wire;
 
 use std::sync::Arc;
@@ -26,7 +28,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,6 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 pub use endpoints::{BalancePolicy, HealthOptions, HealthState};
+pub use pool::ResponseBody;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -116,6 +118,9 @@ struct Target {
     /// and the port unless it is 80) for every request. `None` for `https://`, whose
     /// connection may turn out to be HTTP/2: the client decides there.
     host: Option<HeaderValue>,
+    /// The own connection pool of a plain `http://` endpoint (`None`: hyper-util's
+    /// client, for `https://`).
+    pool: Option<Arc<pool::Pool>>,
 }
 
 struct Shared {
@@ -160,6 +165,7 @@ impl Downstream {
                 scheme: scheme.clone(),
                 authority: authority.clone(),
                 host: plain_http_host(&uri),
+                pool: None,
             });
         }
 
@@ -168,6 +174,22 @@ impl Downstream {
         http.set_connect_timeout(Some(opts.connect_timeout));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
+        for t in &mut targets {
+            if t.host.is_some() {
+                let origin = Uri::builder()
+                    .scheme(t.scheme.clone())
+                    .authority(t.authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .map_err(|e| Error::Internal(format!("downstream url {}: {e}", t.label)))?;
+                t.pool = Some(pool::Pool::new(
+                    http.clone(),
+                    origin,
+                    opts.pool_max_idle_per_host,
+                    opts.pool_idle_timeout,
+                ));
+            }
+        }
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(opts.tls_ca_file.as_deref())?)
             .https_or_http()
@@ -251,11 +273,12 @@ impl Downstream {
     /// may). The result counts for the endpoint's health like any attempt.
     pub async fn probe(&self, index: usize, path: &str) -> bool {
         let s = &self.shared;
-        let Ok(req) = self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
-        else {
+        let build = || self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new());
+        let Ok(req) = build() else {
             return false;
         };
-        let outcome = match tokio::time::timeout(s.connect_timeout, s.client.request(req)).await {
+        let sent = self.send(index, req, || build().ok());
+        let outcome = match tokio::time::timeout(s.connect_timeout, sent).await {
             Ok(Ok(resp)) => Outcome::Answered(resp.status()),
             Ok(Err(_)) => Outcome::Failed("unavailable"),
             Err(_) => Outcome::Failed("timeout"),
@@ -293,7 +316,7 @@ impl Downstream {
         req: &ForwardRequest,
         route: &Route,
         deadline: Option<Instant>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<ResponseBody>, Error> {
         let s = &self.shared;
         let index = s.endpoints.pick(route.tried());
         route.mark(index);
@@ -312,8 +335,7 @@ impl Downstream {
         index: usize,
         req: &ForwardRequest,
         deadline: Option<Instant>,
-    ) -> Result<Response<Incoming>, Error> {
-        let s = &self.shared;
+    ) -> Result<Response<ResponseBody>, Error> {
         let (budget, limit) = self.attempt_budget(index, deadline)?;
         let (path_and_query, body) = match req.timeout_param {
             true => with_timeout(
@@ -323,19 +345,21 @@ impl Downstream {
             ),
             false => (req.path_and_query.clone(), req.body.clone()),
         };
-        let http_req = self.build_request(
-            index,
-            req.method.clone(),
-            &path_and_query,
-            req.headers.clone(),
-            body,
-        )?;
+        let build = || {
+            self.build_request(
+                index,
+                req.method.clone(),
+                &path_and_query,
+                req.headers.clone(),
+                body.clone(),
+            )
+        };
+        let http_req = build()?;
         let exchange = async {
-            let resp = s
-                .client
-                .request(http_req)
+            let resp = self
+                .send(index, http_req, || build().ok())
                 .await
-                .map_err(|e| self.transport_error(index, e.into()))?;
+                .map_err(|e| self.transport_error(index, e))?;
             // Error answers to reads are small: read them whole, to classify them for
             // a retry and to log the querier's message.
             let status = resp.status();
@@ -413,11 +437,11 @@ impl Downstream {
         let shared = &self.shared;
         let limit_bytes = shared.max_response_bytes;
         let exchange = async {
-            let resp = shared
-                .client
-                .request(req)
+            // A POST: never repeated by the pool (the retry layer decides).
+            let resp = self
+                .send(index, req, || None)
                 .await
-                .map_err(|e| self.transport_error(index, e.into()))?;
+                .map_err(|e| self.transport_error(index, e))?;
             let (parts, body) = resp.into_parts();
             let body = self.read_body(index, body).await?;
             Ok::<_, Error>((parts, body))
@@ -442,8 +466,28 @@ impl Downstream {
         Ok(answer)
     }
 
+    /// Sends one request to endpoint `index`: on the endpoint's own pool (`http://`) or
+    /// with hyper-util's client (`https://`). `again` builds the same request once more,
+    /// for the pool's one repeat of a read that a pooled connection closed on.
+    async fn send(
+        &self,
+        index: usize,
+        req: Request<Full<Bytes>>,
+        again: impl FnOnce() -> Option<Request<Full<Bytes>>>,
+    ) -> Result<Response<ResponseBody>, crate::error::BoxError> {
+        match &self.shared.targets[index].pool {
+            Some(pool) => Ok(pool.send(req, again).await?),
+            None => Ok(self
+                .shared
+                .client
+                .request(req)
+                .await?
+                .map(ResponseBody::plain)),
+        }
+    }
+
     /// Reads a whole answer body of at most `max_response_bytes`.
-    async fn read_body(&self, index: usize, body: Incoming) -> Result<Bytes, Error> {
+    async fn read_body(&self, index: usize, body: ResponseBody) -> Result<Bytes, Error> {
         let limit = self.shared.max_response_bytes;
         match http_body_util::Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
@@ -494,18 +538,27 @@ impl Downstream {
                 prefix => http::uri::PathAndQuery::try_from(format!("{prefix}{path_and_query}")),
             }
             .map_err(|e| invalid(e.into()))?;
-            Uri::builder()
-                .scheme(target.scheme.clone())
-                .authority(target.authority.clone())
-                .path_and_query(path)
-                .build()
-                .map_err(invalid)?
+            match target.pool {
+                // The own pool sends the URI as it is: origin-form, as hyper-util's
+                // client writes it on an HTTP/1.1 connection.
+                Some(_) => Uri::from(path),
+                None => Uri::builder()
+                    .scheme(target.scheme.clone())
+                    .authority(target.authority.clone())
+                    .path_and_query(path)
+                    .build()
+                    .map_err(invalid)?,
+            }
         } else {
             // Not origin-form (`*`, say): the whole text parsed as one URI, as it always
             // was, so that such a target fails or passes exactly as before.
-            format!("{}{}{}", target.origin, target.prefix, path_and_query)
+            let uri = format!("{}{}{}", target.origin, target.prefix, path_and_query)
                 .parse::<Uri>()
-                .map_err(|e| invalid(e.into()))?
+                .map_err(|e| invalid(e.into()))?;
+            match target.pool {
+                Some(_) => origin_form(&uri),
+                None => uri,
+            }
         };
         headers::strip_hop_by_hop(&mut headers);
         match &target.host {
@@ -633,6 +686,13 @@ fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
         _ => host.to_owned(),
     };
     HeaderValue::from_str(&value).ok()
+}
+
+/// The origin-form of `uri` (its path and query, `/` when it has none), as hyper-util's
+/// client sends an absolute URI on an HTTP/1.1 connection.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or_else(Uri::default, |pq| Uri::from(pq.clone()))
 }
 
 /// An endpoint's label in `/metrics`, logs and the status page: its configured URL
