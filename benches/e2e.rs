@@ -36,7 +36,9 @@
 //! interval, default 5 s), `BENCH_LIVE_EVERY` (seconds between refreshes, default 10)
 //! and `BENCH_LIVE_REFRESHES` (default 10); `BENCH_BASELINE_BIN` (another build of the
 //! frontend, e.g. of the previous commit: scenario 1 runs it as one more forwarding
-//! target, taking turns with the others, for a before/after in one run).
+//! target, taking turns with the others, for a before/after in one run);
+//! `BENCH_FRONTEND_BIN` (another build of the frontend run in place of this one by every
+//! scenario).
 
 #[path = "../tests/e2e/support.rs"]
 mod support;
@@ -135,8 +137,12 @@ struct FrontendProc {
 }
 
 impl FrontendProc {
+    /// Starts this build of the frontend, or the one `BENCH_FRONTEND_BIN` names (to
+    /// measure an older build with the same scenarios).
     fn start(dir: &Path, name: &str, toml: &str) -> FrontendProc {
-        FrontendProc::start_binary(env!("CARGO_BIN_EXE_promql-frontend"), dir, name, toml)
+        let binary = std::env::var("BENCH_FRONTEND_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_promql-frontend").to_owned());
+        FrontendProc::start_binary(&binary, dir, name, toml)
     }
 
     /// [`FrontendProc::start`] with another build of the frontend (`BENCH_BASELINE_BIN`).

@@ -113,8 +113,37 @@ pub fn chunks_of(
 
 /// `data` as a raw deflate stream (no header) ended by a sync flush: byte-aligned, no
 /// final block, so more blocks may follow it. `None` if the compressor fails.
+///
+/// Each thread keeps one compressor per level and resets it between runs: a new one
+/// allocates and clears a few hundred KiB of tables, which for thousands of 4 KiB runs
+/// cost more than the compression and left the allocator holding tens of MiB.
 pub fn deflate_sync(data: &[u8], level: u32) -> Option<Vec<u8>> {
-    let mut z = Compress::new(Compression::new(level.min(9)), false);
+    thread_local! {
+        static COMPRESSORS: std::cell::RefCell<Vec<(u32, Compress)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let level = level.min(9);
+    COMPRESSORS.with(|kept| {
+        let mut kept = kept.try_borrow_mut().ok()?;
+        let at = match kept.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                kept.push((level, Compress::new(Compression::new(level), false)));
+                kept.len() - 1
+            }
+        };
+        let z = &mut kept[at].1;
+        z.reset();
+        let out = deflate_sync_with(z, data);
+        if out.is_none() {
+            // A failed compressor is not kept.
+            kept.swap_remove(at);
+        }
+        out
+    })
+}
+
+fn deflate_sync_with(z: &mut Compress, data: &[u8]) -> Option<Vec<u8>> {
     // Room for incompressible input in stored blocks plus the flush marker.
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 128);
     loop {
