@@ -126,9 +126,7 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
     Ok(out)
 }
 
-/// Parses a `metric` object into a sorted label key.
-/// A hasher for label-set texts: xxh3 (several times faster than the standard SipHash on
-/// texts of this size), seeded at random once per process, so that label values a
+/// A hasher for label-set texts: xxh3 (faster than the standard SipHash), seeded at random once per process, so that label values a
 /// scraped target chooses cannot be made to collide.
 fn label_hasher() -> Xxh3Builder {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -136,6 +134,7 @@ fn label_hasher() -> Xxh3Builder {
     Xxh3Builder::new().with_seed(seed)
 }
 
+/// Parses a `metric` object into a sorted label key.
 fn label_key(metric: &RawJson) -> Result<LabelKey, Error> {
     let map: std::collections::BTreeMap<String, String> = serde_json::from_str(metric.as_str())
         .map_err(|e| Error::BadResponse(format!("series labels are not a string map: {e}")))?;
