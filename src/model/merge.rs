@@ -126,8 +126,9 @@ pub fn merge(pieces: Vec<QueryResponse>) -> Result<QueryResponse, Error> {
     Ok(out)
 }
 
-/// A hasher for label-set texts: xxh3 (faster than the standard SipHash), seeded at random once per process, so that label values a
-/// scraped target chooses cannot be made to collide.
+/// A hasher for label-set texts: xxh3 (faster than the standard SipHash), seeded at
+/// random once per process, so that label values a scraped target chooses cannot be
+/// made to collide.
 fn label_hasher() -> Xxh3Builder {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0x5eed_u64));
