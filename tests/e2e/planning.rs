@@ -54,7 +54,14 @@ async fn ask(
 async fn a_cold_month_costs_a_request_or_two_and_a_heavy_query_is_still_cut() {
     let tb = bed().await;
     let proxy = counting_proxy(&tb.prom_url).await;
-    let fe = start_frontend(test_config(&proxy.url)).await;
+    // Cheap and expensive are judged against the part target, from querier times. The
+    // test bed's Prometheus shares two cores with the other tests, where a cheap query
+    // can take hundreds of milliseconds and a heavy one can be fast when they are idle;
+    // so each frontend's target puts its queries firmly on one side: what is tested is
+    // the plan that follows from the learned cost, not this machine's speed.
+    let mut config = test_config(&proxy.url);
+    config.query_range.parallel_part_duration = std::time::Duration::from_secs(60);
+    let fe = start_frontend(config).await;
     let month = (tb.end_ms - 30 * D, tb.end_ms - H, "1h");
 
     // Cheap: an unseen shape is asked in two halves at once (not one request per day).
@@ -68,37 +75,16 @@ async fn a_cold_month_costs_a_request_or_two_and_a_heavy_query_is_still_cut() {
     let none = ask(&fe.url, &tb.prom_url, &proxy, "vector(1) * 2", month).await;
     assert_eq!(none, 1);
 
-    // Heavy: a subquery evaluated every 15 s over the test bed's days. The test bed is
-    // small, so "heavy" is set relative to this machine: a frontend whose part target is
-    // a 32nd of what the query costs Prometheus directly (a wide margin: the querier may
-    // be busier or idler between the two measurements).
+    // Heavy: a subquery evaluated every 15 s over the test bed's days, asked of a
+    // frontend whose part target (1 ms) any real querier answer exceeds.
     let heavy = "quantile_over_time(0.9, sum by (code) (rate(http_requests_total[5m]))[30m:15s])";
     let window = (tb.end_ms - 3 * D + H, tb.end_ms - H, "60");
-    let qs = form(&[
-        ("query", heavy),
-        ("start", &secs(window.0)),
-        ("end", &secs(window.1)),
-        ("step", window.2),
-    ]);
-    let mut direct = std::time::Duration::MAX;
-    for _ in 0..3 {
-        let started = std::time::Instant::now();
-        let reply = send(
-            Method::GET,
-            &format!("{}/api/v1/query_range?{qs}", tb.prom_url),
-            &[],
-            None,
-        )
-        .await;
-        assert_eq!(reply.status, 200);
-        direct = direct.min(started.elapsed());
-    }
     let mut config = test_config(&proxy.url);
-    config.query_range.parallel_part_duration = direct / 32;
+    config.query_range.parallel_part_duration = std::time::Duration::from_millis(1);
     let heavy_fe = start_frontend(config).await;
     let unseen = ask(&heavy_fe.url, &tb.prom_url, &proxy, heavy, window).await;
     assert_eq!(unseen, 2, "an unseen shape: two halves");
-    // The shape is now known to cost eight part targets: cut into as many parts as the
+    // The shape is now known to cost many part targets: cut into as many parts as the
     // lookback rule and the free places allow (over two days, two at least).
     // Another step phase: nothing of it is cached, but the cost is known (it is learned
     // per expression and step).
@@ -106,7 +92,7 @@ async fn a_cold_month_costs_a_request_or_two_and_a_heavy_query_is_still_cut() {
     let known = ask(&heavy_fe.url, &tb.prom_url, &proxy, heavy, later).await;
     assert!(
         known >= 2,
-        "a known expensive shape is cut: {known} querier requests (direct: {direct:?})"
+        "a known expensive shape is cut: {known} querier requests"
     );
 }
 
