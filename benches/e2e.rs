@@ -21,7 +21,8 @@
 //!    and its requests per query;
 //! 9. the live dashboard at now (`e2e/live.rs`): a week of history plus samples
 //!    scraped live up to now, 12 panels refreshed at the wall clock: direct full range,
-//!    direct tail only (the floor) and the frontends (memory, Redis); latency, querier
+//!    direct tail only (the floor, also asked uncompressed) and the frontends (memory,
+//!    Redis); latency, querier
 //!    requests and time per refresh;
 //! 10. a whole dashboard load (`e2e/grafana.rs`): template variables, stat panels and
 //!     range panels, reloaded and zoomed out: querier requests, CPU and time per load.

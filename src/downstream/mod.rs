@@ -66,6 +66,8 @@ pub struct DownstreamOptions {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// Largest range-query answer read from the querier (after gzip decoding).
     pub max_response_bytes: usize,
+    /// Ask the querier for gzip range-query answers (else `identity`).
+    pub gzip_answers: bool,
     /// Where attempts and endpoint health are counted.
     pub metrics: Arc<Metrics>,
 }
@@ -130,6 +132,8 @@ struct Shared {
     request_timeout: Duration,
     connect_timeout: Duration,
     max_response_bytes: usize,
+    /// `Accept-Encoding` of range queries: `gzip` or `identity`.
+    accept_encoding: HeaderValue,
     metrics: Arc<Metrics>,
 }
 
@@ -212,6 +216,11 @@ impl Downstream {
                 request_timeout: opts.request_timeout,
                 connect_timeout: opts.connect_timeout,
                 max_response_bytes: opts.max_response_bytes,
+                accept_encoding: HeaderValue::from_static(if opts.gzip_answers {
+                    "gzip"
+                } else {
+                    "identity"
+                }),
                 metrics: opts.metrics.clone(),
             }),
         })
@@ -424,9 +433,10 @@ impl Downstream {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
-        // The frontend reads this body, so it asks for gzip itself and decodes it; the
-        // client's own Accept-Encoding applies to the frontend's response instead.
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        // The frontend reads this body, so it chooses its coding (`downstream.compression`;
+        // a gzip answer is decoded); the client's own Accept-Encoding applies to the
+        // frontend's response instead.
+        headers.insert(header::ACCEPT_ENCODING, self.shared.accept_encoding.clone());
         let req = self.build_request(
             index,
             Method::POST,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{BalancePolicy, CacheBackendKind, Config, FetchMode};
+use crate::config::{BalancePolicy, CacheBackendKind, Config, FetchMode, QuerierCompression};
 use crate::downstream::{self, Downstream, DownstreamOptions, HealthOptions};
 use crate::error::Error;
 use crate::layers::cache::answer::{AnswerCache, AnswerOptions};
@@ -82,6 +82,7 @@ pub fn assemble(config: &Config, metrics: Arc<Metrics>) -> Result<Services, Erro
         pool_max_idle_per_host: d.pool_max_idle_per_host,
         tls_ca_file: d.tls_ca_file.clone(),
         max_response_bytes: d.max_response_bytes,
+        gzip_answers: d.compression == QuerierCompression::Gzip,
     })?;
     let r = &config.retry;
     let retry = RetryPolicy::new(

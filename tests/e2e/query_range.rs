@@ -87,6 +87,50 @@ async fn query_range_equals_direct_get_and_post() {
     assert_eq!(compared, QUERIES.len() * 4);
 }
 
+/// With `downstream.compression = "gzip"` the querier's gzip answers are decoded (and
+/// split, cached and merged) into the same answers as direct.
+#[tokio::test]
+async fn gzip_answers_from_the_querier_give_the_same_answers() {
+    let tb = bed().await;
+    let mut config = test_config(&tb.prom_url);
+    config.downstream.compression = promql_frontend::config::QuerierCompression::Gzip;
+    let fe = start_frontend(config).await;
+    for query in &QUERIES[..6] {
+        for (start, end, step) in windows(tb.end_ms) {
+            let qs = form(&[
+                ("query", query),
+                ("start", &secs(start)),
+                ("end", &secs(end)),
+                ("step", &step),
+            ]);
+            let direct = send(
+                Method::GET,
+                &format!("{}/api/v1/query_range?{qs}", tb.prom_url),
+                &[],
+                None,
+            )
+            .await;
+            assert_eq!(direct.status, 200, "direct {query}: {}", direct.text());
+            // Twice: the querier's answer, then the cached one.
+            for round in 0..2 {
+                let via = send(
+                    Method::GET,
+                    &format!("{}/api/v1/query_range?{qs}", fe.url),
+                    &[],
+                    None,
+                )
+                .await;
+                assert_eq!(via.status, 200, "{query}: {}", via.text());
+                assert_eq!(
+                    via.text(),
+                    direct.text(),
+                    "{query} {start}..{end}/{step}, round {round}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn query_range_gzip_and_rfc3339_times() {
     let tb = bed().await;

@@ -174,8 +174,8 @@ async fn range_queries_reach_the_querier_as_post_forms_with_headers() {
     assert_eq!(headers["x-scope-orgid"], "team-b");
     assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
     assert_eq!(
-        headers["accept-encoding"], "gzip",
-        "the frontend reads this body, so it asks for gzip"
+        headers["accept-encoding"], "identity",
+        "the frontend reads this body, so it chooses the coding: none by default"
     );
     // The end is the last evaluation timestamp (start + k·step): the cache asks the
     // querier for grid points only, which evaluates exactly the same timestamps. The
@@ -189,6 +189,27 @@ async fn range_queries_reach_the_querier_as_post_forms_with_headers() {
     );
     let timeout: f64 = timeout.parse().expect("seconds");
     assert!(timeout > 20.0 && timeout <= 30.0, "{timeout}");
+    drop(seen);
+
+    // `downstream.compression = "gzip"` asks for gzip whatever the client accepts.
+    let mut config = test_config(&fake.url);
+    config.downstream.compression = promql_frontend::config::QuerierCompression::Gzip;
+    let gz = start_frontend(config).await;
+    let resp = send(
+        Method::GET,
+        &format!(
+            "{}/api/v1/query_range?query=up&start=1700000000&end=1700000600&step=30",
+            gz.url
+        ),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = fake.seen.lock().expect("lock");
+    let (_, path, headers, _) = seen.last().expect("a second querier request");
+    assert_eq!(path, "/api/v1/query_range");
+    assert_eq!(headers["accept-encoding"], "gzip");
 }
 
 #[tokio::test]
