@@ -11,36 +11,45 @@ use crate::error::Error;
 /// body for a form POST) replaced by `timeout` (URL-encoded here). Other parameters stay
 /// byte for byte.
 pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) -> (String, Bytes) {
-    fn replace(raw: &str, timeout: &str) -> String {
-        let mut out: Vec<&str> = raw
-            .split('&')
-            .filter(|pair| {
-                let key = pair.split('=').next().unwrap_or("");
-                !pair.is_empty()
-                    && form_urlencoded::parse(key.as_bytes())
-                        .next()
-                        .is_none_or(|(k, _)| k != "timeout")
-            })
-            .collect();
-        let value: String = form_urlencoded::byte_serialize(timeout.as_bytes()).collect();
-        let param = format!("timeout={value}");
-        out.push(&param);
-        out.join("&")
+    /// Whether a raw pair's key decodes to `timeout` (`time%6Fut` does; the plain key
+    /// is compared without decoding).
+    fn is_timeout(pair: &str) -> bool {
+        let key = pair.split('=').next().unwrap_or("");
+        if !key.contains(['%', '+']) {
+            return key == "timeout";
+        }
+        form_urlencoded::parse(key.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == "timeout")
+    }
+    /// `raw`'s pairs except `timeout`, then `timeout=<value>`, appended to `out`.
+    fn replace(out: &mut String, raw: &str, timeout: &str) {
+        for pair in raw.split('&').filter(|p| !p.is_empty() && !is_timeout(p)) {
+            out.push_str(pair);
+            out.push('&');
+        }
+        out.push_str("timeout=");
+        out.extend(form_urlencoded::byte_serialize(timeout.as_bytes()));
     }
     if !body.is_empty() {
         // A form body: Prometheus reads it before the query string.
         return match std::str::from_utf8(body) {
-            Ok(text) => (
-                path_and_query.to_owned(),
-                Bytes::from(replace(text, timeout)),
-            ),
+            Ok(text) => {
+                let mut out = String::with_capacity(text.len() + timeout.len() + 9);
+                replace(&mut out, text, timeout);
+                (path_and_query.to_owned(), Bytes::from(out))
+            }
             Err(_) => (path_and_query.to_owned(), body.clone()),
         };
     }
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
-    (format!("{path}?{}", replace(query, timeout)), body.clone())
+    let mut out = String::with_capacity(path_and_query.len() + timeout.len() + 10);
+    out.push_str(path);
+    out.push('?');
+    replace(&mut out, query, timeout);
+    (out, body.clone())
 }
 
 /// The TLS client config: the system's CA certificates plus those in `ca_file`.
@@ -144,6 +153,10 @@ mod tests {
             (
                 "/api/v1/query?time%6fut=9&x=1",
                 "/api/v1/query?x=1&timeout=1.500",
+            ),
+            (
+                "/api/v1/query?&query=up&&timeouts=1&timeout&time+out=2",
+                "/api/v1/query?query=up&timeouts=1&time+out=2&timeout=1.500",
             ),
         ];
         for (pq, want) in cases {
