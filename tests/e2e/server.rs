@@ -167,29 +167,30 @@ async fn range_queries_reach_the_querier_as_post_forms_with_headers() {
     )
     .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let seen = fake.seen.lock().expect("lock");
-    let (method, path, headers, body) = &seen[0];
-    assert_eq!(method, Method::POST);
-    assert_eq!(path, "/api/v1/query_range");
-    assert_eq!(headers["x-scope-orgid"], "team-b");
-    assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
-    assert_eq!(
-        headers["accept-encoding"], "identity",
-        "the frontend reads this body, so it chooses the coding: none by default"
-    );
-    // The end is the last evaluation timestamp (start + k·step): the cache asks the
-    // querier for grid points only, which evaluates exactly the same timestamps. The
-    // attempt's time limit (request_timeout, 30s in the test config) goes along as
-    // `timeout`.
-    let body = std::str::from_utf8(body).expect("UTF-8 form");
-    let (params, timeout) = body.rsplit_once("&timeout=").expect("a timeout parameter");
-    assert_eq!(
-        params,
-        "query=up&start=1700000000.25&end=1700000570.25&step=30&dedup=true"
-    );
-    let timeout: f64 = timeout.parse().expect("seconds");
-    assert!(timeout > 20.0 && timeout <= 30.0, "{timeout}");
-    drop(seen);
+    {
+        let seen = fake.seen.lock().expect("lock");
+        let (method, path, headers, body) = &seen[0];
+        assert_eq!(method, Method::POST);
+        assert_eq!(path, "/api/v1/query_range");
+        assert_eq!(headers["x-scope-orgid"], "team-b");
+        assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+        assert_eq!(
+            headers["accept-encoding"], "identity",
+            "the frontend reads this body, so it chooses the coding: none by default"
+        );
+        // The end is the last evaluation timestamp (start + k·step): the cache asks the
+        // querier for grid points only, which evaluates exactly the same timestamps. The
+        // attempt's time limit (request_timeout, 30s in the test config) goes along as
+        // `timeout`.
+        let body = std::str::from_utf8(body).expect("UTF-8 form");
+        let (params, timeout) = body.rsplit_once("&timeout=").expect("a timeout parameter");
+        assert_eq!(
+            params,
+            "query=up&start=1700000000.25&end=1700000570.25&step=30&dedup=true"
+        );
+        let timeout: f64 = timeout.parse().expect("seconds");
+        assert!(timeout > 20.0 && timeout <= 30.0, "{timeout}");
+    }
 
     // `downstream.compression = "gzip"` asks for gzip whatever the client accepts.
     let mut config = test_config(&fake.url);
