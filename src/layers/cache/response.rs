@@ -15,7 +15,9 @@
 //! exact request: querier set, tenant, the `cache.key_headers` values, the query text,
 //! start, end, step and every other parameter but `timeout`; the full key is stored and
 //! compared, so a hash collision is a miss. `Cache-Control: no-cache` skips the read,
-//! `no-store` skips the cache altogether. Entries live for the piece cache's TTL.
+//! `no-store` skips the cache altogether; a window ending after the cut-off (a
+//! dashboard at now) can never be stored, so it is not keyed or looked up either.
+//! Entries live for the piece cache's TTL.
 //! A hit counts as one cache hit of the request (`X-Cache: hit`) and as a `response`
 //! hit in `/metrics`.
 
@@ -128,6 +130,14 @@ impl ResponseCache {
         (hit.key == lookup.key).then_some(hit)
     }
 
+    /// Whether an answer to a window ending at `end_ms` can be in the cache at `now_ms`:
+    /// only windows that end before the freshness cut-off are ever stored (see
+    /// [`ResponseCache::storable`]), and the cut-off only moves forward, so a fresher
+    /// window (a dashboard at now) is neither looked up nor keyed.
+    pub fn may_hold(&self, end_ms: i64, now_ms: i64) -> bool {
+        end_ms <= now_ms.saturating_sub(self.max_freshness_ms)
+    }
+
     /// Whether an answer ending at `end_ms` may be stored, given how the stack served it: every
     /// piece cacheable (`pieces_skipped == 0`), the window older than the freshness
     /// cut-off at `now_ms`, the answer complete and not `no-store`.
@@ -205,6 +215,13 @@ where
     }
 
     fn call(&mut self, query: RangeQuery) -> Self::Future {
+        if !self
+            .layer
+            .cache
+            .may_hold(query.end_ms, (self.layer.clock)())
+        {
+            return Box::pin(self.inner.call(query));
+        }
         let Some(lookup) = self.layer.cache.lookup_for(&query) else {
             return Box::pin(self.inner.call(query));
         };
@@ -392,5 +409,73 @@ mod tests {
         let other_tenant = query(&[], &[("x-scope-orgid", "b")]);
         let l = cache.lookup_for(&other_tenant).expect("cacheable");
         assert!(cache.get(&l).await.is_none(), "tenants never share");
+    }
+
+    /// A window that ends after the cut-off goes straight to the stack: no lookup is
+    /// counted and nothing is stored; once the clock passes its end by `max_freshness`
+    /// the same window is looked up, stored and then served from the cache.
+    #[tokio::test]
+    async fn a_window_ending_after_the_cut_off_is_not_looked_up() {
+        use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+        use tower::ServiceExt;
+
+        let cache = Arc::new(ResponseCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+            opts(),
+            Duration::from_secs(600),
+        ));
+        let q = query(&[], &[]);
+        let now = Arc::new(AtomicI64::new(q.end_ms + 60_000));
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::Relaxed))
+        };
+        let metrics = Arc::new(Metrics::new());
+        let layer = ResponseCacheLayer::new(cache.clone(), metrics.clone(), clock);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let calls = calls.clone();
+            tower::service_fn(move |q: RangeQuery| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                // As the piece cache marks an answer it looked at.
+                RequestStats::bump(&q.stats.cache_misses);
+                std::future::ready(Ok::<_, Error>(Arc::new(EncodedAnswer::new(
+                    Bytes::from_static(b"{\"status\":\"success\"}"),
+                    true,
+                ))))
+            })
+        };
+        let lookups = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("promql_frontend_cache_lookups_total{backend=\"response\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        for _ in 0..2 {
+            layer
+                .layer(inner.clone())
+                .oneshot(q.clone())
+                .await
+                .expect("answer");
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "both asked the stack");
+        assert_eq!(lookups(&metrics), 0.0, "no lookup of a fresh window");
+        let l = cache.lookup_for(&q).expect("cacheable");
+        assert!(cache.get(&l).await.is_none(), "nothing stored");
+
+        now.store(q.end_ms + 600_000, Ordering::Relaxed);
+        for _ in 0..2 {
+            layer
+                .layer(inner.clone())
+                .oneshot(q.clone())
+                .await
+                .expect("answer");
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 3, "the second one was a hit");
+        assert_eq!(lookups(&metrics), 2.0, "a miss, then a hit");
     }
 }
