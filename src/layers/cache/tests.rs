@@ -699,6 +699,62 @@ async fn a_refresh_at_now_asks_its_new_minutes_while_reading_and_only_once() {
     );
 }
 
+/// A memory backend that notes, at each read, how many querier requests had been made.
+struct Watching {
+    inner: MemoryBackend,
+    calls: Arc<Mutex<Vec<(i64, i64)>>>,
+    made_before_read: Mutex<Vec<usize>>,
+}
+
+impl Backend for Watching {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn keeps_uncompressed(&self) -> bool {
+        true
+    }
+    fn get_many<'a>(&'a self, keys: &'a [u64]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        let made = self.calls.lock().expect("lock").len();
+        self.made_before_read.lock().expect("lock").push(made);
+        self.inner.get_many(keys)
+    }
+    fn set<'a>(&'a self, key: u64, value: Bytes, ttl: Duration) -> BackendFuture<'a, ()> {
+        self.inner.set(key, value, ttl)
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_sends_its_new_minutes_before_reading_the_entries() {
+    let mock = Mock::default();
+    let backend = Arc::new(Watching {
+        inner: MemoryBackend::new(64 << 20).uncompressed(true),
+        calls: mock.calls.clone(),
+        made_before_read: Mutex::new(Vec::new()),
+    });
+    let h = harness(mock, backend.clone());
+    let d = 24 * H;
+    let end = MIDNIGHT + 20 * H;
+    h.ask(query(end - 2 * d, end, &[])).await;
+    assert_eq!(
+        *backend.made_before_read.lock().expect("lock"),
+        vec![0],
+        "a first load reads first: nothing is known to be missing"
+    );
+    h.take_calls();
+    h.now.store(end + 300_000, Ordering::SeqCst);
+    let refreshed = query(end - 2 * d + 300_000, end + 300_000, &[]);
+    let (answer, outcome) = h.ask(refreshed.clone()).await;
+    assert_eq!(answer, answer_json(&refreshed, false));
+    assert_eq!(outcome, Some("partial"));
+    assert_eq!(
+        backend.made_before_read.lock().expect("lock").last(),
+        Some(&1),
+        "the new minutes were asked before the entries were read (a memory backend \
+         reads without waiting, which would otherwise hold the request back)"
+    );
+    assert_eq!(h.take_calls().len(), 1);
+}
+
 /// A memory backend that can lose everything it holds (an eviction, a flushed Redis).
 struct Forgetful {
     inner: MemoryBackend,
