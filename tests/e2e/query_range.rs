@@ -34,6 +34,27 @@ fn windows(end_ms: i64) -> Vec<(i64, i64, String)> {
     ]
 }
 
+/// The query string of `query` over `[start, end]` (ms) at `step`.
+fn range_qs(query: &str, start: i64, end: i64, step: &str) -> String {
+    form(&[
+        ("query", query),
+        ("start", &secs(start)),
+        ("end", &secs(end)),
+        ("step", step),
+    ])
+}
+
+/// `GET {base}/api/v1/query_range?{qs}`.
+async fn get_range(base: &str, qs: &str) -> crate::support::Reply {
+    send(
+        Method::GET,
+        &format!("{base}/api/v1/query_range?{qs}"),
+        &[],
+        None,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn query_range_equals_direct_get_and_post() {
     let tb = bed().await;
@@ -41,27 +62,10 @@ async fn query_range_equals_direct_get_and_post() {
     let mut compared = 0;
     for query in QUERIES {
         for (start, end, step) in windows(tb.end_ms) {
-            let qs = form(&[
-                ("query", query),
-                ("start", &secs(start)),
-                ("end", &secs(end)),
-                ("step", &step),
-            ]);
-            let direct = send(
-                Method::GET,
-                &format!("{}/api/v1/query_range?{qs}", tb.prom_url),
-                &[],
-                None,
-            )
-            .await;
+            let qs = range_qs(query, start, end, &step);
+            let direct = get_range(&tb.prom_url, &qs).await;
             assert_eq!(direct.status, 200, "direct {query}: {}", direct.text());
-            let get = send(
-                Method::GET,
-                &format!("{}/api/v1/query_range?{qs}", fe.url),
-                &[],
-                None,
-            )
-            .await;
+            let get = get_range(&fe.url, &qs).await;
             assert_eq!(get.status, 200, "GET {query}: {}", get.text());
             assert_eq!(
                 get.text(),
@@ -97,29 +101,12 @@ async fn gzip_answers_from_the_querier_give_the_same_answers() {
     let fe = start_frontend(config).await;
     for query in &QUERIES[..6] {
         for (start, end, step) in windows(tb.end_ms) {
-            let qs = form(&[
-                ("query", query),
-                ("start", &secs(start)),
-                ("end", &secs(end)),
-                ("step", &step),
-            ]);
-            let direct = send(
-                Method::GET,
-                &format!("{}/api/v1/query_range?{qs}", tb.prom_url),
-                &[],
-                None,
-            )
-            .await;
+            let qs = range_qs(query, start, end, &step);
+            let direct = get_range(&tb.prom_url, &qs).await;
             assert_eq!(direct.status, 200, "direct {query}: {}", direct.text());
             // Twice: the querier's answer, then the cached one.
             for round in 0..2 {
-                let via = send(
-                    Method::GET,
-                    &format!("{}/api/v1/query_range?{qs}", fe.url),
-                    &[],
-                    None,
-                )
-                .await;
+                let via = get_range(&fe.url, &qs).await;
                 assert_eq!(via.status, 200, "{query}: {}", via.text());
                 assert_eq!(
                     via.text(),

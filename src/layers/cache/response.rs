@@ -455,26 +455,23 @@ mod tests {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>()
         };
-        for _ in 0..2 {
-            layer
-                .layer(inner.clone())
-                .oneshot(q.clone())
-                .await
-                .expect("answer");
-        }
+        let ask_twice = || async {
+            for _ in 0..2 {
+                layer
+                    .layer(inner.clone())
+                    .oneshot(q.clone())
+                    .await
+                    .expect("answer");
+            }
+        };
+        ask_twice().await;
         assert_eq!(calls.load(Ordering::Relaxed), 2, "both asked the stack");
         assert_eq!(lookups(&metrics), 0.0, "no lookup of a fresh window");
         let l = cache.lookup_for(&q).expect("cacheable");
         assert!(cache.get(&l).await.is_none(), "nothing stored");
 
         now.store(q.end_ms + 600_000, Ordering::Relaxed);
-        for _ in 0..2 {
-            layer
-                .layer(inner.clone())
-                .oneshot(q.clone())
-                .await
-                .expect("answer");
-        }
+        ask_twice().await;
         assert_eq!(calls.load(Ordering::Relaxed), 3, "the second one was a hit");
         assert_eq!(lookups(&metrics), 2.0, "a miss, then a hit");
     }
