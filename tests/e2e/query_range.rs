@@ -2,6 +2,7 @@
 
 use http::Method;
 
+use crate::cache::range;
 use crate::support::{bed, form, secs, send, start_frontend, test_config};
 
 const QUERIES: &[&str] = &[
@@ -44,17 +45,6 @@ fn range_qs(query: &str, start: i64, end: i64, step: &str) -> String {
     ])
 }
 
-/// `GET {base}/api/v1/query_range?{qs}`.
-async fn get_range(base: &str, qs: &str) -> crate::support::Reply {
-    send(
-        Method::GET,
-        &format!("{base}/api/v1/query_range?{qs}"),
-        &[],
-        None,
-    )
-    .await
-}
-
 #[tokio::test]
 async fn query_range_equals_direct_get_and_post() {
     let tb = bed().await;
@@ -63,9 +53,9 @@ async fn query_range_equals_direct_get_and_post() {
     for query in QUERIES {
         for (start, end, step) in windows(tb.end_ms) {
             let qs = range_qs(query, start, end, &step);
-            let direct = get_range(&tb.prom_url, &qs).await;
+            let direct = range(&tb.prom_url, query, start, end, &step).await;
             assert_eq!(direct.status, 200, "direct {query}: {}", direct.text());
-            let get = get_range(&fe.url, &qs).await;
+            let get = range(&fe.url, query, start, end, &step).await;
             assert_eq!(get.status, 200, "GET {query}: {}", get.text());
             assert_eq!(
                 get.text(),
@@ -101,12 +91,11 @@ async fn gzip_answers_from_the_querier_give_the_same_answers() {
     let fe = start_frontend(config).await;
     for query in &QUERIES[..6] {
         for (start, end, step) in windows(tb.end_ms) {
-            let qs = range_qs(query, start, end, &step);
-            let direct = get_range(&tb.prom_url, &qs).await;
+            let direct = range(&tb.prom_url, query, start, end, &step).await;
             assert_eq!(direct.status, 200, "direct {query}: {}", direct.text());
             // Twice: the querier's answer, then the cached one.
             for round in 0..2 {
-                let via = get_range(&fe.url, &qs).await;
+                let via = range(&fe.url, query, start, end, &step).await;
                 assert_eq!(via.status, 200, "{query}: {}", via.text());
                 assert_eq!(
                     via.text(),
