@@ -3,6 +3,7 @@
 //! Every label value comes from a small enum ([`Endpoint`], [`CodeClass`]): raw paths and
 //! PromQL text never become labels, so cardinality stays fixed whatever clients send.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -114,20 +115,84 @@ struct BackendOpLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AttemptLabels {
-    downstream: String,
+    downstream: Arc<str>,
     kind: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DownstreamLabels {
-    downstream: String,
+    downstream: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RetryLabels {
-    downstream: String,
+    downstream: Arc<str>,
     reason: &'static str,
+}
+
+/// How many values `Endpoint` and `CodeClass` have (their last variants are last).
+const ENDPOINTS: usize = Endpoint::metrics as usize + 1;
+const CODE_CLASSES: usize = CodeClass::Other as usize + 1;
+
+/// Handles of the series of a family, by a small index, made on first use: a series still
+/// appears in `/metrics` only once something was counted in it, but counting it again
+/// takes no lock and hashes no label set (for every request, that was a measurable
+/// share of a forwarded request's cost).
+struct Handles<M>(Box<[std::sync::OnceLock<M>]>);
+
+impl<M: Clone> Handles<M> {
+    fn new(len: usize) -> Self {
+        Handles((0..len).map(|_| std::sync::OnceLock::new()).collect())
+    }
+
+    /// The handle at `index`, made by `make` the first time.
+    fn get(&self, index: usize, make: impl FnOnce() -> M) -> std::borrow::Cow<'_, M> {
+        match self.0.get(index) {
+            Some(cell) => std::borrow::Cow::Borrowed(cell.get_or_init(make)),
+            // Not reached while the constants above are right; counted all the same.
+            None => std::borrow::Cow::Owned(make()),
+        }
+    }
+}
+
+/// The handles of one querier attempt series: its counter, and its endpoint's duration
+/// histogram and status-page latency.
+type AttemptHandle = (Counter, (Histogram, status::Latency));
+
+/// [`AttemptHandle`]s by endpoint label (the same shared text: endpoints keep theirs),
+/// kind and outcome: a short list, searched without hashing. At most
+/// [`AttemptHandles::MAX`] are kept; others are looked up in their families each time.
+#[derive(Default)]
+struct AttemptHandles(Mutex<Vec<AttemptEntry>>);
+
+/// An endpoint label, kind, outcome and their handle.
+type AttemptEntry = (Arc<str>, &'static str, &'static str, AttemptHandle);
+
+impl AttemptHandles {
+    /// Endpoints × kinds × outcomes seen in practice stay far below this.
+    const MAX: usize = 256;
+
+    fn get(
+        &self,
+        downstream: &Arc<str>,
+        kind: &'static str,
+        outcome: &'static str,
+        make: impl FnOnce() -> AttemptHandle,
+    ) -> AttemptHandle {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let found = list
+            .iter()
+            .find(|(d, k, o, _)| Arc::ptr_eq(d, downstream) && *k == kind && *o == outcome);
+        if let Some((_, _, _, handle)) = found {
+            return handle.clone();
+        }
+        let handle = make();
+        if list.len() < Self::MAX {
+            list.push((downstream.clone(), kind, outcome, handle.clone()));
+        }
+        handle
+    }
 }
 
 /// The `outcome` label of a querier attempt that got an HTTP answer.
@@ -150,6 +215,12 @@ pub struct Metrics {
     latencies: status::Latencies,
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// Handles of `requests` and `duration` series already made, by endpoint and code
+    /// class (see [`Handles`]).
+    request_handles: Handles<Counter>,
+    duration_handles: Handles<Histogram>,
+    /// Handles of the querier attempt series already made (see [`AttemptHandles`]).
+    attempt_handles: AttemptHandles,
     in_flight: Gauge,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_skips: Family<ReasonLabels, Counter>,
@@ -378,6 +449,9 @@ impl Metrics {
             registry,
             process,
             latencies: status::Latencies::default(),
+            request_handles: Handles::new(ENDPOINTS * CODE_CLASSES),
+            duration_handles: Handles::new(ENDPOINTS),
+            attempt_handles: AttemptHandles::default(),
             security,
             pieces,
             querier_requests,
@@ -457,25 +531,35 @@ impl Metrics {
     /// Records one attempt at a querier endpoint and, unless `None` (probes), its time.
     pub fn downstream_attempt(
         &self,
-        downstream: &str,
+        downstream: &Arc<str>,
         kind: &'static str,
         outcome: &'static str,
         took: Option<Duration>,
     ) {
-        self.attempts
-            .get_or_create(&AttemptLabels {
-                downstream: downstream.to_owned(),
-                kind,
-                outcome,
-            })
-            .inc();
-        if let Some(took) = took {
-            self.latencies.observe(downstream, took);
-            self.attempt_duration
-                .get_or_create(&DownstreamLabels {
-                    downstream: downstream.to_owned(),
+        let (counter, timed) = self.attempt_handles.get(downstream, kind, outcome, || {
+            let counter = self
+                .attempts
+                .get_or_create(&AttemptLabels {
+                    downstream: downstream.clone(),
+                    kind,
+                    outcome,
                 })
-                .observe(took.as_secs_f64());
+                .clone();
+            let histogram = self
+                .attempt_duration
+                .get_or_create(&DownstreamLabels {
+                    downstream: downstream.clone(),
+                })
+                .clone();
+            (counter, (histogram, self.latencies.cell(downstream)))
+        });
+        counter.inc();
+        if let Some(took) = took {
+            let (histogram, latency) = timed;
+            histogram.observe(took.as_secs_f64());
+            let mut cell = latency.lock().unwrap_or_else(|p| p.into_inner());
+            cell.0 += 1;
+            cell.1 += took.as_secs_f64();
         }
     }
 
@@ -483,7 +567,7 @@ impl Metrics {
     pub fn set_endpoint_healthy(&self, downstream: &str, healthy: bool) {
         self.healthy
             .get_or_create(&DownstreamLabels {
-                downstream: downstream.to_owned(),
+                downstream: downstream.into(),
             })
             .set(i64::from(healthy));
     }
@@ -492,7 +576,7 @@ impl Metrics {
     pub fn retry(&self, downstream: &str, reason: &'static str) {
         self.retries
             .get_or_create(&RetryLabels {
-                downstream: downstream.to_owned(),
+                downstream: downstream.into(),
                 reason,
             })
             .inc();
@@ -568,14 +652,20 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe_request(&self, endpoint: Endpoint, status: http::StatusCode, took: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                code: CodeClass::of(status),
+        let code = CodeClass::of(status);
+        self.request_handles
+            .get(endpoint as usize * CODE_CLASSES + code as usize, || {
+                self.requests
+                    .get_or_create(&RequestLabels { endpoint, code })
+                    .clone()
             })
             .inc();
-        self.duration
-            .get_or_create(&EndpointLabels { endpoint })
+        self.duration_handles
+            .get(endpoint as usize, || {
+                self.duration
+                    .get_or_create(&EndpointLabels { endpoint })
+                    .clone()
+            })
             .observe(took.as_secs_f64());
     }
 

@@ -4,26 +4,23 @@
 //! sum.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use super::{BackendLabels, CacheLabels, Metrics};
 
 /// Timed attempts and their summed seconds, per querier endpoint (a configured, bounded
 /// set).
 #[derive(Default)]
-pub(super) struct Latencies(Mutex<HashMap<String, (u64, f64)>>);
+pub(super) struct Latencies(Mutex<HashMap<String, Latency>>);
+
+/// One endpoint's timed attempts and their summed seconds.
+pub(super) type Latency = Arc<Mutex<(u64, f64)>>;
 
 impl Latencies {
-    /// Adds one attempt at `downstream`.
-    pub(super) fn observe(&self, downstream: &str, took: Duration) {
+    /// The count and sum of `downstream`, to add attempts to.
+    pub(super) fn cell(&self, downstream: &str) -> Latency {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = match map.get_mut(downstream) {
-            Some(entry) => entry,
-            None => map.entry(downstream.to_owned()).or_default(),
-        };
-        entry.0 += 1;
-        entry.1 += took.as_secs_f64();
+        map.entry(downstream.to_owned()).or_default().clone()
     }
 }
 
@@ -42,7 +39,9 @@ impl Metrics {
     /// Attempts timed at a querier endpoint and their summed seconds.
     pub fn querier_latency(&self, downstream: &str) -> (u64, f64) {
         let map = self.latencies.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(downstream).copied().unwrap_or((0, 0.0))
+        map.get(downstream).map_or((0, 0.0), |cell| {
+            *cell.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Lookups of cache `backend` so far.

@@ -77,8 +77,9 @@ pub struct DownstreamOptions {
 pub struct ForwardRequest {
     /// The client's method.
     pub method: Method,
-    /// The client's path and query string, appended to the endpoint's prefix.
-    pub path_and_query: String,
+    /// The client's path and query string, appended to the endpoint's prefix (as parsed
+    /// from the client's request: sent on without being copied when there is no prefix).
+    pub path_and_query: http::uri::PathAndQuery,
     /// Headers to send (already filtered by the allow-list).
     pub headers: HeaderMap,
     /// The whole request body.
@@ -105,8 +106,9 @@ pub struct Downstream {
 
 /// One querier endpoint.
 struct Target {
-    /// The configured URL without a trailing slash: the endpoint's metric label.
-    label: String,
+    /// The configured URL without a trailing slash: the endpoint's metric label (shared,
+    /// so that recording an attempt copies no string).
+    label: Arc<str>,
     /// `scheme://authority`, used to build request URIs, in errors and as metric label.
     origin: String,
     /// Path prefix without a trailing slash (`""` or `/prefix`).
@@ -137,6 +139,15 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+/// The path and query string of a request to the querier, before the endpoint's prefix.
+#[derive(Clone, Copy)]
+enum RequestPath<'a> {
+    /// Text made here (a fixed path, or one with the querier's `timeout` added).
+    Text(&'a str),
+    /// The client's own, already parsed: used as it is when the endpoint has no prefix.
+    Parsed(&'a http::uri::PathAndQuery),
+}
+
 /// How an attempt ended, for health and metrics.
 enum Outcome {
     /// An HTTP answer with this status.
@@ -163,7 +174,7 @@ impl Downstream {
                 )));
             };
             targets.push(Target {
-                label: metric_label(url),
+                label: metric_label(url).into(),
                 origin: format!("{scheme}://{authority}"),
                 prefix: uri.path().trim_end_matches('/').to_owned(),
                 scheme: scheme.clone(),
@@ -231,7 +242,7 @@ impl Downstream {
         self.shared
             .targets
             .iter()
-            .map(|t| t.label.clone())
+            .map(|t| t.label.to_string())
             .collect()
     }
 
@@ -242,7 +253,7 @@ impl Downstream {
             .targets
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.label.clone(), e.state(i)))
+            .map(|(i, t)| (t.label.to_string(), e.state(i)))
             .collect()
     }
 
@@ -282,7 +293,10 @@ impl Downstream {
     /// may). The result counts for the endpoint's health like any attempt.
     pub async fn probe(&self, index: usize, path: &str) -> bool {
         let s = &self.shared;
-        let build = || self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new());
+        let build = || {
+            let path = RequestPath::Text(path);
+            self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
+        };
         let Ok(req) = build() else {
             return false;
         };
@@ -346,22 +360,28 @@ impl Downstream {
         deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, Error> {
         let (budget, limit) = self.attempt_budget(index, deadline)?;
-        let (path_and_query, body) = match req.timeout_param {
-            true => with_timeout(
-                &req.path_and_query,
-                &req.body,
-                &querier_timeout(req.client_timeout.as_ref(), budget),
-            ),
-            false => (req.path_and_query.clone(), req.body.clone()),
+        let (rewritten, body) = match req.timeout_param {
+            true => {
+                let (path, body) = with_timeout(
+                    req.path_and_query.as_str(),
+                    &req.body,
+                    &querier_timeout(req.client_timeout.as_ref(), budget),
+                );
+                (Some(path), body)
+            }
+            false => (None, req.body.clone()),
+        };
+        let path = match &rewritten {
+            Some(text) => RequestPath::Text(text),
+            None => RequestPath::Parsed(&req.path_and_query),
         };
         let build = || {
-            self.build_request(
-                index,
-                req.method.clone(),
-                &path_and_query,
-                req.headers.clone(),
-                body.clone(),
-            )
+            // Sized for the `Host` header `build_request` adds.
+            let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
+            for (name, value) in &req.headers {
+                headers.append(name.clone(), value.clone());
+            }
+            self.build_request(index, req.method.clone(), path, headers, body.clone())
         };
         let http_req = build()?;
         let exchange = async {
@@ -440,7 +460,7 @@ impl Downstream {
         let req = self.build_request(
             index,
             Method::POST,
-            "/api/v1/query_range",
+            RequestPath::Text("/api/v1/query_range"),
             headers,
             Bytes::from(query.to_form()),
         )?;
@@ -531,11 +551,15 @@ impl Downstream {
         &self,
         index: usize,
         method: Method,
-        path_and_query: &str,
+        path: RequestPath<'_>,
         mut headers: HeaderMap,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, Error> {
         let target = &self.shared.targets[index];
+        let path_and_query = match path {
+            RequestPath::Text(text) => text,
+            RequestPath::Parsed(parsed) => parsed.as_str(),
+        };
         let invalid = |e: http::Error| {
             Error::BadData(format!(
                 "invalid request path {}: {e}",
@@ -543,9 +567,12 @@ impl Downstream {
             ))
         };
         let uri = if path_and_query.starts_with('/') {
-            let path = match target.prefix.as_str() {
-                "" => http::uri::PathAndQuery::try_from(path_and_query),
-                prefix => http::uri::PathAndQuery::try_from(format!("{prefix}{path_and_query}")),
+            let path = match (target.prefix.as_str(), path) {
+                ("", RequestPath::Parsed(parsed)) => Ok(parsed.clone()),
+                ("", RequestPath::Text(_)) => http::uri::PathAndQuery::try_from(path_and_query),
+                (prefix, _) => {
+                    http::uri::PathAndQuery::try_from(format!("{prefix}{path_and_query}"))
+                }
             }
             .map_err(|e| invalid(e.into()))?;
             match target.pool {

@@ -57,12 +57,23 @@ impl Cors {
     /// Puts the CORS headers for a request from `origin` into a response's `headers`,
     /// replacing any the querier set.
     pub fn apply(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        let origin = origin.filter(|o| !o.is_empty());
+        // Most answers carry no CORS header and most requests no `Origin`: one pass over
+        // the names, without hashing, finds that there is nothing to do.
+        let is_cors = |name: &header::HeaderName| {
+            name == header::ACCESS_CONTROL_ALLOW_ORIGIN
+                || name == header::VARY
+                || FIXED.iter().any(|(fixed, _)| name == fixed)
+        };
+        if origin.is_none() && !headers.keys().any(is_cors) {
+            return;
+        }
         headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
         for (name, _) in &FIXED {
             headers.remove(name);
         }
         remove_vary_origin(headers);
-        let Some(origin) = origin.filter(|o| !o.is_empty()) else {
+        let Some(origin) = origin else {
             return;
         };
         for (name, value) in FIXED {

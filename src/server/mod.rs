@@ -47,7 +47,7 @@ use crate::model::query::{FormPairs, form_pairs};
 use crate::model::timeout::ClientTimeout;
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
-use observe::{Admitted, Observed, Pending, error_message};
+use observe::{Observed, Pending, error_message};
 use respond::{preflight, text};
 use tracing::Instrument;
 use web::{Loaded, WebState};
@@ -327,7 +327,7 @@ impl Frontend {
         // One web config for the whole request, even if a reload lands meanwhile.
         let web = self.web.as_ref().map(|web| web.current());
         let mut resp = self
-            .handle_request(peer, req, head, id, web.as_deref())
+            .handle_request(peer, req, head, (&request_id, trace_id), web.as_deref())
             .instrument(span)
             .await;
         if let Some(origin) = cors {
@@ -346,14 +346,16 @@ impl Frontend {
         peer: SocketAddr,
         mut req: Request<Incoming>,
         head: usize,
-        request_id: &str,
+        (request_id, trace_id): (&HeaderValue, Option<String>),
         web: Option<&Loaded>,
     ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.start_request();
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // A clone of the parsed URI shares its bytes: no copy of the path.
+        let uri = req.uri().clone();
+        let path = uri.path();
         let coding = self.coding_for(req.headers());
         if head > self.max_header_bytes {
             let resp = self.error_answer(
@@ -405,16 +407,15 @@ impl Frontend {
         let mut pending = (self.slow_log.enabled() && logged).then(|| {
             Pending::new(
                 peer,
-                &method,
-                &path,
-                req.headers(),
+                (&method, req.uri(), req.headers()),
                 &self.tenant_header,
                 request_id,
+                trace_id,
             )
         });
         let resp = match (endpoint, &method) {
             // CORS preflight: answered here, as Prometheus answers it.
-            _ if Cors::is_preflight(&method, &path) => Ok(preflight(coding)),
+            _ if Cors::is_preflight(&method, path) => Ok(preflight(coding)),
             // Multipart forms (`curl -F`) are not decoded here: forwarded whole, as
             // the querier reads them (unsplit, uncached).
             (Endpoint::query_range, &Method::POST)
@@ -471,17 +472,14 @@ impl Frontend {
             took_ms = took.as_secs_f64() * 1e3,
             "request"
         );
-        let resp = match pending {
-            Some(mut pending) => {
-                pending.outcome(resp.status(), error);
-                let (log, dashboards) = (self.slow_log.clone(), self.dashboards.clone());
-                resp.map(|body| Observed::new(body, pending, log, dashboards).boxed())
-            }
-            None => resp,
-        };
-        match permit {
-            Some(permit) => resp.map(|body| Admitted::new(body, permit).boxed()),
-            None => resp,
+        let observed = pending.map(|mut pending| {
+            pending.outcome(resp.status(), error);
+            (pending, self.slow_log.clone(), self.dashboards.clone())
+        });
+        // One wrapper for both, boxed once.
+        match (observed, permit) {
+            (None, None) => resp,
+            (observed, permit) => resp.map(|body| Observed::new(body, observed, permit).boxed()),
         }
     }
 
@@ -560,6 +558,10 @@ impl Drop for AbortOnDrop {
 
 /// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).
 async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, Error> {
+    // Most requests (a GET) have no body: nothing to collect.
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::{BoxError, Error};
@@ -23,52 +23,124 @@ use crate::status::{Dashboards, Visit};
 use super::Body;
 
 /// A request being answered, as far as the slow-query log is concerned.
+///
+/// Kept raw (the arrival time as milliseconds, header values as received, parameters
+/// as numbers) and turned into an [`Entry`] only when a line is written or a
+/// dashboard visit recorded: most requests are neither, and formatting times and
+/// copying strings for them was a measurable part of a forwarded request's cost.
 pub struct Pending {
-    entry: Entry,
+    arrived_ms: i64,
     started: Instant,
+    peer: std::net::SocketAddr,
+    method: http::Method,
+    uri: http::Uri,
+    request_id: HeaderValue,
+    trace_id: Option<String>,
+    tenant: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    dashboard_uid: Option<HeaderValue>,
+    panel_id: Option<HeaderValue>,
+    org_id: Option<HeaderValue>,
+    query_group_id: Option<HeaderValue>,
+    params: RawParams,
+    status: u16,
+    error: Option<String>,
+    cache_outcome: Option<&'static str>,
     stats: Option<Arc<RequestStats>>,
     /// The range-query answer, whose series and samples a written line reports.
     answer: Option<Arc<EncodedAnswer>>,
 }
 
+/// A line's `params` before formatting: times as the client wrote them or in
+/// milliseconds, parsed and formatted only for a line that is written.
+#[derive(Default)]
+struct RawParams {
+    query: Option<String>,
+    start: Option<RawTime>,
+    end: Option<RawTime>,
+    step: Option<f64>,
+}
+
+/// A time of [`RawParams`].
+#[derive(Clone)]
+enum RawTime {
+    Ms(i64),
+    /// A parameter's text (not parsed yet: it may not parse).
+    Text(String),
+}
+
+impl RawTime {
+    /// RFC 3339, or `None` for text that is no time.
+    fn rfc3339(&self) -> Option<String> {
+        match self {
+            RawTime::Ms(ms) => rfc3339_ms(*ms),
+            RawTime::Text(text) => parse_timestamp_ms(text).ok().and_then(rfc3339_ms),
+        }
+    }
+}
+
+/// The Grafana headers a line reports.
+const USER_AGENT: HeaderName = http::header::USER_AGENT;
+const DASHBOARD_UID: HeaderName = HeaderName::from_static("x-dashboard-uid");
+const PANEL_ID: HeaderName = HeaderName::from_static("x-panel-id");
+const ORG_ID: HeaderName = HeaderName::from_static("x-grafana-org-id");
+const QUERY_GROUP_ID: HeaderName = HeaderName::from_static("x-query-group-id");
+
 impl Pending {
-    /// Starts the record of a request received now.
+    /// Starts the record of a request received now; `trace_id` is the one
+    /// [`crate::headers::trace_id`] read from its headers.
     pub fn new(
         peer: std::net::SocketAddr,
-        method: &http::Method,
-        path: &str,
-        headers: &HeaderMap,
+        request: (&http::Method, &http::Uri, &HeaderMap),
         tenant_header: &HeaderName,
-        request_id: &str,
+        request_id: &HeaderValue,
+        trace_id: Option<String>,
     ) -> Pending {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
-        let entry = Entry {
-            time: rfc3339_ms(chrono::Utc::now().timestamp_millis()).unwrap_or_default(),
-            request_id: request_id.to_owned(),
-            trace_id: crate::headers::trace_id(headers),
-            http_request: HttpRequest {
-                client_ip: peer.ip().to_string(),
-                method: method.to_string(),
-                path: path.to_owned(),
-            },
-            tenant: header(tenant_header.as_str()),
-            user_agent: header("user-agent"),
-            dashboard_uid: header("x-dashboard-uid"),
-            panel_id: header("x-panel-id"),
-            org_id: header("x-grafana-org-id"),
-            query_group_id: header("x-query-group-id"),
-            ..Entry::default()
-        };
-        Pending {
-            entry,
+        let (method, uri, headers) = request;
+        let mut p = Pending {
+            arrived_ms: chrono::Utc::now().timestamp_millis(),
             started: Instant::now(),
+            peer,
+            method: method.clone(),
+            uri: uri.clone(),
+            request_id: request_id.clone(),
+            trace_id,
+            tenant: None,
+            user_agent: None,
+            dashboard_uid: None,
+            panel_id: None,
+            org_id: None,
+            query_group_id: None,
+            params: RawParams::default(),
+            status: 0,
+            error: None,
+            cache_outcome: None,
             stats: None,
             answer: None,
+        };
+        // One pass over the request's headers (the first value of each name, as `get`
+        // gives it) instead of a hashed lookup per name.
+        for (name, value) in headers {
+            let slot = if name == tenant_header {
+                &mut p.tenant
+            } else if name == USER_AGENT {
+                &mut p.user_agent
+            } else if name == DASHBOARD_UID {
+                &mut p.dashboard_uid
+            } else if name == PANEL_ID {
+                &mut p.panel_id
+            } else if name == ORG_ID {
+                &mut p.org_id
+            } else if name == QUERY_GROUP_ID {
+                &mut p.query_group_id
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
         }
+        p
     }
 
     /// Records a range query's parameters and its shared counters.
@@ -80,10 +152,10 @@ impl Pending {
         step_ns: i64,
         stats: Arc<RequestStats>,
     ) {
-        self.entry.params = Params {
+        self.params = RawParams {
             query: Some(query.to_owned()),
-            start: rfc3339_ms(start_ms),
-            end: rfc3339_ms(end_ms),
+            start: Some(RawTime::Ms(start_ms)),
+            end: Some(RawTime::Ms(end_ms)),
             step: Some(step_ns as f64 / 1e9),
         };
         self.stats = Some(stats);
@@ -93,27 +165,25 @@ impl Pending {
     /// the `match[]` selectors), `start`/`end` (or an instant query's `time`, with step 0).
     pub fn read_params<V: AsRef<[u8]>>(&mut self, pairs: &[(String, V)]) {
         let first = |name: &str| first_value(pairs, name).map(String::from_utf8_lossy);
-        let time = |name: &str| {
-            first(name)
-                .and_then(|v| parse_timestamp_ms(&v).ok())
-                .and_then(rfc3339_ms)
-        };
-        let matchers: Vec<_> = pairs
+        let time = |name: &str| first(name).map(|v| RawTime::Text(v.into_owned()));
+        let mut matchers = pairs
             .iter()
             .filter(|(k, _)| k == "match[]")
             .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
-            .collect();
-        let query = first("query")
-            .map(|q| q.into_owned())
-            .or_else(|| (!matchers.is_empty()).then(|| matchers.join(", ")));
-        self.entry.params = match first("time") {
-            Some(_) => Params {
+            .peekable();
+        let query = match first("query") {
+            Some(q) => Some(q.into_owned()),
+            None if matchers.peek().is_some() => Some(matchers.collect::<Vec<_>>().join(", ")),
+            None => None,
+        };
+        self.params = match time("time") {
+            Some(time) => RawParams {
                 query,
-                start: time("time"),
-                end: time("time"),
+                start: Some(time.clone()),
+                end: Some(time),
                 step: Some(0.0),
             },
-            None => Params {
+            None => RawParams {
                 query,
                 start: time("start"),
                 end: time("end"),
@@ -135,32 +205,59 @@ impl Pending {
 
     /// Records how the caches answered the request (see [`CacheFacts::outcome`]).
     pub fn cache_outcome(&mut self, outcome: &'static str) {
-        self.entry.cache.outcome = Some(outcome);
+        self.cache_outcome = Some(outcome);
     }
 
     /// Records an error message (the querier's, for an answer passed on as it came).
     pub fn error(&mut self, message: String) {
-        self.entry.error = Some(message);
+        self.error = Some(message);
     }
 
     /// Records the status and, for an error answer, its message.
     pub fn outcome(&mut self, status: http::StatusCode, error: Option<String>) {
-        self.entry.status = status.as_u16();
+        self.status = status.as_u16();
         if error.is_some() {
-            self.entry.error = error;
+            self.error = error;
         }
     }
 
-    /// The finished entry, once `bytes` of the body were sent, if `log` keeps it. A
-    /// request of a Grafana dashboard is counted in `dashboards` either way.
-    fn finish(mut self, bytes: u64, log: &SlowLog, dashboards: &Dashboards) -> Option<Entry> {
-        let took = self.started.elapsed();
-        let e = &mut self.entry;
+    /// The line as far as it is known (everything but what the end of the body adds).
+    fn entry(&self) -> Entry {
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let mut e = Entry {
+            time: rfc3339_ms(self.arrived_ms).unwrap_or_default(),
+            request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
+            trace_id: self.trace_id.clone(),
+            params: Params {
+                query: self.params.query.clone(),
+                start: self.params.start.as_ref().and_then(RawTime::rfc3339),
+                end: self.params.end.as_ref().and_then(RawTime::rfc3339),
+                step: self.params.step,
+            },
+            http_request: HttpRequest {
+                client_ip: self.peer.ip().to_string(),
+                method: self.method.to_string(),
+                path: self.uri.path().to_owned(),
+            },
+            status: self.status,
+            error: self.error.clone(),
+            tenant: text(&self.tenant),
+            user_agent: text(&self.user_agent),
+            dashboard_uid: text(&self.dashboard_uid),
+            panel_id: text(&self.panel_id),
+            org_id: text(&self.org_id),
+            query_group_id: text(&self.query_group_id),
+            ..Entry::default()
+        };
+        e.cache.outcome = self.cache_outcome;
         if let Some(stats) = &self.stats {
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             e.splits = get(&stats.pieces);
             e.cache = CacheFacts {
-                outcome: e.cache.outcome,
+                outcome: self.cache_outcome,
                 hits: get(&stats.cache_hits),
                 misses: get(&stats.cache_misses),
                 partial: get(&stats.cache_partial),
@@ -170,6 +267,18 @@ impl Pending {
             e.downstream_seconds = get(&stats.downstream_nanos) as f64 / 1e9;
             e.downstream_requests = get(&stats.downstream_requests);
         }
+        e
+    }
+
+    /// The finished entry, once `bytes` of the body were sent, if `log` keeps it. A
+    /// request of a Grafana dashboard is counted in `dashboards` either way.
+    fn finish(self, bytes: u64, log: &SlowLog, dashboards: &Dashboards) -> Option<Entry> {
+        let took = self.started.elapsed();
+        let slow = log.is_slow(took);
+        if !slow && self.dashboard_uid.is_none() {
+            return None;
+        }
+        let mut e = self.entry();
         if let Some(uid) = &e.dashboard_uid {
             dashboards.record(Visit {
                 tenant: e.tenant.as_deref(),
@@ -180,7 +289,7 @@ impl Pending {
                 cache: &e.cache,
             });
         }
-        if !log.is_slow(took) {
+        if !slow {
             return None;
         }
         if let Some(answer) = &self.answer {
@@ -190,7 +299,7 @@ impl Pending {
         }
         e.duration_seconds = took.as_secs_f64();
         e.response_bytes = bytes;
-        Some(self.entry)
+        Some(e)
     }
 }
 
@@ -207,33 +316,36 @@ pub fn error_message(err: &Error) -> String {
 }
 
 /// A response body that counts the bytes it hands over and, when it ends (or the client
-/// goes away), logs the request if it was slow.
+/// goes away), logs the request if it was slow. It also holds the request's admission
+/// permit (`server.max_concurrent_requests`) until the body is sent whole or dropped.
 pub struct Observed {
     inner: Body,
     bytes: u64,
     done: Option<(Pending, Arc<SlowLog>, Arc<Dashboards>)>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Observed {
-    /// Wraps `inner`.
+    /// Wraps `inner`: `done`, the record to finish when the body ends; `permit`, released
+    /// when the wrapper is dropped.
     pub fn new(
         inner: Body,
-        pending: Pending,
-        log: Arc<SlowLog>,
-        dashboards: Arc<Dashboards>,
+        done: Option<(Pending, Arc<SlowLog>, Arc<Dashboards>)>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Observed {
         Observed {
             inner,
             bytes: 0,
-            done: Some((pending, log, dashboards)),
+            done,
+            _permit: permit,
         }
     }
 
     /// Logs the request if slow; `complete`: the whole body was handed over.
     fn finish(&mut self, complete: bool) {
         if let Some((mut pending, log, dashboards)) = self.done.take() {
-            if !complete && pending.entry.error.is_none() {
-                pending.entry.error =
+            if !complete && pending.error.is_none() {
+                pending.error =
                     Some("the client went away before the whole answer was sent".into());
             }
             if let Some(entry) = pending.finish(self.bytes, &log, &dashboards) {
@@ -301,43 +413,6 @@ impl HttpBody for Lines {
     }
 }
 
-/// A response body that holds its request's admission permit
-/// (`server.max_concurrent_requests`) until the body is sent whole or dropped.
-pub struct Admitted {
-    inner: Body,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Admitted {
-    /// Wraps `inner`; the permit is released when the wrapper is dropped.
-    pub fn new(inner: Body, permit: tokio::sync::OwnedSemaphorePermit) -> Admitted {
-        Admitted {
-            inner,
-            _permit: permit,
-        }
-    }
-}
-
-impl HttpBody for Admitted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,32 +426,87 @@ mod tests {
         };
         let peer = "10.0.0.1:5000".parse().expect("addr");
         let tenant = HeaderName::from_static("x-scope-orgid");
+        let uri: http::Uri = "/api/v1/query".parse().expect("uri");
         let mut p = Pending::new(
             peer,
-            &http::Method::GET,
-            "/api/v1/query",
-            &HeaderMap::new(),
+            (&http::Method::GET, &uri, &HeaderMap::new()),
             &tenant,
-            "id",
+            &HeaderValue::from_static("id"),
+            None,
         );
         p.read_params(&pairs(&[("query", "up"), ("time", "1700000000.5")]));
-        assert_eq!(p.entry.params.query.as_deref(), Some("up"));
-        assert_eq!(
-            p.entry.params.start.as_deref(),
-            Some("2023-11-14T22:13:20.500Z")
-        );
-        assert_eq!(p.entry.params.step, Some(0.0));
+        let e = p.entry();
+        assert_eq!(e.params.query.as_deref(), Some("up"));
+        assert_eq!(e.params.start.as_deref(), Some("2023-11-14T22:13:20.500Z"));
+        assert_eq!(e.params.end.as_deref(), Some("2023-11-14T22:13:20.500Z"));
+        assert_eq!(e.params.step, Some(0.0));
+        assert_eq!(e.http_request.path, "/api/v1/query");
+        assert_eq!(e.request_id, "id");
         p.read_params(&pairs(&[
             ("match[]", "up"),
             ("match[]", "process_start_time_seconds"),
             ("start", "not a time"),
         ]));
+        let e = p.entry();
         assert_eq!(
-            p.entry.params.query.as_deref(),
+            e.params.query.as_deref(),
             Some("up, process_start_time_seconds")
         );
-        assert_eq!(p.entry.params.start, None);
-        assert_eq!(p.entry.params.step, None);
-        assert_eq!(p.entry.http_request.client_ip, "10.0.0.1");
+        assert_eq!(e.params.start, None);
+        assert_eq!(e.params.step, None);
+        assert_eq!(e.http_request.client_ip, "10.0.0.1");
+    }
+
+    #[test]
+    fn the_line_reports_the_first_value_of_each_reported_header() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-scope-orgid", "team-a"),
+            ("x-scope-orgid", "team-b"),
+            ("user-agent", "Grafana/11"),
+            ("x-dashboard-uid", "d1"),
+            ("x-panel-id", "7"),
+            ("x-grafana-org-id", "1"),
+            ("x-query-group-id", "g"),
+            ("x-other", "not reported"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        let uri: http::Uri = "/api/v1/query_range?query=up".parse().expect("uri");
+        let peer = "[::1]:5000".parse().expect("addr");
+        let mut p = Pending::new(
+            peer,
+            (&http::Method::POST, &uri, &headers),
+            &HeaderName::from_static("x-scope-orgid"),
+            &HeaderValue::from_static("rid"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+        );
+        p.range_query(
+            "up",
+            1_700_000_000_000,
+            1_700_000_060_000,
+            15_000_000_000,
+            Arc::default(),
+        );
+        p.outcome(http::StatusCode::OK, None);
+        let e = p.entry();
+        assert_eq!(e.tenant.as_deref(), Some("team-a"));
+        assert_eq!(e.user_agent.as_deref(), Some("Grafana/11"));
+        assert_eq!(e.dashboard_uid.as_deref(), Some("d1"));
+        assert_eq!(e.panel_id.as_deref(), Some("7"));
+        assert_eq!(e.org_id.as_deref(), Some("1"));
+        assert_eq!(e.query_group_id.as_deref(), Some("g"));
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(e.http_request.method, "POST");
+        assert_eq!(e.http_request.path, "/api/v1/query_range");
+        assert_eq!(e.http_request.client_ip, "::1");
+        assert_eq!(e.params.end.as_deref(), Some("2023-11-14T22:14:20.000Z"));
+        assert_eq!(e.params.step, Some(15.0));
+        assert_eq!(e.status, 200);
+        // The arrival time, in the log's format.
+        assert_eq!(e.time.len(), "2023-11-14T22:13:20.000Z".len(), "{}", e.time);
     }
 }

@@ -78,8 +78,8 @@ impl Frontend {
             path_and_query: parts
                 .uri
                 .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_owned(),
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
             headers,
             body,
             retryable,

@@ -283,7 +283,7 @@ mod tests {
         metrics.cache_lookup("memory", "hit");
         metrics.cache_lookup("memory", "miss");
         metrics.cache_held("memory", 2, 4096);
-        let url = "http://user:pw@q:9090".to_owned();
+        let url: std::sync::Arc<str> = "http://user:pw@q:9090".into();
         metrics.downstream_attempt(
             &url,
             "passthrough",
@@ -302,7 +302,7 @@ mod tests {
             ejected_for: Some(Duration::from_secs(4)),
             last_answer_ago: None,
         };
-        let snap = info.snapshot(&metrics, vec![(url, state)], Vec::new(), false);
+        let snap = info.snapshot(&metrics, vec![(url.to_string(), state)], Vec::new(), false);
         let q = &snap.queriers[0];
         assert_eq!(q.url, "http://user:<secret>@q:9090");
         assert!(!q.healthy);
