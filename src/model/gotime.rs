@@ -116,6 +116,40 @@ pub fn f64_to_i64(f: f64) -> i64 {
 /// Go's `strconv.ParseFloat(s, 64)`: the value when Go returns no error. A value too
 /// large for a float is an error in Go (`ErrRange`), so it is `None` here too.
 pub fn parse_float(s: &[u8]) -> Option<f64> {
+    short_decimal(s).or_else(|| parse_float_any(s))
+}
+
+/// The common case of an API timestamp or duration, digits with at most one `.` and at
+/// most 15 digits in all (`1764690000`, `1764690000.123`): the digits as an integer
+/// divided by a power of ten. Both are exact in a float and IEEE division rounds
+/// correctly, so this is the correctly rounded value, Go's. Anything else: `None`.
+fn short_decimal(s: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (mut mantissa, mut digits, mut point) = (0u64, 0usize, None);
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if point.is_none() => point = Some(i),
+            _ => return None,
+        }
+        if digits > 15 {
+            return None;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let fraction_digits = point.map_or(0, |p| s.len() - p - 1);
+    Some(mantissa as f64 / POW10[fraction_digits])
+}
+
+/// [`parse_float`] for every syntax Go takes.
+fn parse_float_any(s: &[u8]) -> Option<f64> {
     if let Some(special) = parse_special(s) {
         return Some(special);
     }

@@ -167,3 +167,50 @@ fn time_arithmetic_wraps_and_saturates_like_go() {
     assert_eq!(GoTime::unix(-1, -500_000_000).unix_ms(), Some(-1_500));
     assert_eq!(GoTime::unix(0, 1_500_000_000).unix_ms(), Some(1_500));
 }
+
+#[test]
+fn short_decimals_parse_as_the_full_parser_parses_them() {
+    use proptest::prelude::*;
+    let short = |s: &str| super::short_decimal(s.as_bytes());
+    let full = |s: &str| super::parse_float_any(s.as_bytes());
+    for s in [
+        "0",
+        "1764690000",
+        "1764690000.123",
+        "000.5",
+        "1.",
+        ".5",
+        "0.1",
+        "999999999999999",
+        "0.00000000000001",
+        "123456789.01234",
+    ] {
+        assert_eq!(short(s), full(s), "{s}");
+        assert!(short(s).is_some(), "{s}");
+    }
+    // Not short: left to the full parser.
+    for s in [
+        "",
+        ".",
+        "1e3",
+        "-1",
+        "+1",
+        "1_000",
+        "0x10",
+        "1.2.3",
+        "1234567890123456",
+        "0.000000000000001",
+        "inf",
+    ] {
+        assert_eq!(short(s), None, "{s}");
+    }
+    proptest!(ProptestConfig::with_cases(4000), |(m in 0u64..1_000_000_000_000_000, point in 0usize..16)| {
+        let digits = m.to_string();
+        let text = if point >= digits.len() {
+            digits
+        } else {
+            format!("{}.{}", &digits[..digits.len() - point], &digits[digits.len() - point..])
+        };
+        prop_assert_eq!(short(&text), full(&text), "{}", text);
+    });
+}
