@@ -22,9 +22,11 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
-# `--bench`: also nginx, the caching proxy `make bench` compares against.
+# `--bench`: also nginx, the caching proxy `make bench` compares against, and valgrind
+# (`scripts/passthrough-instructions.sh` counts instructions with its callgrind).
 if [ "${1:-}" = "--bench" ]; then
   command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 fi
 kubernetes_validate_ok() {
   python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" >/dev/null 2>&1

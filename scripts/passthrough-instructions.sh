@@ -13,14 +13,14 @@
 # Each target gets 200 requests to warm up, then the counters are zeroed, then N
 # requests are sent on 4 keep-alive connections, one at a time, and the counters dumped.
 # Prints one line per target and request. Needs valgrind, nginx, prometheus, curl and
-# python3 (`apt-get install -y valgrind nginx prometheus curl python3`).
+# python3 (`scripts/install-deps.sh --bench` installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-2000}
 for tool in valgrind callgrind_control callgrind_annotate nginx prometheus curl python3; do
   command -v "$tool" >/dev/null 2>&1 || {
-    echo "$tool is missing: apt-get install -y valgrind nginx prometheus curl python3" >&2
+    echo "$tool is missing: run scripts/install-deps.sh --bench" >&2
     exit 1
   }
 done
