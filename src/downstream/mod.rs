@@ -17,6 +17,7 @@
 //! a non-2xx answer `Error::Downstream` with the querier's body.
 
 pub mod endpoints;
+mod h1;
 mod pool;
 mod wire;
 
@@ -293,14 +294,12 @@ impl Downstream {
     /// may). The result counts for the endpoint's health like any attempt.
     pub async fn probe(&self, index: usize, path: &str) -> bool {
         let s = &self.shared;
-        let build = || {
-            let path = RequestPath::Text(path);
-            self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
-        };
-        let Ok(req) = build() else {
+        let path = RequestPath::Text(path);
+        let Ok(req) = self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
+        else {
             return false;
         };
-        let sent = self.send(index, req, || build().ok());
+        let sent = self.send(index, req);
         let outcome = match tokio::time::timeout(s.connect_timeout, sent).await {
             Ok(Ok(resp)) => Outcome::Answered(resp.status()),
             Ok(Err(_)) => Outcome::Failed("unavailable"),
@@ -375,18 +374,15 @@ impl Downstream {
             Some(text) => RequestPath::Text(text),
             None => RequestPath::Parsed(&req.path_and_query),
         };
-        let build = || {
-            // Sized for the `Host` header `build_request` adds.
-            let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
-            for (name, value) in &req.headers {
-                headers.append(name.clone(), value.clone());
-            }
-            self.build_request(index, req.method.clone(), path, headers, body.clone())
-        };
-        let http_req = build()?;
+        // Sized for the `Host` header `build_request` adds.
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
+        for (name, value) in &req.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let http_req = self.build_request(index, req.method.clone(), path, headers, body)?;
         let exchange = async {
             let resp = self
-                .send(index, http_req, || build().ok())
+                .send(index, http_req)
                 .await
                 .map_err(|e| self.transport_error(index, e))?;
             // Error answers to reads are small: read them whole, to classify them for
@@ -469,7 +465,7 @@ impl Downstream {
         let exchange = async {
             // A POST: never repeated by the pool (the retry layer decides).
             let resp = self
-                .send(index, req, || None)
+                .send(index, req)
                 .await
                 .map_err(|e| self.transport_error(index, e))?;
             let (parts, body) = resp.into_parts();
@@ -497,20 +493,18 @@ impl Downstream {
     }
 
     /// Sends one request to endpoint `index`: on the endpoint's own pool (`http://`) or
-    /// with hyper-util's client (`https://`). `again` builds the same request once more,
-    /// for the pool's one repeat of a read that a pooled connection closed on.
+    /// with hyper-util's client (`https://`).
     async fn send(
         &self,
         index: usize,
-        req: Request<Full<Bytes>>,
-        again: impl FnOnce() -> Option<Request<Full<Bytes>>>,
+        req: Request<Bytes>,
     ) -> Result<Response<ResponseBody>, crate::error::BoxError> {
         match &self.shared.targets[index].pool {
-            Some(pool) => Ok(pool.send(req, again).await?),
+            Some(pool) => Ok(pool.send(&req).await?),
             None => Ok(self
                 .shared
                 .client
-                .request(req)
+                .request(req.map(Full::new))
                 .await?
                 .map(ResponseBody::plain)),
         }
@@ -554,7 +548,7 @@ impl Downstream {
         path: RequestPath<'_>,
         mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, Error> {
+    ) -> Result<Request<Bytes>, Error> {
         let target = &self.shared.targets[index];
         let path_and_query = match path {
             RequestPath::Text(text) => text,
@@ -603,7 +597,7 @@ impl Downstream {
             None => headers.remove(header::HOST),
         };
         headers.remove(header::CONTENT_LENGTH);
-        let mut req = Request::new(Full::new(body));
+        let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;

@@ -1,14 +1,13 @@
 //! The frontend's own HTTP/1.1 client for plain `http://` querier endpoints: per endpoint
-//! a pool of idle connections over hyper's low-level `client::conn::http1`.
+//! a pool of idle connections, each exchange run in the requesting task ([`super::h1`]).
 //!
 //! Why not hyper-util's pooled client, which `https://` endpoints keep using (TLS, maybe
 //! HTTP/2): for each request it checks a connection out of a pool keyed by scheme and
 //! authority, clones its connector, and spawns a task that waits for the connection to
 //! be ready again to put it back; for small passthrough answers that bookkeeping was
 //! about a tenth of the frontend's CPU (BENCHMARKS.md, "Passthrough against nginx").
-//! Here a connection's task is spawned once, when the connection is made, and its
-//! sender goes back to the pool from the answer's body itself, when the body has been
-//! read to its end.
+//! Here no task is spawned per connection or per request: a connection goes back to the
+//! pool from the answer's body itself, when the body has been read to its end.
 //!
 //! What it keeps of hyper-util's pool:
 //! - idle connections are taken newest first, so that surplus ones age out;
@@ -23,9 +22,9 @@
 //!   failure on a new connection is returned.
 //!
 //! One thing more: when the querier closes an idle connection just as a request is
-//! written to it, the connection ends without an answer (hyper's "connection closed
-//! before message completed"). A GET or HEAD that met that on a pooled connection is
-//! sent once more, on a new connection: reads may be repeated, and the querier either
+//! written to it, the connection ends without an answer ("connection closed before
+//! message completed", or a reset). A GET or HEAD that met that on a pooled connection
+//! is sent once more, on a new connection: reads may be repeated, and the querier either
 //! never saw the request or dropped it unanswered. (hyper-util's client returns that
 //! error; the retry layer then spent one of its attempts and its backoff on it.)
 //!
@@ -41,17 +40,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower::Service;
 
+use super::h1::{Conn, Reader, Stage};
 use crate::error::BoxError;
-
-/// The sending half of one querier connection.
-type Sender = http1::SendRequest<Full<Bytes>>;
 
 /// The shortest interval of the reaper (hyper-util's pool uses the same floor).
 const MIN_REAP_INTERVAL: Duration = Duration::from_millis(90);
@@ -70,7 +65,7 @@ pub(super) struct Pool {
 
 /// A connection waiting for its next request.
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     /// When it went idle.
     since: Instant,
 }
@@ -93,7 +88,7 @@ impl ClientError {
         }
     }
 
-    fn send(source: hyper::Error) -> ClientError {
+    fn send(source: impl Into<BoxError>) -> ClientError {
         ClientError {
             kind: "SendRequest",
             source: source.into(),
@@ -122,62 +117,40 @@ impl Pool {
 
     /// Sends `req` (origin-form URI, `Host` header set) on an idle connection or a new
     /// one and returns the answer once its head arrived; its body gives the connection
-    /// back when read to its end. `again` makes the same request once more, for the
-    /// one repeat of a read that a pooled connection closed on (see the module docs).
+    /// back when read to its end. A request is sent again only as the module docs say.
     pub(super) async fn send(
         self: &Arc<Self>,
-        mut req: Request<Full<Bytes>>,
-        again: impl FnOnce() -> Option<Request<Full<Bytes>>>,
+        req: &Request<Bytes>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let mut again = Some(again);
-        let mut new_only = false;
+        let mut repeated = false;
         loop {
-            let pooled = if new_only { None } else { self.checkout() };
-            let (mut sender, reused) = match pooled {
-                Some(sender) => (sender, true),
+            let pooled = if repeated { None } else { self.checkout() };
+            let (conn, reused) = match pooled {
+                Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            // A pooled connection may still be finishing its last answer; a new one
-            // becomes ready once its task runs.
-            if let Err(e) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(ClientError::send(e));
-            }
-            let repeatable = reused && matches!(*req.method(), Method::GET | Method::HEAD);
-            match sender.try_send_request(req).await {
+            match conn.exchange(req).await {
                 Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = ResponseBody::pooled(body, Lease::new(sender, self));
+                    let (parts, reader) = resp.into_parts();
+                    let body = ResponseBody::pooled(reader, self);
                     return Ok(Response::from_parts(parts, body));
                 }
-                Err(mut e) => {
-                    if let Some(unsent) = e.take_message() {
-                        // Not written: the querier closed the idle connection first.
-                        if reused {
-                            req = unsent;
-                            continue;
-                        }
-                        return Err(ClientError::send(e.into_error()));
-                    }
-                    let error = e.into_error();
-                    if repeatable
-                        && closed_unanswered(&error)
-                        && let Some(repeat) = again.take().and_then(|make| make())
-                    {
-                        req = repeat;
-                        new_only = true;
-                        continue;
-                    }
-                    return Err(ClientError::send(error));
+                // Not written: the querier closed the idle connection first.
+                Err(f) if reused && f.stage == Stage::Unsent => {}
+                Err(f)
+                    if reused
+                        && f.stage == Stage::Unanswered
+                        && matches!(*req.method(), Method::GET | Method::HEAD) =>
+                {
+                    repeated = true;
                 }
+                Err(f) => return Err(ClientError::send(f.error)),
             }
         }
     }
 
     /// The newest idle connection that is neither expired nor closed.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() >= self.idle_timeout {
@@ -185,30 +158,26 @@ impl Pool {
                 idle.clear();
                 return None;
             }
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+            if !entry.conn.is_closed() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Puts a connection whose answer was read whole back, unless the pool is full or
-    /// the connection closed.
-    fn put(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Puts a connection whose answer was read whole back, unless the pool is full.
+    fn put(&self, conn: Conn) {
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Opens a connection and spawns its task, which runs until the connection closes.
-    async fn connect(self: &Arc<Self>) -> Result<Sender, ClientError> {
+    /// Opens a connection.
+    async fn connect(self: &Arc<Self>) -> Result<Conn, ClientError> {
         self.start_reaper();
         let io = self
             .connector
@@ -216,16 +185,7 @@ impl Pool {
             .call(self.origin.clone())
             .await
             .map_err(ClientError::connect)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(ClientError::send)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "querier connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(io.into_inner()))
     }
 
     /// Starts, once, the task that closes expired idle connections; it ends when the
@@ -254,7 +214,7 @@ impl Pool {
     fn close_expired(&self) {
         let timeout = self.idle_timeout;
         self.lock()
-            .retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+            .retain(|e| e.since.elapsed() < timeout && !e.conn.is_closed());
     }
 
     /// The idle list; a panic elsewhere while it was held leaves it consistent (each
@@ -270,106 +230,105 @@ impl Pool {
     }
 }
 
-/// Whether a connection ended before any answer came: closed (hyper's "connection
-/// closed before message completed"), reset or broken.
-fn closed_unanswered(error: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    use std::io::ErrorKind;
-    if error.is_incomplete_message() {
-        return true;
-    }
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
-            );
-        }
-        source = e.source();
-    }
-    false
+/// The body of a querier's answer: read from its pooled connection, which it gives back
+/// once read to its end (dropped before that, it closes the connection), or hyper's
+/// body of an answer from hyper-util's client.
+pub struct ResponseBody {
+    inner: Inner,
 }
 
-/// A connection lent to one exchange, given back to its pool when the answer has been
-/// read whole.
-struct Lease {
-    sender: Sender,
+enum Inner {
+    /// From hyper-util's client, which pools on its own.
+    Client(Incoming),
+    /// From the own pool: `None` once the connection was given back or closed.
+    Own(Option<Lent>),
+}
+
+/// A connection lent to one answer's body.
+struct Lent {
+    reader: Reader,
     pool: Arc<Pool>,
 }
 
-impl Lease {
-    fn new(sender: Sender, pool: &Arc<Pool>) -> Lease {
-        Lease {
-            sender,
-            pool: pool.clone(),
+impl Lent {
+    fn give_back(self) {
+        if let Some(conn) = self.reader.into_conn() {
+            self.pool.put(conn);
         }
     }
-
-    fn give_back(self) {
-        self.pool.put(self.sender);
-    }
-}
-
-/// The body of a querier's answer. From a pooled connection it holds the connection
-/// until the body has been read to its end, then gives it back; dropped before that,
-/// it closes the connection (hyper does, as the rest of the answer cannot be skipped).
-pub struct ResponseBody {
-    inner: Incoming,
-    lease: Option<Lease>,
 }
 
 impl ResponseBody {
-    /// The body of an answer from hyper-util's client, which pools on its own.
+    /// The body of an answer from hyper-util's client.
     pub(super) fn plain(inner: Incoming) -> ResponseBody {
-        ResponseBody { inner, lease: None }
+        ResponseBody {
+            inner: Inner::Client(inner),
+        }
     }
 
-    fn pooled(inner: Incoming, lease: Lease) -> ResponseBody {
-        if inner.is_end_stream() {
+    fn pooled(reader: Reader, pool: &Arc<Pool>) -> ResponseBody {
+        let lent = Lent {
+            reader,
+            pool: pool.clone(),
+        };
+        if lent.reader.is_end() {
             // No body (a HEAD, a 204, `Content-Length: 0`): the connection is free now.
-            lease.give_back();
-            return ResponseBody::plain(inner);
+            lent.give_back();
+            return ResponseBody {
+                inner: Inner::Own(None),
+            };
         }
         ResponseBody {
-            inner,
-            lease: Some(lease),
-        }
-    }
-
-    fn give_back(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.give_back();
+            inner: Inner::Own(Some(lent)),
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let slot = match &mut self.inner {
+            Inner::Client(inner) => {
+                return Pin::new(inner).poll_frame(cx).map_err(BoxError::from);
+            }
+            Inner::Own(slot) => slot,
+        };
+        let Some(lent) = slot else {
+            return Poll::Ready(None);
+        };
+        let polled = lent.reader.poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
-            // The connection failed: hyper closes it.
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+            Poll::Ready(Some(Ok(_))) if !lent.reader.is_end() => {}
+            Poll::Pending => {}
+            // The end (given back), or a failure (closed: `into_conn` refuses it).
+            Poll::Ready(_) => {
+                if let Some(lent) = slot.take() {
+                    lent.give_back();
+                }
+            }
         }
-        polled
+        polled.map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Client(inner) => inner.is_end_stream(),
+            Inner::Own(None) => true,
+            Inner::Own(Some(lent)) => lent.reader.is_end(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Client(inner) => inner.size_hint(),
+            Inner::Own(None) => SizeHint::with_exact(0),
+            Inner::Own(Some(lent)) => lent.reader.size_hint(),
+        }
     }
 }
 
@@ -377,16 +336,24 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A reader that stops polling once the body says it has ended (hyper's server
         // does) never sees the final `None`.
-        if self.inner.is_end_stream() {
-            self.give_back();
+        if let Inner::Own(slot) = &mut self.inner
+            && let Some(lent) = slot.take()
+            && lent.reader.is_end()
+        {
+            lent.give_back();
         }
     }
 }
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.inner {
+            Inner::Client(_) => "client",
+            Inner::Own(Some(_)) => "lent",
+            Inner::Own(None) => "ended",
+        };
         f.debug_struct("ResponseBody")
-            .field("pooled", &self.lease.is_some())
+            .field("kind", &kind)
             .finish_non_exhaustive()
     }
 }
