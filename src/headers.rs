@@ -20,12 +20,12 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Whether `name` is hop-by-hop whatever the `Connection` header says. Compared name by
 /// name: a few comparisons of interned names cost less than hashing for a lookup.
-fn always_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn always_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
 /// The headers a `Connection` header names (they are hop-by-hop for this message).
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -38,6 +38,8 @@ use std::task::{Context, Poll, Waker, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+
+use crate::headers::{always_hop_by_hop, connection_named};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -58,6 +60,37 @@ const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) and longest trailer section.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A request as the own client writes it, borrowed from whoever holds its parts: no
+/// `http::Request`, header map or parsed URI is built for it.
+pub(super) struct Outgoing<'a> {
+    pub(super) method: &'a Method,
+    /// The endpoint's path prefix (`""` or `/prefix`), written before `path`.
+    pub(super) prefix: &'a str,
+    /// The path and query string (origin-form: starts with `/`).
+    pub(super) path: &'a str,
+    /// Headers, written in order, except hop-by-hop ones (and those `Connection`
+    /// names), `Content-Length` (written from the body) and, when `host` is given,
+    /// `Host`.
+    pub(super) headers: &'a HeaderMap,
+    /// The `Host` header, written after the others.
+    pub(super) host: Option<&'a HeaderValue>,
+    pub(super) body: &'a Bytes,
+}
+
+impl<'a> Outgoing<'a> {
+    /// The parts of `req` (origin-form URI, `Host` among its headers).
+    pub(super) fn of(req: &'a Request<Bytes>) -> Outgoing<'a> {
+        Outgoing {
+            method: req.method(),
+            prefix: "",
+            path: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: req.headers(),
+            host: None,
+            body: req.body(),
+        }
+    }
+}
 
 /// An open connection to the querier, between exchanges or during one.
 pub(super) struct Conn {
@@ -191,14 +224,14 @@ impl Conn {
         }
     }
 
-    /// Writes `req` (origin-form target, `Host` among its headers) and reads the answer's
-    /// head. The answer's body is read from the returned [`Reader`].
+    /// Writes `req` and reads the answer's head. The answer's body is read from the
+    /// returned [`Reader`].
     pub(super) async fn exchange(
         mut self,
-        req: &Request<Bytes>,
+        req: &Outgoing<'_>,
     ) -> Result<Response<Reader>, Failure> {
         self.write_request(req).await?;
-        let head_only = req.method() == Method::HEAD;
+        let head_only = *req.method == Method::HEAD;
         let (parts, framing, keep_alive) = self.read_head(head_only).await?;
         let reader = Reader {
             conn: self,
@@ -208,8 +241,8 @@ impl Conn {
         Ok(Response::from_parts(parts, reader))
     }
 
-    async fn write_request(&mut self, req: &Request<Bytes>) -> Result<(), Failure> {
-        let body = req.body();
+    async fn write_request(&mut self, req: &Outgoing<'_>) -> Result<(), Failure> {
+        let body = req.body;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_head(req, &mut out);
@@ -331,19 +364,37 @@ fn is_reset(e: &io::Error) -> bool {
 }
 
 /// The request line and headers of `req`, and `content-length` for a non-empty body.
-fn encode_head(req: &Request<Bytes>, out: &mut Vec<u8>) {
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(req.method().as_str().as_bytes());
+fn encode_head(req: &Outgoing<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(req.prefix.as_bytes());
+    out.extend_from_slice(req.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    // Usually there is no hop-by-hop header at all (the allow-list keeps them out).
+    let hop_by_hop = req.headers.keys().any(always_hop_by_hop);
+    let named = if hop_by_hop {
+        connection_named(req.headers)
+    } else {
+        Vec::new()
+    };
+    for (name, value) in req.headers {
+        if name == header::CONTENT_LENGTH
+            || (req.host.is_some() && name == header::HOST)
+            || (hop_by_hop && (always_hop_by_hop(name) || named.contains(name)))
+        {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let len = req.body().len();
+    if let Some(host) = req.host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let len = req.body.len();
     if len > 0 {
         out.extend_from_slice(b"content-length: ");
         push_decimal(out, len as u64);

@@ -32,7 +32,7 @@ fn requests_are_written_as_hyper_wrote_them() {
         .header("X-Scope-OrgID", "a")
         .body(Bytes::new())
         .expect("request");
-    encode_head(&get, &mut out);
+    encode_head(&Outgoing::of(&get), &mut out);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "GET /api/v1/labels?match[]=up HTTP/1.1\r\nhost: prom:9090\r\nx-scope-orgid: a\r\n\r\n",
@@ -43,7 +43,7 @@ fn requests_are_written_as_hyper_wrote_them() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Bytes::from_static(b"query=up&time=1234567890"))
         .expect("request");
-    encode_head(&post, &mut out);
+    encode_head(&Outgoing::of(&post), &mut out);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "POST /api/v1/query HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 24\r\n\r\n"
@@ -348,7 +348,7 @@ async fn exchange_with(
         seen
     });
     let io = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    (Conn::new(io).exchange(&req).await, server)
+    (Conn::new(io).exchange(&Outgoing::of(&req)).await, server)
 }
 
 fn get(path: &str) -> Request<Bytes> {
@@ -498,9 +498,48 @@ fn request_headers_pass_in_order() {
     *req.method_mut() = Method::HEAD;
     *req.headers_mut() = headers;
     let mut out = Vec::new();
-    encode_head(&req, &mut out);
+    encode_head(&Outgoing::of(&req), &mut out);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "HEAD / HTTP/1.1\r\naccept: a\r\naccept: b\r\n\r\n"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_and_lengths_are_not_written_and_host_goes_last() {
+    let mut headers = HeaderMap::new();
+    headers.append("host", "client.example".parse().expect("value"));
+    headers.append("accept", "*/*".parse().expect("value"));
+    headers.append("content-length", "99".parse().expect("value"));
+    headers.append("x-scope-orgid", "team-a".parse().expect("value"));
+    let host = http::HeaderValue::from_static("querier:9090");
+    let body = Bytes::from_static(b"query=up");
+    let out_of = |headers: &HeaderMap| {
+        let req = Outgoing {
+            method: &Method::POST,
+            prefix: "/prom",
+            path: "/api/v1/query",
+            headers,
+            host: Some(&host),
+            body: &body,
+        };
+        let mut out = Vec::new();
+        encode_head(&req, &mut out);
+        String::from_utf8(out).expect("ascii")
+    };
+    assert_eq!(
+        out_of(&headers),
+        "POST /prom/api/v1/query HTTP/1.1\r\naccept: */*\r\nx-scope-orgid: team-a\r\nhost: querier:9090\r\ncontent-length: 8\r\n\r\n"
+    );
+    headers.append(
+        "connection",
+        "x-scope-orgid, keep-alive".parse().expect("value"),
+    );
+    headers.append("keep-alive", "timeout=5".parse().expect("value"));
+    headers.append("te", "trailers".parse().expect("value"));
+    assert_eq!(
+        out_of(&headers),
+        "POST /prom/api/v1/query HTTP/1.1\r\naccept: */*\r\nhost: querier:9090\r\ncontent-length: 8\r\n\r\n",
+        "hop-by-hop headers and those Connection names stay behind"
     );
 }

@@ -149,6 +149,26 @@ enum RequestPath<'a> {
     Parsed(&'a http::uri::PathAndQuery),
 }
 
+impl<'a> RequestPath<'a> {
+    /// The path and query as text, when it can be written to the querier as it is:
+    /// origin-form (starts with `/`) and valid. The client's own was parsed already;
+    /// text made here (a fixed path, the configured probe path, the client's path with
+    /// the querier's `timeout` added) is checked for visible ASCII without `#`, which
+    /// every request target the parser accepts is made of. Anything else is built and
+    /// checked as a URI.
+    fn origin_form(self) -> Option<&'a str> {
+        let text = match self {
+            RequestPath::Parsed(parsed) => parsed.as_str(),
+            RequestPath::Text(text) => text,
+        };
+        let plain = match self {
+            RequestPath::Parsed(_) => true,
+            RequestPath::Text(text) => text.bytes().all(|b| b.is_ascii_graphic() && b != b'#'),
+        };
+        (plain && text.starts_with('/')).then_some(text)
+    }
+}
+
 /// How an attempt ended, for health and metrics.
 enum Outcome {
     /// An HTTP answer with this status.
@@ -294,12 +314,8 @@ impl Downstream {
     /// may). The result counts for the endpoint's health like any attempt.
     pub async fn probe(&self, index: usize, path: &str) -> bool {
         let s = &self.shared;
-        let path = RequestPath::Text(path);
-        let Ok(req) = self.build_request(index, Method::GET, path, HeaderMap::new(), Bytes::new())
-        else {
-            return false;
-        };
-        let sent = self.send(index, req);
+        let (none, empty) = (HeaderMap::new(), Bytes::new());
+        let sent = self.send(index, &Method::GET, RequestPath::Text(path), &none, &empty);
         let outcome = match tokio::time::timeout(s.connect_timeout, sent).await {
             Ok(Ok(resp)) => Outcome::Answered(resp.status()),
             Ok(Err(_)) => Outcome::Failed("unavailable"),
@@ -374,17 +390,10 @@ impl Downstream {
             Some(text) => RequestPath::Text(text),
             None => RequestPath::Parsed(&req.path_and_query),
         };
-        // Sized for the `Host` header `build_request` adds.
-        let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
-        for (name, value) in &req.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        let http_req = self.build_request(index, req.method.clone(), path, headers, body)?;
         let exchange = async {
             let resp = self
-                .send(index, http_req)
-                .await
-                .map_err(|e| self.transport_error(index, e))?;
+                .send(index, &req.method, path, &req.headers, &body)
+                .await?;
             // Error answers to reads are small: read them whole, to classify them for
             // a retry and to log the querier's message.
             let status = resp.status();
@@ -453,21 +462,15 @@ impl Downstream {
         // a gzip answer is decoded); the client's own Accept-Encoding applies to the
         // frontend's response instead.
         headers.insert(header::ACCEPT_ENCODING, self.shared.accept_encoding.clone());
-        let req = self.build_request(
-            index,
-            Method::POST,
-            RequestPath::Text("/api/v1/query_range"),
-            headers,
-            Bytes::from(query.to_form()),
-        )?;
+        let form = Bytes::from(query.to_form());
+        let path = RequestPath::Text("/api/v1/query_range");
         let shared = &self.shared;
         let limit_bytes = shared.max_response_bytes;
         let exchange = async {
             // A POST: never repeated by the pool (the retry layer decides).
             let resp = self
-                .send(index, req)
-                .await
-                .map_err(|e| self.transport_error(index, e))?;
+                .send(index, &Method::POST, path, &headers, &form)
+                .await?;
             let (parts, body) = resp.into_parts();
             let body = self.read_body(index, body).await?;
             Ok::<_, Error>((parts, body))
@@ -493,19 +496,41 @@ impl Downstream {
     }
 
     /// Sends one request to endpoint `index`: on the endpoint's own pool (`http://`) or
-    /// with hyper-util's client (`https://`).
+    /// with hyper-util's client (`https://`). `headers` are sent without hop-by-hop ones
+    /// and with the endpoint's `Host`.
     async fn send(
         &self,
         index: usize,
-        req: Request<Bytes>,
-    ) -> Result<Response<ResponseBody>, crate::error::BoxError> {
-        match &self.shared.targets[index].pool {
-            Some(pool) => Ok(pool.send(&req).await?),
+        method: &Method,
+        path: RequestPath<'_>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let target = &self.shared.targets[index];
+        let transport = |e: pool::ClientError| self.transport_error(index, e.into());
+        if let (Some(pool), Some(host)) = (&target.pool, &target.host)
+            && let Some(path) = path.origin_form()
+        {
+            // Written as it is: nothing to build or parse.
+            let req = h1::Outgoing {
+                method,
+                prefix: &target.prefix,
+                path,
+                headers,
+                host: Some(host),
+                body,
+            };
+            return pool.send(&req).await.map_err(transport);
+        }
+        let req = self.build_request(index, method.clone(), path, headers.clone(), body.clone())?;
+        match &target.pool {
+            Some(pool) => pool.send(&h1::Outgoing::of(&req)).await.map_err(transport),
             None => Ok(self
                 .shared
                 .client
                 .request(req.map(Full::new))
-                .await?
+                .await
+                .map_err(|e| self.transport_error(index, e.into()))?
                 .map(ResponseBody::plain)),
         }
     }

@@ -38,14 +38,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri};
+use http::{Method, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::h1::{Conn, Reader, Stage};
+use super::h1::{Conn, Outgoing, Reader, Stage};
 use crate::error::BoxError;
 
 /// The shortest interval of the reaper (hyper-util's pool uses the same floor).
@@ -115,12 +115,12 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI, `Host` header set) on an idle connection or a new
-    /// one and returns the answer once its head arrived; its body gives the connection
-    /// back when read to its end. A request is sent again only as the module docs say.
+    /// Sends `req` on an idle connection or a new one and returns the answer once its
+    /// head arrived; its body gives the connection back when read to its end. A request
+    /// is sent again only as the module docs say.
     pub(super) async fn send(
         self: &Arc<Self>,
-        req: &Request<Bytes>,
+        req: &Outgoing<'_>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let mut repeated = false;
         loop {
@@ -140,7 +140,7 @@ impl Pool {
                 Err(f)
                     if reused
                         && f.stage == Stage::Unanswered
-                        && matches!(*req.method(), Method::GET | Method::HEAD) =>
+                        && matches!(*req.method, Method::GET | Method::HEAD) =>
                 {
                     repeated = true;
                 }

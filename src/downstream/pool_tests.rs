@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
+use super::super::h1::Outgoing;
 use super::{Pool, ResponseBody};
 
 type TestBody = BoxBody<Bytes, Infallible>;
@@ -108,7 +109,10 @@ fn get(addr: SocketAddr, path: &str) -> Request<Bytes> {
 
 /// Sends `GET path` and reads the whole answer.
 async fn fetch(pool: &Arc<Pool>, addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
-    let resp = pool.send(&get(addr, path)).await.expect("answer");
+    let resp = pool
+        .send(&Outgoing::of(&get(addr, path)))
+        .await
+        .expect("answer");
     let status = resp.status();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, body)
@@ -139,7 +143,7 @@ async fn a_body_read_until_it_says_it_ended_gives_the_connection_back() {
     let server = Server::start().await;
     let pool = pool_for(server.addr, 8, LONG);
     let mut body: ResponseBody = pool
-        .send(&get(server.addr, "/ok"))
+        .send(&Outgoing::of(&get(server.addr, "/ok")))
         .await
         .expect("answer")
         .into_body();
@@ -157,7 +161,7 @@ async fn a_body_dropped_early_closes_its_connection() {
     let server = Server::start().await;
     let pool = pool_for(server.addr, 8, LONG);
     let mut body = pool
-        .send(&get(server.addr, "/stall"))
+        .send(&Outgoing::of(&get(server.addr, "/stall")))
         .await
         .expect("answer")
         .into_body();
@@ -285,7 +289,10 @@ async fn a_refused_connection_is_a_connect_error() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let pool = pool_for(addr, 8, LONG);
-    let err = pool.send(&get(addr, "/")).await.expect_err("refused");
+    let err = pool
+        .send(&Outgoing::of(&get(addr, "/")))
+        .await
+        .expect_err("refused");
     let text = crate::error::error_chain(&err);
     assert!(text.starts_with("client error (Connect): "), "{text}");
 }
@@ -350,7 +357,10 @@ async fn other_methods_are_not_repeated() {
         .header(http::header::HOST, addr.to_string())
         .body(Bytes::new())
         .expect("request");
-    let err = pool.send(&post).await.expect_err("closed unanswered");
+    let err = pool
+        .send(&Outgoing::of(&post))
+        .await
+        .expect_err("closed unanswered");
     let text = crate::error::error_chain(&err);
     assert!(text.starts_with("client error (SendRequest)"), "{text}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -360,7 +370,7 @@ async fn other_methods_are_not_repeated() {
     let pool = pool_for(addr, 8, LONG);
     fetch(&pool, addr, "/").await;
     let err = pool
-        .send(&get(addr, "/"))
+        .send(&Outgoing::of(&get(addr, "/")))
         .await
         .expect_err("closed unanswered");
     assert!(

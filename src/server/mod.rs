@@ -427,8 +427,11 @@ impl Frontend {
             {
                 self.passthrough(req, pending.as_mut()).await
             }
+            // The answering paths are boxed: their futures are several kilobytes, and
+            // unboxed they would make every request's future (moved at each poll level)
+            // as large as the largest of them.
             (Endpoint::query_range, &Method::GET | &Method::POST) => {
-                self.query_range(req, pending.as_mut()).await
+                Box::pin(self.query_range(req, pending.as_mut())).await
             }
             // Label values: GET only, as Prometheus serves them; the others also as a
             // form POST. Any other body is forwarded as it came.
@@ -440,23 +443,23 @@ impl Frontend {
                             .and_then(|v| v.to_str().ok()),
                     ) =>
             {
-                self.cached_answer(req, endpoint, pending.as_mut()).await
+                Box::pin(self.cached_answer(req, endpoint, pending.as_mut())).await
             }
             (
                 Endpoint::labels | Endpoint::series | Endpoint::query | Endpoint::label_values,
                 &Method::GET,
             ) if self.answers.is_some() => {
-                self.cached_answer(req, endpoint, pending.as_mut()).await
+                Box::pin(self.cached_answer(req, endpoint, pending.as_mut())).await
             }
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),
-            (Endpoint::metrics, _) => Ok(self.metrics_page(req.headers()).await),
+            (Endpoint::metrics, _) => Ok(Box::pin(self.metrics_page(req.headers())).await),
             (Endpoint::slow_queries, &Method::GET) => {
                 self.slow_queries(&req, self.visibility(&req, user.as_deref()))
             }
             (Endpoint::status_page, &Method::GET) => {
                 let who = self.visibility(&req, user.as_deref());
-                self.status_page(&req, who).await
+                Box::pin(self.status_page(&req, who)).await
             }
             _ => self.passthrough(req, pending.as_mut()).await,
         };

@@ -42,7 +42,6 @@ impl Frontend {
         body: bytes::Bytes,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
-        let coding = self.coding_for(&parts.headers);
         let mut headers = self.forward.select(&parts.headers);
         let content_type = parts.headers.get(header::CONTENT_TYPE);
         if let Some(ct) = content_type {
@@ -133,6 +132,7 @@ impl Frontend {
                             headers,
                             body: bytes::Bytes::copy_from_slice(&text),
                         };
+                        let coding = self.coding_for(&parts.headers);
                         return Ok(self.error_answer(&wrapped, coding));
                     }
                 }
