@@ -53,8 +53,6 @@ const MAX_HEAD_BYTES: usize = 8192 + 4096 * MAX_HEADERS;
 const FIRST_READ: usize = 8192;
 /// Largest read.
 const MAX_READ: usize = 256 * 1024;
-/// A read is not started with less room than this in the buffer.
-const MIN_ROOM: usize = 1024;
 /// A request body up to this size is copied behind the head and written with it.
 const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) and longest trailer section.
@@ -321,8 +319,11 @@ impl Conn {
     }
 
     /// Reads what the socket has into the buffer; `Ok(0)` at the end of the stream.
+    ///
+    /// A read offers at least half of the current read size: small answers use up one
+    /// buffer over several exchanges, a large one gets reads as large as the socket fills.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
             self.buf.reserve(self.read_size);
         }
         let room = self.buf.capacity() - self.buf.len();

@@ -1,6 +1,8 @@
 //! The client side: pooled keep-alive connections to one querier or to several
-//! replicas of it: the frontend's own HTTP/1.1 pool (`pool.rs`) for `http://` endpoints,
-//! hyper-util's pooled client (TLS, HTTP/2 when the querier offers it) for `https://`.
+//! replicas of it: the frontend's own HTTP/1.1 client for `http://` endpoints (idle
+//! connections in `pool.rs`, each exchange run in the request's task by `h1.rs`, the
+//! request written from its parts), hyper-util's pooled client (TLS, HTTP/2 when the
+//! querier offers it) for `https://`.
 //!
 //! [`Downstream`] is both the innermost tower service of the range-query stack
 //! (`Service<RangeQuery>`) and the forwarder for every passthrough request. Each call is
@@ -318,6 +320,9 @@ impl Downstream {
         let sent = self.send(index, &Method::GET, RequestPath::Text(path), &none, &empty);
         let outcome = match tokio::time::timeout(s.connect_timeout, sent).await {
             Ok(Ok(resp)) => Outcome::Answered(resp.status()),
+            // A probe path that is no valid request path was never sent: it says
+            // nothing of the endpoint.
+            Ok(Err(Error::BadData(_))) => return false,
             Ok(Err(_)) => Outcome::Failed("unavailable"),
             Err(_) => Outcome::Failed("timeout"),
         };
