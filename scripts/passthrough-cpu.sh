@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# CPU per forwarded request, split into user and system time, of nginx as a plain
+# `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64) and of one or more
+# frontend binaries (forwarding every request, `cache.answers = false`), each in front of
+# the same Prometheus, under `wrk -t2 -c32`: where a proxy's time goes (its own code or
+# the kernel), which a throughput number alone does not say.
+#
+#   scripts/passthrough-cpu.sh [FRONTEND_BIN ...]   (default: target/release/promql-frontend)
+#   ROUNDS   rounds over all targets and both requests (default 2)
+#   SECONDS_PER_RUN   length of each wrk run (default 8)
+#
+# Prints one line per round, target and request: req/s, and user and system CPU in µs per
+# request, read from /proc/<pid>/stat before and after the run. Needs wrk, nginx,
+# prometheus, curl and python3 (`scripts/install-deps.sh --bench` installs all but wrk:
+# `apt-get install -y wrk`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-2}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
+for tool in wrk nginx prometheus curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "$tool is missing: run scripts/install-deps.sh --bench (and apt-get install -y wrk)" >&2
+    exit 1
+  }
+done
+bins=("$@")
+if [ ${#bins[@]} -eq 0 ]; then
+  cargo build --locked --release --bin promql-frontend
+  bins=(target/release/promql-frontend)
+fi
+
+DIR=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_for() {
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null "http://127.0.0.1:$1$2" && return 0
+    sleep 0.2
+  done
+  echo "nothing answered on port $1" >&2
+  exit 1
+}
+# Clock ticks (user, system) of the given processes, summed.
+ticks() {
+  local u=0 s=0 p
+  for p in "$@"; do
+    read -r -a f <"/proc/$p/stat"
+    # Fields 14 and 15 (utime, stime); the command name in field 2 has no spaces here.
+    u=$((u + f[13]))
+    s=$((s + f[14]))
+  done
+  echo "$u $s"
+}
+
+PROM=$(free_port)
+printf 'global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$PROM" >"$DIR/prometheus.yml"
+prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/tsdb" \
+  --web.listen-address="127.0.0.1:$PROM" >"$DIR/prometheus.log" 2>&1 &
+pids+=($!)
+wait_for "$PROM" /-/ready
+sleep 6 # one scrape, so that `sum(up)` has a series
+
+names=()
+ports=()
+procs=()
+i=0
+for bin in "${bins[@]}"; do
+  port=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[downstream]\nurl = "http://127.0.0.1:%s"\n[cache]\nbackend = "memory"\nanswers = false\n[log]\nlevel = "warn"\n' \
+    "$port" "$PROM" >"$DIR/frontend$i.toml"
+  "$bin" --config "$DIR/frontend$i.toml" >"$DIR/frontend$i.log" 2>&1 &
+  pids+=($!)
+  names+=("frontend$i")
+  ports+=("$port")
+  procs+=("$!")
+  wait_for "$port" /api/v1/labels
+  echo "frontend$i: $bin"
+  i=$((i + 1))
+done
+
+port=$(free_port)
+mkdir -p "$DIR/nginx/tmp"
+user=""
+[ "$(id -u)" -eq 0 ] && user="user root;"
+cat >"$DIR/nginx/nginx.conf" <<EOF
+$user
+daemon off;
+worker_processes 2;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $DIR/nginx/tmp/body;
+  proxy_temp_path $DIR/nginx/tmp/proxy;
+  fastcgi_temp_path $DIR/nginx/tmp/fastcgi;
+  uwsgi_temp_path $DIR/nginx/tmp/uwsgi;
+  scgi_temp_path $DIR/nginx/tmp/scgi;
+  upstream prometheus { server 127.0.0.1:$PROM; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://prometheus;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" &
+pids+=($!)
+wait_for "$port" /api/v1/labels
+# The master process only supervises: count the workers.
+nginx_workers=$(pgrep -P "${pids[-1]}" | tr '\n' ' ')
+
+for round in $(seq 1 "$ROUNDS"); do
+  for path in "/api/v1/labels" "/api/v1/query?query=sum(up)&time=$(date +%s)"; do
+    for t in nginx "${!names[@]}"; do
+      if [ "$t" = nginx ]; then
+        name=nginx target_port=$port watched=$nginx_workers
+      else
+        name=${names[$t]} target_port=${ports[$t]} watched=${procs[$t]}
+      fi
+      # shellcheck disable=SC2086
+      read -r u0 s0 < <(ticks $watched)
+      out=$(wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$target_port$path" 2>&1)
+      # shellcheck disable=SC2086
+      read -r u1 s1 < <(ticks $watched)
+      requests=$(awk '/requests in/ {print $1}' <<<"$out")
+      rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      hz=$(getconf CLK_TCK)
+      printf 'round %s  %-10s %-16s %9s req/s  user %5.1f µs  system %5.1f µs per request\n' \
+        "$round" "$name" "${path%%\?*}" "$rps" \
+        "$(echo "($u1 - $u0) * 1000000 / $hz / $requests" | bc -l)" \
+        "$(echo "($s1 - $s0) * 1000000 / $hz / $requests" | bc -l)"
+    done
+  done
+done
