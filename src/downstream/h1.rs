@@ -53,6 +53,9 @@ const MAX_HEAD_BYTES: usize = 8192 + 4096 * MAX_HEADERS;
 const FIRST_READ: usize = 8192;
 /// Largest read.
 const MAX_READ: usize = 256 * 1024;
+/// An idle connection keeps buffers up to this size; larger ones (after a large answer
+/// or request) are let go, so that idle connections hold little memory.
+const IDLE_BUFFER: usize = 16 * 1024;
 /// A request body up to this size is copied behind the head and written with it.
 const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions) and longest trailer section.
@@ -220,6 +223,18 @@ impl Conn {
                 !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
+    }
+
+    /// Readies the connection to wait in the pool: large buffers let go, the read size
+    /// back to its start (the next answer may be small).
+    fn idle(&mut self) {
+        if self.buf.capacity() > IDLE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        if self.out.capacity() > IDLE_BUFFER {
+            self.out = Vec::new();
+        }
+        self.read_size = FIRST_READ;
     }
 
     /// Writes `req` and reads the answer's head. The answer's body is read from the
@@ -703,7 +718,12 @@ impl Reader {
     /// The connection, for another exchange: only when the body was read to its end,
     /// the answer lets the connection be reused and nothing followed the answer.
     pub(super) fn into_conn(self) -> Option<Conn> {
-        (self.is_end() && self.keep_alive && self.conn.buf.is_empty()).then_some(self.conn)
+        if !(self.is_end() && self.keep_alive && self.conn.buf.is_empty()) {
+            return None;
+        }
+        let mut conn = self.conn;
+        conn.idle();
+        Some(conn)
     }
 
     /// The next piece of the body.

@@ -543,3 +543,25 @@ fn hop_by_hop_headers_and_lengths_are_not_written_and_host_goes_last() {
         "hop-by-hop headers and those Connection names stay behind"
     );
 }
+
+#[tokio::test]
+async fn a_connection_back_from_a_large_answer_keeps_small_buffers() {
+    // A large chunked answer grows the reads (and the buffer) up to the largest read.
+    static ANSWER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let answer = ANSWER.get_or_init(|| {
+        let body = vec![b'x'; 3 * MAX_READ];
+        let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        out.extend(chunked(&body, &[65536], false, false));
+        out
+    });
+    let (resp, _server) = exchange_with(answer, false, get("/")).await;
+    let (body, conn) = read_all(resp.expect("answer").into_body()).await;
+    assert_eq!(body.expect("body").len(), 3 * MAX_READ);
+    let conn = conn.expect("kept");
+    assert!(
+        conn.buf.capacity() <= IDLE_BUFFER,
+        "idle with a {} byte buffer",
+        conn.buf.capacity()
+    );
+    assert_eq!(conn.read_size, FIRST_READ, "the next answer starts small");
+}
