@@ -39,17 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_for() {
-  for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "http://127.0.0.1:$1$2" && return 0
-    sleep 0.2
-  done
-  echo "nothing answered on port $1" >&2
-  exit 1
-}
+# shellcheck source=scripts/passthrough-bed.sh
+. scripts/passthrough-bed.sh
+
 # Clock ticks (user, system) of the given processes, summed.
 ticks() {
   local u=0 s=0 p
@@ -62,13 +54,7 @@ ticks() {
   echo "$u $s"
 }
 
-PROM=$(free_port)
-printf 'global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$PROM" >"$DIR/prometheus.yml"
-prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/tsdb" \
-  --web.listen-address="127.0.0.1:$PROM" >"$DIR/prometheus.log" 2>&1 &
-pids+=($!)
-wait_for "$PROM" /-/ready
-sleep 6 # one scrape, so that `sum(up)` has a series
+start_prometheus
 
 names=()
 ports=()
@@ -76,8 +62,7 @@ procs=()
 i=0
 for bin in "${bins[@]}"; do
   port=$(free_port)
-  printf '[server]\nlisten = "127.0.0.1:%s"\n[downstream]\nurl = "http://127.0.0.1:%s"\n[cache]\nbackend = "memory"\nanswers = false\n[log]\nlevel = "warn"\n' \
-    "$port" "$PROM" >"$DIR/frontend$i.toml"
+  frontend_toml "$port" >"$DIR/frontend$i.toml"
   "$bin" --config "$DIR/frontend$i.toml" >"$DIR/frontend$i.log" 2>&1 &
   pids+=($!)
   names+=("frontend$i")
@@ -89,34 +74,7 @@ for bin in "${bins[@]}"; do
 done
 
 port=$(free_port)
-mkdir -p "$DIR/nginx/tmp"
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-cat >"$DIR/nginx/nginx.conf" <<EOF
-$user
-daemon off;
-worker_processes 2;
-pid $DIR/nginx/nginx.pid;
-error_log $DIR/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $DIR/nginx/tmp/body;
-  proxy_temp_path $DIR/nginx/tmp/proxy;
-  fastcgi_temp_path $DIR/nginx/tmp/fastcgi;
-  uwsgi_temp_path $DIR/nginx/tmp/uwsgi;
-  scgi_temp_path $DIR/nginx/tmp/scgi;
-  upstream prometheus { server 127.0.0.1:$PROM; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      proxy_pass http://prometheus;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
+nginx_conf "$port" 2
 nginx -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" &
 pids+=($!)
 wait_for "$port" /api/v1/labels
