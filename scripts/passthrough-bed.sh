@@ -1,7 +1,17 @@
 # Shared by scripts/passthrough-instructions.sh and scripts/passthrough-cpu.sh (sourced,
 # not run): a Prometheus scraping itself, frontend configs that forward every request,
-# and nginx as a plain `proxy_pass` proxy in front of the same Prometheus. Expects `DIR`
-# (a scratch directory) and a `pids` array the caller's cleanup kills.
+# and nginx as a plain `proxy_pass` proxy in front of the same Prometheus. Sourcing it
+# makes a scratch directory (`DIR`) and a `pids` list of started processes, both cleaned
+# up when the script exits.
+
+DIR=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -30,15 +30,6 @@ if [ ${#bins[@]} -eq 0 ]; then
   bins=(target/release/promql-frontend)
 fi
 
-DIR=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-
 # shellcheck source=scripts/passthrough-bed.sh
 . scripts/passthrough-bed.sh
 

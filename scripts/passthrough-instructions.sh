@@ -29,15 +29,6 @@ if [ -z "${FRONTEND_BIN:-}" ]; then
   FRONTEND_BIN=target/release/promql-frontend
 fi
 
-DIR=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
-
 # shellcheck source=scripts/passthrough-bed.sh
 . scripts/passthrough-bed.sh
 start_prometheus
