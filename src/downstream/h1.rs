@@ -472,24 +472,36 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, WireE
         _ => Version::HTTP_11,
     };
     // Offsets, so that the head can be split off the buffer and its values shared.
+    // httparse's slices lie inside the head; checked all the same (an empty one is
+    // taken as empty wherever it points), so that no answer can make a slice panic.
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
+        if s.is_empty() {
+            return Ok((0, 0));
+        }
+        (s.as_ptr() as usize)
+            .checked_sub(base)
+            .map(|start| (start, start + s.len()))
+            .filter(|&(_, end)| end <= len)
+            .ok_or(WireError::Invalid("header outside the answer head"))
     };
     let count = parsed.headers.len();
-    let fields: Vec<Field> = parsed
+    let fields = parsed
         .headers
         .iter()
-        .map(|h| Field {
-            name: span(h.name.as_bytes()),
-            value: span(h.value),
+        .map(|h| {
+            Ok(Field {
+                name: span(h.name.as_bytes())?,
+                value: span(h.value)?,
+            })
         })
-        .collect();
-    let reason = parsed
-        .reason
-        .filter(|r| !r.is_empty() && status.canonical_reason() != Some(*r))
-        .map(|r| span(r.as_bytes()));
+        .collect::<Result<Vec<Field>, WireError>>()?;
+    let reason = match parsed.reason {
+        Some(r) if !r.is_empty() && status.canonical_reason() != Some(r) => {
+            Some(span(r.as_bytes())?)
+        }
+        _ => None,
+    };
     let head = buf.split_to(len).freeze();
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {
