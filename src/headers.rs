@@ -18,10 +18,26 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
-/// Whether `name` is hop-by-hop whatever the `Connection` header says. Compared name by
-/// name: a few comparisons of interned names cost less than hashing for a lookup.
+/// The lengths of the [`HOP_BY_HOP`] names, one bit per length.
+const HOP_BY_HOP_LENGTHS: u64 = length_bit(10)
+    | length_bit(18)
+    | length_bit(19)
+    | length_bit(2)
+    | length_bit(7)
+    | length_bit(17)
+    | length_bit(16);
+
+/// The bit of a name's length in a length mask: lengths of 64 and more share the top bit.
+const fn length_bit(len: usize) -> u64 {
+    1 << if len < 63 { len } else { 63 }
+}
+
+/// Whether `name` is hop-by-hop whatever the `Connection` header says. A name whose
+/// length no hop-by-hop name has (most of them: `host`, `accept`, `user-agent`) is
+/// settled by one bit test; the others are compared name by name, which costs less than
+/// hashing for a lookup.
 pub(crate) fn always_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) != 0 && HOP_BY_HOP.contains(name)
 }
 
 /// The headers a `Connection` header names (they are hop-by-hop for this message).
@@ -53,23 +69,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug, Clone, Default)]
 pub struct ForwardHeaders {
     names: Vec<HeaderName>,
+    /// The lengths of `names` ([`length_bit`]): most request headers are ruled out
+    /// without a comparison.
+    lengths: u64,
 }
 
 impl ForwardHeaders {
     /// Builds the list from configured names; invalid names are skipped (config
     /// validation rejects them before this runs).
     pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
-        ForwardHeaders {
-            names: names
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_ref().as_bytes()).ok())
-                .collect(),
-        }
+        let names: Vec<HeaderName> = names
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.as_ref().as_bytes()).ok())
+            .collect();
+        let lengths = names
+            .iter()
+            .fold(0, |mask, name| mask | length_bit(name.as_str().len()));
+        ForwardHeaders { names, lengths }
     }
 
     /// Whether `name` is on the list.
     pub fn allows(&self, name: &HeaderName) -> bool {
-        self.names.contains(name)
+        self.lengths & length_bit(name.as_str().len()) != 0 && self.names.contains(name)
     }
 
     /// The subset of `src` to forward: allow-listed headers (all their values, in the
@@ -86,7 +107,7 @@ impl ForwardHeaders {
                 connection |= name == header::CONNECTION;
                 continue;
             }
-            if self.names.contains(name) {
+            if self.allows(name) {
                 out.append(name.clone(), value.clone());
             }
         }
@@ -342,6 +363,46 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_through_the_length_mask() {
+        for name in &HOP_BY_HOP {
+            assert!(always_hop_by_hop(name), "{name}");
+            let upper = HeaderName::from_bytes(name.as_str().to_uppercase().as_bytes())
+                .expect("a valid name");
+            assert!(always_hop_by_hop(&upper), "{upper}");
+        }
+        for name in [
+            "host",
+            "accept",
+            "x-request-id",
+            "tee",
+            "trailers",
+            "connections",
+        ] {
+            assert!(!always_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn allow_list_membership_with_names_of_any_length() {
+        let long = "x-".to_string() + &"a".repeat(70);
+        let longer = "x-".to_string() + &"a".repeat(71);
+        let allow = ForwardHeaders::new(&["X-Scope-OrgID", "te", long.as_str()]);
+        for (name, want) in [
+            ("x-scope-orgid", true),
+            ("x-scope-orgie", false),
+            ("te", true),
+            ("tf", false),
+            (long.as_str(), true),
+            (longer.as_str(), false),
+            ("host", false),
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid name");
+            assert_eq!(allow.allows(&name), want, "{name}");
+        }
+        assert!(!ForwardHeaders::default().allows(&header::TE));
     }
 
     #[test]

@@ -447,10 +447,13 @@ enum Head {
 /// yet. `head_only`: the request was a `HEAD`.
 fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, WireError> {
     /// Where a header field's name and value are in the head.
+    #[derive(Clone, Copy, Default)]
     struct Field {
         name: (usize, usize),
         value: (usize, usize),
     }
+    /// Heads with up to this many fields keep their offsets on the stack.
+    const ON_STACK: usize = 32;
     // Left uninitialised (as hyper does): filling 100 empty fields cost more than
     // parsing a small head.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -486,16 +489,27 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, WireE
             .ok_or(WireError::Invalid("header outside the answer head"))
     };
     let count = parsed.headers.len();
-    let fields = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            Ok(Field {
-                name: span(h.name.as_bytes())?,
-                value: span(h.value)?,
-            })
+    let field = |h: &httparse::Header<'_>| {
+        Ok(Field {
+            name: span(h.name.as_bytes())?,
+            value: span(h.value)?,
         })
-        .collect::<Result<Vec<Field>, WireError>>()?;
+    };
+    let mut on_stack = [Field::default(); ON_STACK];
+    let on_heap: Vec<Field>;
+    let fields: &[Field] = if count <= ON_STACK {
+        for (slot, h) in on_stack.iter_mut().zip(parsed.headers.iter()) {
+            *slot = field(h)?;
+        }
+        &on_stack[..count]
+    } else {
+        on_heap = parsed
+            .headers
+            .iter()
+            .map(field)
+            .collect::<Result<_, WireError>>()?;
+        &on_heap
+    };
     let reason = match parsed.reason {
         Some(r) if !r.is_empty() && status.canonical_reason() != Some(r) => {
             Some(span(r.as_bytes())?)
@@ -511,17 +525,18 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, WireE
         }
         return Ok(Some(Head::Informational));
     }
-    let mut map = HeaderMap::with_capacity(count);
-    for field in &fields {
+    // Room for the headers the frontend adds to an answer (request id, CORS) without
+    // growing the map.
+    let mut map = HeaderMap::with_capacity(count + 3);
+    for field in fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|_| WireError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
             .map_err(|_| WireError::Invalid("invalid header value"))?;
         map.append(name, value);
     }
-    let (framing, reusable) = framing(&map, version, status, head_only)?;
-    let keep_alive =
-        reusable && version == Version::HTTP_11 && !has_token(&map, header::CONNECTION, "close");
+    let (framing, reusable, close) = framing(&map, version, status, head_only)?;
+    let keep_alive = reusable && version == Version::HTTP_11 && !close;
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = version;
@@ -535,56 +550,80 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, WireE
     Ok(Some(Head::Final(parts, framing, keep_alive)))
 }
 
-/// The body's framing, and whether the framing lets the connection be reused.
+/// The body's framing, whether the framing lets the connection be reused, and whether
+/// the answer's `Connection` header holds `close`.
+///
+/// One pass over the answer's fields (a handful) instead of a hashed lookup per framing
+/// header. A `Transfer-Encoding` decides the framing whatever the `Content-Length`
+/// says (RFC 9112 §6.3), so the length's values are only checked without one.
 fn framing(
     map: &HeaderMap,
     version: Version,
     status: StatusCode,
     head_only: bool,
-) -> Result<(Framing, bool), WireError> {
-    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Length(0), true));
+) -> Result<(Framing, bool, bool), WireError> {
+    let mut transfer_encoding = false;
+    // The last non-empty coding of all `Transfer-Encoding` values.
+    let mut last_coding: Option<&[u8]> = None;
+    let mut length: Result<Option<u64>, WireError> = Ok(None);
+    let mut has_length = false;
+    let mut close = false;
+    for (name, value) in map {
+        if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            if let Some(t) = tokens(value).rfind(|t| !t.is_empty()) {
+                last_coding = Some(t);
+            }
+        } else if name == header::CONTENT_LENGTH {
+            has_length = true;
+            if let Ok(found) = length {
+                length = content_length_value(value, found);
+            }
+        } else if name == header::CONNECTION {
+            close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        }
     }
-    if map.contains_key(header::TRANSFER_ENCODING) {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), true, close));
+    }
+    if transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(WireError::Invalid(
                 "transfer-encoding in an HTTP/1.0 answer",
             ));
         }
-        let last = map
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
+        return Ok(match last_coding {
             // With a Content-Length as well, the connection is closed after the answer.
-            Some(t) if t.eq_ignore_ascii_case(b"chunked") => (
-                Framing::Chunked(Chunk::Size),
-                !map.contains_key(header::CONTENT_LENGTH),
-            ),
-            _ => (Framing::UntilClose, false),
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => {
+                (Framing::Chunked(Chunk::Size), !has_length, close)
+            }
+            _ => (Framing::UntilClose, false, close),
         });
     }
-    match content_length(map)? {
-        Some(len) => Ok((Framing::Length(len), true)),
-        None => Ok((Framing::UntilClose, false)),
+    match length? {
+        Some(len) => Ok((Framing::Length(len), true, close)),
+        None => Ok((Framing::UntilClose, false, close)),
     }
 }
 
-/// The answer's `Content-Length`: every value (comma-separated lists included) must be
-/// the same number.
-fn content_length(map: &HeaderMap) -> Result<Option<u64>, WireError> {
-    let mut found = None;
-    for value in map.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(part.trim_ascii())
-                .ok_or(WireError::Invalid("invalid content-length"))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(WireError::Invalid("differing content-length values"));
-            }
-            found = Some(n);
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &HeaderValue) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+}
+
+/// `found` (the length of earlier `Content-Length` values) checked against one more
+/// value: every value (comma-separated lists included) must be the same number.
+fn content_length_value(value: &HeaderValue, found: Option<u64>) -> Result<Option<u64>, WireError> {
+    let mut found = found;
+    for part in tokens(value) {
+        let n = parse_decimal(part).ok_or(WireError::Invalid("invalid content-length"))?;
+        if found.is_some_and(|f| f != n) {
+            return Err(WireError::Invalid("differing content-length values"));
         }
+        found = Some(n);
     }
     Ok(found)
 }
@@ -599,15 +638,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
             .iter()
             .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
     )
-}
-
-/// Whether a comma-separated header holds `token` (ASCII case ignored).
-fn has_token(map: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    map.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 impl Chunk {

@@ -190,6 +190,32 @@ fn bodies_are_framed_as_rfc_9112_says() {
             Framing::Length(5),
             false,
         ),
+        // The transfer coding decides; the length is not even read.
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: nonsense\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+            Framing::Chunked(Chunk::Size),
+            false,
+        ),
+        // Codings listed over several fields, the last non-empty one counting.
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\ntransfer-encoding: ,\r\n\r\n",
+            false,
+            Framing::Chunked(Chunk::Size),
+            true,
+        ),
+        (
+            "HTTP/1.1 204 No Content\r\ncontent-length: nonsense\r\n\r\n",
+            false,
+            Framing::Length(0),
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\n",
+            true,
+            Framing::Length(0),
+            false,
+        ),
     ];
     for (text, head_only, framing, reusable) in cases {
         let (_, got, keep_alive) = head(text, *head_only).expect(text);
@@ -207,6 +233,13 @@ fn bodies_are_framed_as_rfc_9112_says() {
     ] {
         assert!(head(bad, false).is_err(), "{bad:?} is refused");
     }
+    // More fields than the parser keeps on the stack: every one of them arrives.
+    let fields: String = (0..60).map(|i| format!("x-{i}: v{i}\r\n")).collect();
+    let text = format!("HTTP/1.1 200 OK\r\n{fields}content-length: 1\r\n\r\n");
+    let (parts, got, _) = head(&text, false).expect("60 fields");
+    assert_eq!(got, Framing::Length(1));
+    assert_eq!(parts.headers.len(), 61);
+    assert_eq!(parts.headers["x-59"], "v59");
     let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
     let err = head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).expect_err("too many");
     assert!(err.to_string().contains("100 header fields"), "{err}");

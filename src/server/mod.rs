@@ -404,14 +404,16 @@ impl Frontend {
         // Query API reads; other `/api/` paths only when they read (GET).
         let logged =
             endpoint.is_query_api() && (endpoint != Endpoint::other_api || method == Method::GET);
+        // Boxed: the record is several hundred bytes, and it would be moved with every
+        // future that holds it.
         let mut pending = (self.slow_log.enabled() && logged).then(|| {
-            Pending::new(
+            Box::new(Pending::new(
                 peer,
                 (&method, req.uri(), req.headers()),
                 &self.tenant_header,
                 request_id,
                 trace_id,
-            )
+            ))
         });
         let resp = match (endpoint, &method) {
             // CORS preflight: answered here, as Prometheus answers it.
@@ -425,13 +427,13 @@ impl Frontend {
                         .and_then(|v| v.to_str().ok()),
                 ) =>
             {
-                self.passthrough(req, pending.as_mut()).await
+                self.passthrough(req, pending.as_deref_mut()).await
             }
             // The answering paths are boxed: their futures are several kilobytes, and
             // unboxed they would make every request's future (moved at each poll level)
             // as large as the largest of them.
             (Endpoint::query_range, &Method::GET | &Method::POST) => {
-                Box::pin(self.query_range(req, pending.as_mut())).await
+                Box::pin(self.query_range(req, pending.as_deref_mut())).await
             }
             // Label values: GET only, as Prometheus serves them; the others also as a
             // form POST. Any other body is forwarded as it came.
@@ -443,13 +445,13 @@ impl Frontend {
                             .and_then(|v| v.to_str().ok()),
                     ) =>
             {
-                Box::pin(self.cached_answer(req, endpoint, pending.as_mut())).await
+                Box::pin(self.cached_answer(req, endpoint, pending.as_deref_mut())).await
             }
             (
                 Endpoint::labels | Endpoint::series | Endpoint::query | Endpoint::label_values,
                 &Method::GET,
             ) if self.answers.is_some() => {
-                Box::pin(self.cached_answer(req, endpoint, pending.as_mut())).await
+                Box::pin(self.cached_answer(req, endpoint, pending.as_deref_mut())).await
             }
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),
@@ -461,7 +463,7 @@ impl Frontend {
                 let who = self.visibility(&req, user.as_deref());
                 Box::pin(self.status_page(&req, who)).await
             }
-            _ => self.passthrough(req, pending.as_mut()).await,
+            _ => self.passthrough(req, pending.as_deref_mut()).await,
         };
         let error = resp.as_ref().err().map(error_message);
         let resp = resp.unwrap_or_else(|e| self.error_answer(&e, coding));

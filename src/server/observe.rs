@@ -321,7 +321,7 @@ pub fn error_message(err: &Error) -> String {
 pub struct Observed {
     inner: Body,
     bytes: u64,
-    done: Option<(Pending, Arc<SlowLog>, Arc<Dashboards>)>,
+    done: Option<(Box<Pending>, Arc<SlowLog>, Arc<Dashboards>)>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -330,7 +330,7 @@ impl Observed {
     /// when the wrapper is dropped.
     pub fn new(
         inner: Body,
-        done: Option<(Pending, Arc<SlowLog>, Arc<Dashboards>)>,
+        done: Option<(Box<Pending>, Arc<SlowLog>, Arc<Dashboards>)>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Observed {
         Observed {
