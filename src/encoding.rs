@@ -77,7 +77,9 @@ impl Coding {
 /// The coding a client with these request headers gets, as Prometheus chooses it (see
 /// the module docs); `None`: identity.
 pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
-    let value = headers.get(header::ACCEPT_ENCODING)?.to_str().ok()?;
+    let value = crate::headers::first(headers, &header::ACCEPT_ENCODING)?
+        .to_str()
+        .ok()?;
     value.split(',').find_map(|entry| match entry.trim() {
         "gzip" => Some(Coding::Gzip),
         "deflate" => Some(Coding::Deflate),

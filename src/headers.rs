@@ -120,6 +120,16 @@ impl ForwardHeaders {
     }
 }
 
+/// The first value of `name` in `headers`, as `HeaderMap::get` finds it. Requests and
+/// answers carry a handful of headers: comparing their names one by one costs less than
+/// hashing `name` for a lookup, which larger maps still get.
+pub fn first<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.keys_len() > 8 {
+        return headers.get(name);
+    }
+    headers.iter().find_map(|(n, v)| (n == name).then_some(v))
+}
+
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -127,7 +137,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `[A-Za-z0-9._:-]` (safe in every log format), otherwise a new random one (16 hex
 /// digits).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&REQUEST_ID)
+    if let Some(v) = first(headers, &REQUEST_ID)
         && (1..=128).contains(&v.len())
         && v.as_bytes()
             .iter()
@@ -156,8 +166,8 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// later version at least that long with a `-` after the flags. The header is forwarded
 /// as received either way (it is on the allow-list); only the logs depend on this.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
+    let mut values = headers.iter().filter(|(name, _)| *name == TRACEPARENT);
+    let (Some((_, value)), None) = (values.next(), values.next()) else {
         return None;
     };
     parse_traceparent(value.as_bytes()).map(str::to_owned)
@@ -363,6 +373,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn first_finds_what_get_finds_in_maps_of_any_size() {
+        let mut h = HeaderMap::new();
+        let names: Vec<HeaderName> = (0..20)
+            .map(|i| HeaderName::from_bytes(format!("x-h{i}").as_bytes()).expect("a valid name"))
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            h.append(name.clone(), HeaderValue::from(i));
+            h.append(name.clone(), HeaderValue::from(i + 100));
+            h.append(header::ACCEPT, HeaderValue::from(i + 1000));
+            for probe in names.iter().chain([&header::ACCEPT, &header::ORIGIN]) {
+                assert_eq!(first(&h, probe), h.get(probe), "{probe} among {}", h.len());
+            }
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod splice;
 pub mod stack;
 pub mod status;
 pub mod testdata;
+pub mod timer;
 
 pub use config::Config;
 pub use error::Error;

@@ -23,6 +23,7 @@ mod h1;
 mod pool;
 mod wire;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -140,7 +141,12 @@ struct Shared {
     /// `Accept-Encoding` of range queries: `gzip` or `identity`.
     accept_encoding: HeaderValue,
     metrics: Arc<Metrics>,
+    /// The attempts' deadlines (see [`crate::timer`]).
+    sleeps: Arc<crate::timer::SleepPool>,
 }
+
+/// Idle attempt timers kept for reuse: about one per attempt in flight, up to this many.
+const ATTEMPT_TIMERS: usize = 4096;
 
 /// The path and query string of a request to the querier, before the endpoint's prefix.
 #[derive(Clone, Copy)]
@@ -256,6 +262,7 @@ impl Downstream {
                     "identity"
                 }),
                 metrics: opts.metrics.clone(),
+                sleeps: crate::timer::SleepPool::new(ATTEMPT_TIMERS),
             }),
         })
     }
@@ -417,9 +424,19 @@ impl Downstream {
                 body,
             })
         };
-        tokio::time::timeout(budget, exchange)
-            .await
-            .map_err(|_| self.timeout_error(index, budget, limit))?
+        let mut expired = self.shared.sleeps.sleep_until(Instant::now() + budget);
+        let mut exchange = std::pin::pin!(exchange);
+        // The answer first, as `tokio::time::timeout` does: one that is ready counts
+        // even when the deadline passed meanwhile.
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            Pin::new(&mut expired)
+                .poll(cx)
+                .map(|()| Err(self.timeout_error(index, budget, limit)))
+        })
+        .await
     }
 
     /// One attempt of a range query: `POST <prefix>/api/v1/query_range` with a form body

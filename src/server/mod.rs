@@ -209,7 +209,10 @@ impl Frontend {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
+            // The header-read timeout is armed for every request: its sleeps recycled.
+            .timer(crate::timer::PooledTimer(crate::timer::SleepPool::new(
+                TIMER_POOL,
+            )))
             .header_read_timeout(this.header_read_timeout)
             .max_buf_size(hard_head_limit(this.max_header_bytes))
             .keep_alive(true);
@@ -323,7 +326,7 @@ impl Frontend {
         // Every answer on the API carries the CORS headers, whoever wrote it.
         let path = req.uri().path();
         let cors = (Cors::covers(path) || Cors::is_preflight(req.method(), path))
-            .then(|| req.headers().get(header::ORIGIN).cloned());
+            .then(|| crate::headers::first(req.headers(), &header::ORIGIN).cloned());
         // One web config for the whole request, even if a reload lands meanwhile.
         let web = self.web.as_ref().map(|web| web.current());
         let mut resp = self
@@ -539,15 +542,13 @@ impl Frontend {
 /// A request's parameters as Prometheus (Go's `ParseForm`) reads them: a POST's form
 /// body first, then the query string.
 fn request_pairs(parts: &http::request::Parts, body: &[u8]) -> FormPairs {
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // Only a POST body carries parameters.
-    let form_body: &[u8] = if parts.method == Method::POST {
-        body
+    // Only a POST body carries parameters (and only then does its type matter).
+    let (content_type, form_body) = if parts.method == Method::POST && !body.is_empty() {
+        let content_type = crate::headers::first(&parts.headers, &header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        (content_type, body)
     } else {
-        &[]
+        (None, &[][..])
     };
     form_pairs(parts.uri.query(), content_type, form_body)
 }
@@ -580,6 +581,10 @@ async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<
         Err(e) => Err(Error::ClientBody(e)),
     }
 }
+
+/// Idle header-read timers kept per server (see [`crate::timer`]): about one per
+/// connection waiting for its next request, up to this many.
+const TIMER_POOL: usize = 4096;
 
 /// The size up to which the HTTP layer reads a request head: twice
 /// `server.max_header_bytes`. Heads between the two are read whole and answered 431 with

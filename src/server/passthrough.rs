@@ -43,7 +43,7 @@ impl Frontend {
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
         let mut headers = self.forward.select(&parts.headers);
-        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        let content_type = crate::headers::first(&parts.headers, &header::CONTENT_TYPE);
         if let Some(ct) = content_type {
             headers.insert(header::CONTENT_TYPE, ct.clone());
         }

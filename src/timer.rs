@@ -1,0 +1,181 @@
+//! Timers recycled from one request to the next.
+//!
+//! Every forwarded request arms two timers that almost never fire: hyper's header-read
+//! timeout for the client's next request, and the querier attempt's deadline. A fresh
+//! tokio sleep is put into the runtime's timer wheel when first polled and taken out
+//! again when dropped, each under the time driver's lock: measured, the two cost about
+//! as much as parsing the request. A [`SleepPool`] keeps sleeps that were dropped
+//! unexpired, still in the wheel: the next request moves one to its later deadline,
+//! which only stores the new deadline (tokio re-files the entry when the old one comes
+//! due). A pooled sleep whose old deadline passes meanwhile wakes the task that last
+//! polled it once, harmlessly (a task woken for nothing polls and waits again), and is
+//! then an ordinary expired sleep that is put back into the wheel when reused.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// Idle sleeps kept for reuse, at most `capacity` of them. Made inside the runtime
+/// whose timer the sleeps use, and used only there.
+pub struct SleepPool {
+    idle: Mutex<Vec<Pin<Box<Sleep>>>>,
+    capacity: usize,
+}
+
+impl SleepPool {
+    /// A pool keeping up to `capacity` idle sleeps (a few hundred bytes each).
+    pub fn new(capacity: usize) -> Arc<SleepPool> {
+        Arc::new(SleepPool {
+            idle: Mutex::new(Vec::new()),
+            capacity,
+        })
+    }
+
+    /// A sleep that ends at `deadline`: an idle one moved there when the pool has one,
+    /// a new one otherwise. Polled from any task; given back to the pool when dropped.
+    pub fn sleep_until(self: &Arc<Self>, deadline: Instant) -> PooledSleep {
+        let recycled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let sleep = match recycled {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        PooledSleep {
+            sleep: Some(sleep),
+            pool: Arc::clone(self),
+        }
+    }
+
+    /// Idle sleeps held now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+}
+
+/// A sleep of a [`SleepPool`]; resolves at its deadline like `tokio::time::sleep_until`.
+pub struct PooledSleep {
+    sleep: Option<Pin<Box<Sleep>>>,
+    pool: Arc<SleepPool>,
+}
+
+impl Future for PooledSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for PooledSleep {
+    fn drop(&mut self) {
+        let Some(sleep) = self.sleep.take() else {
+            return;
+        };
+        // A sleep that ended is out of the wheel: nothing is saved by keeping it.
+        if sleep.is_elapsed() {
+            return;
+        }
+        if let Ok(mut idle) = self.pool.idle.lock()
+            && idle.len() < self.pool.capacity
+        {
+            idle.push(sleep);
+        }
+    }
+}
+
+/// hyper's server timer (the HTTP/1 header-read timeout) over a [`SleepPool`].
+#[derive(Clone)]
+pub struct PooledTimer(pub Arc<SleepPool>);
+
+impl hyper::rt::Timer for PooledTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.0.sleep_until(Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.0.sleep_until(Instant::from_std(deadline)))
+    }
+}
+
+impl hyper::rt::Sleep for PooledSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_ends_at_its_deadline_new_or_recycled() {
+        let pool = SleepPool::new(4);
+        let start = Instant::now();
+        pool.sleep_until(start + Duration::from_secs(3)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(pool.idle(), 0, "an ended sleep is not kept");
+
+        // Dropped before its deadline: kept, and the next sleep is that one moved.
+        drop(pool.sleep_until(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(pool.idle(), 1);
+        let t = Instant::now();
+        pool.sleep_until(t + Duration::from_secs(20)).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(20), "moved later");
+        assert_eq!(pool.idle(), 0);
+
+        drop(pool.sleep_until(Instant::now() + Duration::from_secs(10)));
+        let t = Instant::now();
+        pool.sleep_until(t + Duration::from_secs(2)).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(2), "moved earlier");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recycled_sleep_whose_old_deadline_passed_idle_still_waits_for_its_new_one() {
+        let pool = SleepPool::new(4);
+        drop(pool.sleep_until(Instant::now() + Duration::from_secs(1)));
+        // The old deadline passes while the sleep is idle in the pool.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let t = Instant::now();
+        pool.sleep_until(t + Duration::from_secs(7)).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_polled_by_one_task_then_recycled_wakes_the_next() {
+        let pool = SleepPool::new(4);
+        // Polled (its waker registered) by another task, then dropped unexpired.
+        let first = pool.sleep_until(Instant::now() + Duration::from_secs(60));
+        let polled = tokio::spawn(async move {
+            tokio::select! {
+                () = first => false,
+                () = tokio::time::sleep(Duration::from_secs(1)) => true,
+            }
+        });
+        assert!(
+            polled.await.expect("task ran"),
+            "the first sleep had not ended"
+        );
+        assert_eq!(pool.idle(), 1);
+        let t = Instant::now();
+        let second = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.sleep_until(t + Duration::from_secs(90)).await }
+        });
+        second.await.expect("the second sleep ends");
+        assert_eq!(t.elapsed(), Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pool_keeps_at_most_its_capacity() {
+        let pool = SleepPool::new(2);
+        let later = Instant::now() + Duration::from_secs(30);
+        let sleeps: Vec<_> = (0..5).map(|_| pool.sleep_until(later)).collect();
+        drop(sleeps);
+        assert_eq!(pool.idle(), 2);
+    }
+}
