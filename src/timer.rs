@@ -21,24 +21,47 @@ use tokio::time::{Instant, Sleep};
 
 /// Idle sleeps kept for reuse, at most `capacity` of them. Made inside the runtime
 /// whose timer the sleeps use, and used only there.
+///
+/// Split into shards, each thread using its own (as tokio splits its timer wheel by
+/// worker), so that worker threads do not contend for one lock on every request.
 pub struct SleepPool {
-    idle: Mutex<Vec<Pin<Box<Sleep>>>>,
-    capacity: usize,
+    shards: Box<[Mutex<Vec<IdleSleep>>]>,
+    /// Idle sleeps kept per shard.
+    per_shard: usize,
+}
+
+/// A sleep kept in a [`SleepPool`], still in the timer wheel.
+type IdleSleep = Pin<Box<Sleep>>;
+
+/// Shards of a [`SleepPool`].
+const SHARDS: usize = 8;
+
+/// The shard of the calling thread: threads are numbered as they first ask.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl SleepPool {
-    /// A pool keeping up to `capacity` idle sleeps (a few hundred bytes each).
+    /// A pool keeping up to about `capacity` idle sleeps (a few hundred bytes each).
     pub fn new(capacity: usize) -> Arc<SleepPool> {
         Arc::new(SleepPool {
-            idle: Mutex::new(Vec::new()),
-            capacity,
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
         })
     }
 
     /// A sleep that ends at `deadline`: an idle one moved there when the pool has one,
     /// a new one otherwise. Polled from any task; given back to the pool when dropped.
     pub fn sleep_until(self: &Arc<Self>, deadline: Instant) -> PooledSleep {
-        let recycled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let recycled = self.shards[shard()]
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop());
         let sleep = match recycled {
             Some(mut sleep) => {
                 sleep.as_mut().reset(deadline);
@@ -54,7 +77,10 @@ impl SleepPool {
 
     /// Idle sleeps held now.
     pub fn idle(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |idle| idle.len()))
+            .sum()
     }
 }
 
@@ -84,8 +110,8 @@ impl Drop for PooledSleep {
         if sleep.is_elapsed() {
             return;
         }
-        if let Ok(mut idle) = self.pool.idle.lock()
-            && idle.len() < self.pool.capacity
+        if let Ok(mut idle) = self.pool.shards[shard()].lock()
+            && idle.len() < self.pool.per_shard
         {
             idle.push(sleep);
         }
@@ -172,10 +198,43 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_pool_keeps_at_most_its_capacity() {
-        let pool = SleepPool::new(2);
+        // Dropped on one thread, so into one shard.
+        let pool = SleepPool::new(2 * SHARDS);
         let later = Instant::now() + Duration::from_secs(30);
         let sleeps: Vec<_> = (0..5).map(|_| pool.sleep_until(later)).collect();
         drop(sleeps);
         assert_eq!(pool.idle(), 2);
+    }
+
+    /// Tasks moving between two worker threads take sleeps on one and give them back
+    /// on the other: nothing is lost or blocked, and each thread's shard stays within
+    /// its share of the capacity (8 here).
+    #[test]
+    fn concurrent_use_from_worker_threads_keeps_sleeps_within_the_cap() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let pool = SleepPool::new(64);
+        rt.block_on(async {
+            let later = Instant::now() + Duration::from_secs(600);
+            let mut handles = Vec::new();
+            for _ in 0..8 {
+                let pool = pool.clone();
+                handles.push(tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let sleep = pool.sleep_until(later);
+                        tokio::task::yield_now().await;
+                        drop(sleep);
+                    }
+                }));
+            }
+            for h in handles {
+                h.await.expect("task ran");
+            }
+        });
+        let idle = pool.idle();
+        assert!((1..=2 * 8).contains(&idle), "{idle} idle sleeps kept");
     }
 }
