@@ -7,9 +7,9 @@
 //! as much as parsing the request. A [`SleepPool`] keeps sleeps that were dropped
 //! unexpired, still in the wheel: the next request moves one to its later deadline,
 //! which only stores the new deadline (tokio re-files the entry when the old one comes
-//! due). A pooled sleep whose old deadline passes meanwhile wakes the task that last
-//! polled it once, harmlessly (a task woken for nothing polls and waits again), and is
-//! then an ordinary expired sleep that is put back into the wheel when reused.
+//! due). A sleep goes into the pool holding a waker that does nothing, so no task is kept
+//! or woken by it; one whose old deadline passes while it waits there is an ordinary
+//! expired sleep, put back into the wheel when reused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -106,8 +106,16 @@ impl Drop for PooledSleep {
         let Some(sleep) = self.sleep.take() else {
             return;
         };
-        // A sleep that ended is out of the wheel: nothing is saved by keeping it.
-        if sleep.is_elapsed() {
+        // Polled once with a waker that does nothing: the task that last polled it
+        // (perhaps a connection that has ended) is neither held in memory by the pool
+        // nor woken when the old deadline comes. A sleep that ended is out of the wheel:
+        // nothing is saved by keeping it.
+        let mut sleep = sleep;
+        if sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+        {
             return;
         }
         if let Ok(mut idle) = self.pool.shards[shard()].lock()
@@ -194,6 +202,35 @@ mod tests {
         });
         second.await.expect("the second sleep ends");
         assert_eq!(t.elapsed(), Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_in_the_pool_holds_no_waker_of_the_task_that_polled_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        /// A waker that counts its wakes; its strong count tells who holds it.
+        struct Counting(AtomicUsize);
+        impl Wake for Counting {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let pool = SleepPool::new(4 * SHARDS);
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counting.clone());
+        let mut sleep = pool.sleep_until(Instant::now() + Duration::from_secs(5));
+        assert!(
+            Pin::new(&mut sleep)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(waker);
+        assert_eq!(Arc::strong_count(&counting), 2, "the sleep holds the waker");
+        drop(sleep);
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(Arc::strong_count(&counting), 1, "the pool does not");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0, "never woken");
     }
 
     #[tokio::test(start_paused = true)]
