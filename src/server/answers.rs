@@ -26,12 +26,13 @@
 
 use std::sync::Arc;
 
+use super::ReqBody;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 
 use super::observe::Pending;
 use super::respond::full;
@@ -69,7 +70,7 @@ impl Frontend {
     /// Answers a label, series or instant request (see the module docs).
     pub(super) async fn cached_answer(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         endpoint: Endpoint,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {

@@ -1,10 +1,10 @@
 //! What the frontend answers itself: `/-/ready`, `/metrics` and
 //! `/api/v1/slow_queries` (`/-/healthy` is a constant line in the router).
 
+use super::ReqBody;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use bytes::Bytes;
 
@@ -42,7 +42,7 @@ impl Frontend {
     /// shutdown.
     pub(super) fn slow_queries(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ReqBody>,
         who: Visibility,
     ) -> Result<Response<Body>, Error> {
         let pairs = form_pairs(req.uri().query(), None, &[]);

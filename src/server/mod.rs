@@ -55,6 +55,7 @@ use web::{Loaded, WebState};
 mod answers;
 mod auth;
 mod cors;
+mod h1;
 mod local;
 mod observe;
 mod passthrough;
@@ -69,6 +70,16 @@ pub use respond::error_response;
 
 /// Response body type of the server: a local buffer or the querier's stream.
 pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A request's body as the handlers get it: read by the own HTTP/1.1 loop ([`h1`])
+/// before the request was handed over, or still to be read from hyper's connection.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// The whole body (empty for a request without one).
+    Read(Bytes),
+    /// Streamed by hyper (HTTP/2, TLS, and HTTP/1.1 requests the own loop leaves to it).
+    Hyper(Incoming),
+}
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Frontend {
@@ -255,16 +266,29 @@ impl Frontend {
                     let tls = this.web.as_ref().and_then(|web| web.current().tls.clone());
                     let (timeout, metrics) = (this.header_read_timeout, this.metrics.clone());
                     let this = this.clone();
-                    let svc = hyper::service::service_fn(move |req| {
-                        let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle(peer, req).await) }
+                    let hyper_this = this.clone();
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let this = hyper_this.clone();
+                        async move {
+                            Ok::<_, Infallible>(this.handle(peer, req.map(ReqBody::Hyper)).await)
+                        }
                     });
                     let Some(tls) = tls else {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                        let conn = graceful.watch(conn);
+                        // The own loop first; hyper takes over what it leaves (see `h1`).
+                        // The watcher makes the drain at shutdown wait for the connection.
+                        let (builder, watcher) = (builder.clone(), graceful.watcher());
                         tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            let options = this.h1_options();
+                            let frontend = &*this;
+                            let ended = h1::serve(stream, &options, &frontend.closing, |req| {
+                                frontend.handle(peer, req)
+                            })
+                            .await;
+                            if let h1::Ended::HandOff(io) = ended {
+                                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+                                if let Err(e) = watcher.watch(conn).await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
                             }
                         });
                         continue;
@@ -303,10 +327,19 @@ impl Frontend {
         Ok(())
     }
 
+    /// The own HTTP/1.1 loop's limits.
+    fn h1_options(&self) -> h1::Options {
+        h1::Options {
+            header_read_timeout: self.header_read_timeout,
+            max_head_bytes: hard_head_limit(self.max_header_bytes),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
     /// Answers one request; never fails (errors become Prometheus error JSON). Runs in a
     /// span carrying the request id (and the trace id of a valid `traceparent`), so
     /// every log line of the request names it.
-    async fn handle(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, peer: SocketAddr, mut req: Request<ReqBody>) -> Response<Body> {
         // Measured as the client sent it, before the frontend adds anything.
         let head = head_bytes(&req);
         let request_id = crate::headers::request_id(req.headers());
@@ -347,7 +380,7 @@ impl Frontend {
     async fn handle_request(
         &self,
         peer: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
         head: usize,
         (request_id, trace_id): (&HeaderValue, Option<String>),
         web: Option<&Loaded>,
@@ -495,7 +528,7 @@ impl Frontend {
     /// the path is exempt, the reason for a 401 otherwise.
     async fn authenticate(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ReqBody>,
         web: Option<&Loaded>,
     ) -> Result<Option<String>, crate::metrics::AuthFailure> {
         let Some(web) = web.filter(|web| !web.config.users.is_empty()) else {
@@ -515,11 +548,7 @@ impl Frontend {
 
     /// What `user` (or an anonymous client) may see of the slow-query log and of the
     /// status page, given the request's tenant header.
-    fn visibility(
-        &self,
-        req: &Request<Incoming>,
-        user: Option<&str>,
-    ) -> crate::slowlog::Visibility {
+    fn visibility(&self, req: &Request<ReqBody>, user: Option<&str>) -> crate::slowlog::Visibility {
         let tenant = req
             .headers()
             .get(&self.tenant_header)
@@ -563,7 +592,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// Reads a request body up to `limit` bytes; larger bodies are `BodyTooLarge` (413).
-async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, Error> {
+async fn read_body(headers: &HeaderMap, body: ReqBody, limit: usize) -> Result<Bytes, Error> {
+    let body = match body {
+        ReqBody::Read(bytes) if bytes.len() > limit => return Err(Error::BodyTooLarge { limit }),
+        ReqBody::Read(bytes) => return Ok(bytes),
+        ReqBody::Hyper(body) => body,
+    };
     // Most requests (a GET) have no body: nothing to collect.
     if hyper::body::Body::is_end_stream(&body) {
         return Ok(Bytes::new());

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::ReqBody;
 use http::header;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::observe::{Pending, error_message};
 use super::respond::{full, looks_like_json_object};
@@ -25,7 +25,7 @@ use crate::model::timeout::ClientTimeout;
 impl Frontend {
     pub(super) async fn passthrough(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
         let arrived = tokio::time::Instant::now();

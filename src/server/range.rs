@@ -2,9 +2,9 @@
 //! the range-query stack (`crate::stack`) and answers with the encoded result, gzipped
 //! when the client accepts it, with `X-Cache` telling how the caches served it.
 
+use super::ReqBody;
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::observe::Pending;
@@ -18,7 +18,7 @@ impl Frontend {
     /// Answers a range query (GET or form POST).
     pub(super) async fn query_range(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
         let arrived = tokio::time::Instant::now();

@@ -1,10 +1,10 @@
 //! `GET /` (the status page, HTML from the binary) and `GET /-/status` (the JSON its
 //! script reads), answered for the reader's [`Visibility`].
 
+use super::ReqBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::respond::full;
 use super::{Body, Frontend};
@@ -22,7 +22,7 @@ impl Frontend {
     /// Answers `GET /` with the page and `GET /-/status` with the status JSON.
     pub(super) async fn status_page(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<ReqBody>,
         who: Visibility,
     ) -> Result<Response<Body>, Error> {
         if req.uri().path() == "/" {
