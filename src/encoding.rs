@@ -77,9 +77,12 @@ impl Coding {
 /// The coding a client with these request headers gets, as Prometheus chooses it (see
 /// the module docs); `None`: identity.
 pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
-    let value = crate::headers::first(headers, &header::ACCEPT_ENCODING)?
-        .to_str()
-        .ok()?;
+    negotiate_value(crate::headers::first(headers, &header::ACCEPT_ENCODING)?)
+}
+
+/// [`negotiate`] for the value of the client's first `Accept-Encoding` header.
+pub fn negotiate_value(accept_encoding: &HeaderValue) -> Option<Coding> {
+    let value = accept_encoding.to_str().ok()?;
     value.split(',').find_map(|entry| match entry.trim() {
         "gzip" => Some(Coding::Gzip),
         "deflate" => Some(Coding::Deflate),

@@ -151,8 +151,11 @@ const ATTEMPT_TIMERS: usize = 4096;
 /// The path and query string of a request to the querier, before the endpoint's prefix.
 #[derive(Clone, Copy)]
 enum RequestPath<'a> {
-    /// Text made here (a fixed path, or one with the querier's `timeout` added).
+    /// Text made here (a fixed path, the configured probe path).
     Text(&'a str),
+    /// The client's own with its `timeout` parameter replaced (see [`with_timeout`]):
+    /// made of the parsed one's bytes and of bytes that need no escaping.
+    Derived(&'a str),
     /// The client's own, already parsed: used as it is when the endpoint has no prefix.
     Parsed(&'a http::uri::PathAndQuery),
 }
@@ -165,15 +168,19 @@ impl<'a> RequestPath<'a> {
     /// every request target the parser accepts is made of. Anything else is built and
     /// checked as a URI.
     fn origin_form(self) -> Option<&'a str> {
-        let text = match self {
-            RequestPath::Parsed(parsed) => parsed.as_str(),
-            RequestPath::Text(text) => text,
-        };
+        let text = self.as_str();
         let plain = match self {
-            RequestPath::Parsed(_) => true,
+            RequestPath::Parsed(_) | RequestPath::Derived(_) => true,
             RequestPath::Text(text) => text.bytes().all(|b| b.is_ascii_graphic() && b != b'#'),
         };
         (plain && text.starts_with('/')).then_some(text)
+    }
+
+    fn as_str(self) -> &'a str {
+        match self {
+            RequestPath::Parsed(parsed) => parsed.as_str(),
+            RequestPath::Text(text) | RequestPath::Derived(text) => text,
+        }
     }
 }
 
@@ -388,18 +395,15 @@ impl Downstream {
     ) -> Result<Response<ResponseBody>, Error> {
         let (budget, limit) = self.attempt_budget(index, deadline)?;
         let (rewritten, body) = match req.timeout_param {
-            true => {
-                let (path, body) = with_timeout(
-                    req.path_and_query.as_str(),
-                    &req.body,
-                    &querier_timeout(req.client_timeout.as_ref(), budget),
-                );
-                (Some(path), body)
-            }
+            true => with_timeout(
+                req.path_and_query.as_str(),
+                &req.body,
+                &querier_timeout(req.client_timeout.as_ref(), budget),
+            ),
             false => (None, req.body.clone()),
         };
         let path = match &rewritten {
-            Some(text) => RequestPath::Text(text),
+            Some(text) => RequestPath::Derived(text),
             None => RequestPath::Parsed(&req.path_and_query),
         };
         let exchange = async {
@@ -597,10 +601,7 @@ impl Downstream {
         body: Bytes,
     ) -> Result<Request<Bytes>, Error> {
         let target = &self.shared.targets[index];
-        let path_and_query = match path {
-            RequestPath::Text(text) => text,
-            RequestPath::Parsed(parsed) => parsed.as_str(),
-        };
+        let path_and_query = path.as_str();
         let invalid = |e: http::Error| {
             Error::BadData(format!(
                 "invalid request path {}: {e}",
@@ -610,7 +611,9 @@ impl Downstream {
         let uri = if path_and_query.starts_with('/') {
             let path = match (target.prefix.as_str(), path) {
                 ("", RequestPath::Parsed(parsed)) => Ok(parsed.clone()),
-                ("", RequestPath::Text(_)) => http::uri::PathAndQuery::try_from(path_and_query),
+                ("", RequestPath::Text(_) | RequestPath::Derived(_)) => {
+                    http::uri::PathAndQuery::try_from(path_and_query)
+                }
                 (prefix, _) => {
                     http::uri::PathAndQuery::try_from(format!("{prefix}{path_and_query}"))
                 }

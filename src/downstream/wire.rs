@@ -9,8 +9,14 @@ use crate::error::Error;
 
 /// The request with its `timeout` parameter (in the query string for a GET, in the form
 /// body for a form POST) replaced by `timeout` (URL-encoded here). Other parameters stay
-/// byte for byte.
-pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) -> (String, Bytes) {
+/// byte for byte. The path and query come back only when they changed (`None` for a form
+/// body, which carries the parameter instead); a new one is made of the old one's bytes
+/// and of bytes that need no escaping, so it is a request target wherever the old one is.
+pub(super) fn with_timeout(
+    path_and_query: &str,
+    body: &Bytes,
+    timeout: &str,
+) -> (Option<String>, Bytes) {
     /// Whether a raw pair's key decodes to `timeout` (`time%6Fut` does; the plain key
     /// is compared without decoding).
     fn is_timeout(pair: &str) -> bool {
@@ -22,14 +28,42 @@ pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) ->
             .next()
             .is_some_and(|(k, _)| k == "timeout")
     }
-    /// `raw`'s pairs except `timeout`, then `timeout=<value>`, appended to `out`.
+    /// `raw`'s pairs except `timeout` and empty ones, then `timeout=<value>`, appended
+    /// to `out`.
     fn replace(out: &mut String, raw: &str, timeout: &str) {
-        for pair in raw.split('&').filter(|p| !p.is_empty() && !is_timeout(p)) {
-            out.push_str(pair);
-            out.push('&');
+        // The common case, a query string without a `timeout` or an empty pair, is
+        // copied whole; `+` cannot make a key `timeout`, an escape can.
+        let bytes = raw.as_bytes();
+        let whole = !raw.starts_with('&')
+            && !raw.ends_with('&')
+            && bytes.iter().enumerate().all(|(i, &b)| match b {
+                b'%' => false,
+                b'&' => bytes.get(i + 1) != Some(&b'&'),
+                b't' => !bytes[i..].starts_with(b"timeout"),
+                _ => true,
+            });
+        if whole {
+            out.push_str(raw);
+            if !raw.is_empty() {
+                out.push('&');
+            }
+        } else {
+            for pair in raw.split('&').filter(|p| !p.is_empty() && !is_timeout(p)) {
+                out.push_str(pair);
+                out.push('&');
+            }
         }
         out.push_str("timeout=");
-        out.extend(form_urlencoded::byte_serialize(timeout.as_bytes()));
+        // The frontend's own values (`12.500`) and the usual client ones (`30s`) need no
+        // escaping.
+        if timeout
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            out.push_str(timeout);
+        } else {
+            out.extend(form_urlencoded::byte_serialize(timeout.as_bytes()));
+        }
     }
     if !body.is_empty() {
         // A form body: Prometheus reads it before the query string.
@@ -37,9 +71,9 @@ pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) ->
             Ok(text) => {
                 let mut out = String::with_capacity(text.len() + timeout.len() + 9);
                 replace(&mut out, text, timeout);
-                (path_and_query.to_owned(), Bytes::from(out))
+                (None, Bytes::from(out))
             }
-            Err(_) => (path_and_query.to_owned(), body.clone()),
+            Err(_) => (None, body.clone()),
         };
     }
     let (path, query) = path_and_query
@@ -49,7 +83,7 @@ pub(super) fn with_timeout(path_and_query: &str, body: &Bytes, timeout: &str) ->
     out.push_str(path);
     out.push('?');
     replace(&mut out, query, timeout);
-    (out, body.clone())
+    (Some(out), body.clone())
 }
 
 /// The TLS client config: the system's CA certificates plus those in `ca_file`.
@@ -147,6 +181,10 @@ mod tests {
             ),
             ("/api/v1/query", "/api/v1/query?timeout=1.500"),
             (
+                "/api/v1/query?query=up&",
+                "/api/v1/query?query=up&timeout=1.500",
+            ),
+            (
                 "/api/v1/query?timeout=1h&query=a%2Bb&time=5&timeout=2h",
                 "/api/v1/query?query=a%2Bb&time=5&timeout=1.500",
             ),
@@ -162,21 +200,29 @@ mod tests {
         for (pq, want) in cases {
             assert_eq!(
                 with_timeout(pq, &none, "1.500"),
-                (want.to_owned(), none.clone())
+                (Some(want.to_owned()), none.clone())
             );
         }
         assert_eq!(
-            with_timeout("/api/v1/query?query=up", &none, "+1").0,
-            "/api/v1/query?query=up&timeout=%2B1",
+            with_timeout("/api/v1/query?query=up", &none, "+1")
+                .0
+                .as_deref(),
+            Some("/api/v1/query?query=up&timeout=%2B1"),
             "the value is encoded"
+        );
+        assert_eq!(
+            with_timeout("/api/v1/query?query=up", &none, "30s")
+                .0
+                .as_deref(),
+            Some("/api/v1/query?query=up&timeout=30s"),
         );
         let body = Bytes::from_static(b"query=sum(up)&timeout=30s");
         let (pq, new) = with_timeout("/api/v1/query?timeout=9s", &body, "2.000");
-        assert_eq!(
-            pq, "/api/v1/query?timeout=9s",
-            "the body's value wins in Prometheus"
-        );
+        assert_eq!(pq, None, "the body's value wins in Prometheus");
         assert_eq!(&new[..], b"query=sum(up)&timeout=2.000");
+        let body = Bytes::from_static(b"query=up%2B1&time=5");
+        let (_, new) = with_timeout("/api/v1/query", &body, "2.000");
+        assert_eq!(&new[..], b"query=up%2B1&time=5&timeout=2.000");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`RangeQuery::to_form`] writes it back as a form body: times as exact decimal seconds,
 //! every other parameter forwarded unchanged.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -167,7 +168,7 @@ impl RangeQuery {
 /// Checks an instant query's (`/api/v1/query`) parameters that Prometheus checks before
 /// it parses the expression, in its order and with its messages: `time` (when given),
 /// then `timeout`. The expression is left to the querier.
-pub fn check_instant_query<V: AsRef<[u8]>>(pairs: &[(String, V)]) -> Result<(), Error> {
+pub fn check_instant_query<K: AsRef<str>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Result<(), Error> {
     let time = first_value(pairs, "time").unwrap_or_default();
     if !time.is_empty() {
         parse_time(time)
@@ -188,10 +189,18 @@ pub type FormPairs = Vec<(String, Vec<u8>)>;
 /// pairs first (only for a form-encoded body), then the URL's. Callers pass an empty body
 /// for GET requests, whose bodies Go ignores.
 pub fn form_pairs(uri_query: Option<&str>, content_type: Option<&str>, body: &[u8]) -> FormPairs {
-    let mut pairs = Vec::new();
-    if is_form_content_type(content_type) {
-        pairs.extend(parse_query(body));
-    }
+    let form = if is_form_content_type(content_type) {
+        body
+    } else {
+        &[]
+    };
+    query_pairs(uri_query, form)
+}
+
+/// The pairs of a form body (the body of a form POST, empty for other requests) and then
+/// those of the query string, as [`form_pairs`] gives them.
+pub fn query_pairs(uri_query: Option<&str>, form: &[u8]) -> FormPairs {
+    let mut pairs = parse_query(form);
     if let Some(q) = uri_query {
         pairs.extend(parse_query(q.as_bytes()));
     }
@@ -199,10 +208,13 @@ pub fn form_pairs(uri_query: Option<&str>, content_type: Option<&str>, body: &[u
 }
 
 /// The first value of `name` in `pairs`, if present.
-pub fn first_value<'a, V: AsRef<[u8]>>(pairs: &'a [(String, V)], name: &str) -> Option<&'a [u8]> {
+pub fn first_value<'a, K: AsRef<str>, V: AsRef<[u8]>>(
+    pairs: &'a [(K, V)],
+    name: &str,
+) -> Option<&'a [u8]> {
     pairs
         .iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| k.as_ref() == name)
         .map(|(_, v)| v.as_ref())
 }
 
@@ -210,40 +222,104 @@ pub fn first_value<'a, V: AsRef<[u8]>>(pairs: &'a [(String, V)], name: &str) -> 
 /// pair containing `;` or a malformed `%` escape is skipped; `+` is a space. Values keep
 /// bytes that are not UTF-8 (as Go's strings do); in names they are replaced (U+FFFD).
 pub fn parse_query(input: &[u8]) -> FormPairs {
-    input
-        .split(|&b| b == b'&')
-        .filter(|pair| !pair.is_empty() && !pair.contains(&b';'))
-        .filter_map(|pair| {
-            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+    raw_pairs(input)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// [`query_pairs`] borrowing from the request where no escape had to be decoded: for
+/// a request that only reads a parameter or two.
+pub fn borrowed_pairs<'a>(
+    uri_query: Option<&'a str>,
+    form: &'a [u8],
+) -> Vec<(Cow<'a, str>, Cow<'a, [u8]>)> {
+    raw_pairs(form)
+        .chain(raw_pairs(uri_query.unwrap_or_default().as_bytes()))
+        .collect()
+}
+
+/// The pairs of [`parse_query`], borrowed from `input` where nothing was decoded.
+fn raw_pairs(input: &[u8]) -> RawPairs<'_> {
+    RawPairs { rest: input }
+}
+
+/// The iterator of [`raw_pairs`]: one pass over a pair's bytes finds its `=` and
+/// whether it holds a `;` or anything to decode.
+struct RawPairs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for RawPairs<'a> {
+    type Item = (Cow<'a, str>, Cow<'a, [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let (mut end, mut eq, mut semicolon) = (self.rest.len(), None, false);
+            // Whether the name, and the value, hold a `+` or a `%`.
+            let mut coded = [false; 2];
+            for (i, &b) in self.rest.iter().enumerate() {
+                match b {
+                    b'&' => {
+                        end = i;
+                        break;
+                    }
+                    b'=' if eq.is_none() => eq = Some(i),
+                    b';' => semicolon = true,
+                    b'+' | b'%' => coded[usize::from(eq.is_some())] = true,
+                    _ => {}
+                }
+            }
+            let pair = &self.rest[..end];
+            self.rest = self.rest.get(end + 1..).unwrap_or_default();
+            if pair.is_empty() || semicolon {
+                continue;
+            }
+            let (k, v) = match eq {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[..0]),
             };
-            let key = unescape(k)?;
-            let key = String::from_utf8(key)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            Some((key, unescape(v)?))
-        })
-        .collect()
+            let decode = |s: &'a [u8], coded: bool| match coded {
+                false => Some(Cow::Borrowed(s)),
+                true => unescape(s).map(Cow::Owned),
+            };
+            let (Some(key), Some(value)) = (decode(k, coded[0]), decode(v, coded[1])) else {
+                continue;
+            };
+            let key = match key {
+                Cow::Borrowed(k) => match std::str::from_utf8(k) {
+                    Ok(k) => Cow::Borrowed(k),
+                    Err(_) => String::from_utf8_lossy(k),
+                },
+                Cow::Owned(k) => Cow::Owned(
+                    String::from_utf8(k)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                ),
+            };
+            return Some((key, value));
+        }
+        None
+    }
 }
 
 /// Decodes `+` and `%XX`; `None` for a malformed escape.
 fn unescape(s: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                let hi = hex(*s.get(i + 1)?)?;
-                let lo = hex(*s.get(i + 2)?)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 2;
-            }
-            b => out.push(b),
+    let mut rest = s;
+    // The runs between escapes are copied whole.
+    while let Some(at) = rest.iter().position(|&b| b == b'+' || b == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        if rest[at] == b'+' {
+            out.push(b' ');
+            rest = &rest[at + 1..];
+        } else {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let hi = hex(*rest.get(at + 1)?)?;
+            let lo = hex(*rest.get(at + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
+            rest = &rest[at + 3..];
         }
-        i += 1;
     }
+    out.extend_from_slice(rest);
     Some(out)
 }
 

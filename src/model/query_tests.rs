@@ -142,8 +142,10 @@ fn form_pairs_body_before_url() {
 
 #[test]
 fn query_parsing_follows_go() {
-    let cases: [(&str, &[(&str, &str)]); 6] = [
+    let cases: [(&str, &[(&str, &str)]); 8] = [
         ("a=1&b=x+y%20z", &[("a", "1"), ("b", "x y z")]),
+        ("a=%41%42c++d&b=%&c=x%2", &[("a", "ABc  d")]),
+        ("sum%28up%29=%7B%7D&t=1", &[("sum(up)", "{}"), ("t", "1")]),
         ("a=1;b=2&c=3", &[("c", "3")]),
         ("a=%zz&b=2", &[("b", "2")]),
         ("a=%4&b=2", &[("b", "2")]),
@@ -323,4 +325,37 @@ fn instant_queries_check_time_then_timeout() {
             other => panic!("{list:?}: expected bad_data, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn borrowed_pairs_are_the_parsed_pairs_and_borrow_what_needs_no_decoding() {
+    let inputs: [&[u8]; 9] = [
+        b"query=sum(up)&time=1700000000",
+        b"a=1;b=2&c=3",
+        b"&&a&b=&=x&",
+        b"k=v=w&k2==",
+        b"a=%zz&b=%4&c=%41+%42",
+        b"q%75ery=x&time+=1",
+        b"q=%ff%fe&%ff=1&\xff=2",
+        b"",
+        b"match%5B%5D=up&match[]=down",
+    ];
+    for form in inputs {
+        for query in [None, Some("x=1&query=y"), Some("")] {
+            let borrowed: FormPairs = borrowed_pairs(query, form)
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(
+                borrowed,
+                query_pairs(query, form),
+                "{:?} {query:?}",
+                String::from_utf8_lossy(form)
+            );
+        }
+    }
+    let pairs = borrowed_pairs(Some("query=sum(up)&t=a+b"), b"");
+    assert!(matches!(pairs[0].0, std::borrow::Cow::Borrowed("query")));
+    assert!(matches!(pairs[0].1, std::borrow::Cow::Borrowed(b"sum(up)")));
+    assert!(matches!(&pairs[1].1, std::borrow::Cow::Owned(v) if v == b"a b"));
 }

@@ -36,7 +36,7 @@ use hyper::body::Frame;
 
 use super::observe::Pending;
 use super::respond::full;
-use super::{Body, Frontend, read_body, request_pairs};
+use super::{Body, Frontend, form_body, read_body, request_pairs};
 use crate::error::{BoxError, Error};
 use crate::layers::cache::answer::AnswerKey;
 use crate::layers::cache::inflight::Role;
@@ -86,7 +86,7 @@ impl Frontend {
             // As the passthrough checks them: the querier must get a valid timeout.
             if let Err(e) = check_instant_query(&pairs) {
                 if let Some(p) = pending.as_deref_mut() {
-                    p.read_params(&pairs);
+                    p.read_params(form_body(&parts, &body));
                 }
                 return Err(e);
             }
@@ -106,7 +106,7 @@ impl Frontend {
             && let Some(hit) = cache.get(&key).await
         {
             if let Some(p) = pending.as_deref_mut() {
-                p.read_params(&pairs);
+                p.read_params(form_body(&parts, &body));
             }
             let mut headers = HeaderMap::new();
             if let Ok(ct) = HeaderValue::from_str(&hit.content_type) {
@@ -142,7 +142,7 @@ impl Frontend {
                     })?;
                 if let Some(answer) = shared.as_deref().and_then(Option::as_ref) {
                     if let Some(p) = pending.as_deref_mut() {
-                        p.read_params(&pairs);
+                        p.read_params(form_body(&parts, &body));
                     }
                     return Ok(self.answered(
                         &parts.headers,

@@ -43,7 +43,7 @@ use crate::error::{BoxError, Error};
 use crate::headers::ForwardHeaders;
 use crate::layers::retry::RetryPolicy;
 use crate::metrics::{Endpoint, Metrics};
-use crate::model::query::{FormPairs, form_pairs};
+use crate::model::query::{FormPairs, query_pairs};
 use crate::model::timeout::ClientTimeout;
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
@@ -392,14 +392,21 @@ impl Frontend {
         // A clone of the parsed URI shares its bytes: no copy of the path.
         let uri = req.uri().clone();
         let path = uri.path();
-        let coding = self.coding_for(req.headers());
+        // The request goes to its handler; an answer made here (an error, a preflight)
+        // negotiates its coding from this, which most requests never need.
+        let accept_encoding = self.accept_encoding(req.headers());
+        let coding = || {
+            accept_encoding
+                .as_ref()
+                .and_then(crate::encoding::negotiate_value)
+        };
         if head > self.max_header_bytes {
             let resp = self.error_answer(
                 &Error::HeadTooLarge {
                     size: head,
                     limit: self.max_header_bytes,
                 },
-                coding,
+                coding(),
             );
             self.metrics
                 .observe_request(endpoint, resp.status(), started.elapsed());
@@ -430,7 +437,7 @@ impl Frontend {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     self.metrics.overload_refusal();
-                    let resp = self.error_answer(&Error::Overloaded, coding);
+                    let resp = self.error_answer(&Error::Overloaded, coding());
                     self.metrics
                         .observe_request(endpoint, resp.status(), started.elapsed());
                     return resp;
@@ -453,7 +460,7 @@ impl Frontend {
         });
         let resp = match (endpoint, &method) {
             // CORS preflight: answered here, as Prometheus answers it.
-            _ if Cors::is_preflight(&method, path) => Ok(preflight(coding)),
+            _ if Cors::is_preflight(&method, path) => Ok(preflight(coding())),
             // Multipart forms (`curl -F`) are not decoded here: forwarded whole, as
             // the querier reads them (unsplit, uncached).
             (Endpoint::query_range, &Method::POST)
@@ -502,7 +509,7 @@ impl Frontend {
             _ => self.passthrough(req, pending.as_deref_mut()).await,
         };
         let error = resp.as_ref().err().map(error_message);
-        let resp = resp.unwrap_or_else(|e| self.error_answer(&e, coding));
+        let resp = resp.unwrap_or_else(|e| self.error_answer(&e, coding()));
         let took = started.elapsed();
         self.metrics.observe_request(endpoint, resp.status(), took);
         tracing::debug!(
@@ -570,16 +577,20 @@ impl Frontend {
 
 /// A request's parameters as Prometheus (Go's `ParseForm`) reads them: a POST's form
 /// body first, then the query string.
-fn request_pairs(parts: &http::request::Parts, body: &[u8]) -> FormPairs {
-    // Only a POST body carries parameters (and only then does its type matter).
-    let (content_type, form_body) = if parts.method == Method::POST && !body.is_empty() {
-        let content_type = crate::headers::first(&parts.headers, &header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        (content_type, body)
-    } else {
-        (None, &[][..])
-    };
-    form_pairs(parts.uri.query(), content_type, form_body)
+fn request_pairs(parts: &http::request::Parts, body: &Bytes) -> FormPairs {
+    query_pairs(parts.uri.query(), &form_body(parts, body))
+}
+
+/// The part of a request's body that carries parameters: the whole body of a form POST,
+/// nothing for any other request (Go's `ParseForm` reads no other body).
+fn form_body(parts: &http::request::Parts, body: &Bytes) -> Bytes {
+    let form = parts.method == Method::POST
+        && !body.is_empty()
+        && crate::model::query::is_form_content_type(
+            crate::headers::first(&parts.headers, &header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+    if form { body.clone() } else { Bytes::new() }
 }
 
 /// Aborts a background task when dropped.

@@ -15,7 +15,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use crate::error::{BoxError, Error};
 use crate::model::RequestStats;
 use crate::model::encoded::EncodedAnswer;
-use crate::model::query::first_value;
+use crate::model::query::{first_value, query_pairs};
 use crate::model::time::parse_timestamp_ms;
 use crate::slowlog::{CacheFacts, Entry, HttpRequest, Params, SlowLog, rfc3339_ms};
 use crate::status::{Dashboards, Visit};
@@ -43,6 +43,9 @@ pub struct Pending {
     org_id: Option<HeaderValue>,
     query_group_id: Option<HeaderValue>,
     params: RawParams,
+    /// The form body a read request's parameters come from (with the query string),
+    /// when [`Pending::read_params`] recorded it: parsed only for an entry.
+    form: Option<Bytes>,
     status: u16,
     error: Option<String>,
     cache_outcome: Option<&'static str>,
@@ -53,7 +56,7 @@ pub struct Pending {
 
 /// A line's `params` before formatting: times as the client wrote them or in
 /// milliseconds, parsed and formatted only for a line that is written.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RawParams {
     query: Option<String>,
     start: Option<RawTime>,
@@ -112,6 +115,7 @@ impl Pending {
             org_id: None,
             query_group_id: None,
             params: RawParams::default(),
+            form: None,
             status: 0,
             error: None,
             cache_outcome: None,
@@ -152,6 +156,7 @@ impl Pending {
         step_ns: i64,
         stats: Arc<RequestStats>,
     ) {
+        self.form = None;
         self.params = RawParams {
             query: Some(query.to_owned()),
             start: Some(RawTime::Ms(start_ms)),
@@ -161,35 +166,13 @@ impl Pending {
         self.stats = Some(stats);
     }
 
-    /// Records the parameters of another read request from its form pairs: `query` (or
-    /// the `match[]` selectors), `start`/`end` (or an instant query's `time`, with step 0).
-    pub fn read_params<V: AsRef<[u8]>>(&mut self, pairs: &[(String, V)]) {
-        let first = |name: &str| first_value(pairs, name).map(String::from_utf8_lossy);
-        let time = |name: &str| first(name).map(|v| RawTime::Text(v.into_owned()));
-        let mut matchers = pairs
-            .iter()
-            .filter(|(k, _)| k == "match[]")
-            .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
-            .peekable();
-        let query = match first("query") {
-            Some(q) => Some(q.into_owned()),
-            None if matchers.peek().is_some() => Some(matchers.collect::<Vec<_>>().join(", ")),
-            None => None,
-        };
-        self.params = match time("time") {
-            Some(time) => RawParams {
-                query,
-                start: Some(time.clone()),
-                end: Some(time),
-                step: Some(0.0),
-            },
-            None => RawParams {
-                query,
-                start: time("start"),
-                end: time("end"),
-                step: None,
-            },
-        };
+    /// Records where the parameters of another read request are: `form`, the form
+    /// body Prometheus reads before the query string (empty for none; see
+    /// [`crate::model::query::query_pairs`]). They are parsed only for an entry (most
+    /// requests get none): `query` (or the `match[]` selectors), `start`/`end` (or an
+    /// instant query's `time`, with step 0).
+    pub fn read_params(&mut self, form: Bytes) {
+        self.form = Some(form);
     }
 
     /// Records the counters of a passthrough request.
@@ -223,6 +206,14 @@ impl Pending {
 
     /// The line as far as it is known (everything but what the end of the body adds).
     fn entry(&self) -> Entry {
+        let read;
+        let params = match &self.form {
+            Some(form) => {
+                read = raw_params(&query_pairs(self.uri.query(), form));
+                &read
+            }
+            None => &self.params,
+        };
         let text = |v: &Option<HeaderValue>| {
             v.as_ref()
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -232,10 +223,10 @@ impl Pending {
             request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
             trace_id: self.trace_id.clone(),
             params: Params {
-                query: self.params.query.clone(),
-                start: self.params.start.as_ref().and_then(RawTime::rfc3339),
-                end: self.params.end.as_ref().and_then(RawTime::rfc3339),
-                step: self.params.step,
+                query: params.query.clone(),
+                start: params.start.as_ref().and_then(RawTime::rfc3339),
+                end: params.end.as_ref().and_then(RawTime::rfc3339),
+                step: params.step,
             },
             http_request: HttpRequest {
                 client_ip: self.peer.ip().to_string(),
@@ -300,6 +291,38 @@ impl Pending {
         e.duration_seconds = took.as_secs_f64();
         e.response_bytes = bytes;
         Some(e)
+    }
+}
+
+/// A read request's parameters as the log reports them, from its form pairs: `query`
+/// (or the `match[]` selectors joined), `start`/`end` (or an instant query's `time`,
+/// with step 0).
+fn raw_params<V: AsRef<[u8]>>(pairs: &[(String, V)]) -> RawParams {
+    let first = |name: &str| first_value(pairs, name).map(String::from_utf8_lossy);
+    let time = |name: &str| first(name).map(|v| RawTime::Text(v.into_owned()));
+    let mut matchers = pairs
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| String::from_utf8_lossy(v.as_ref()))
+        .peekable();
+    let query = match first("query") {
+        Some(q) => Some(q.into_owned()),
+        None if matchers.peek().is_some() => Some(matchers.collect::<Vec<_>>().join(", ")),
+        None => None,
+    };
+    match time("time") {
+        Some(time) => RawParams {
+            query,
+            start: Some(time.clone()),
+            end: Some(time),
+            step: Some(0.0),
+        },
+        None => RawParams {
+            query,
+            start: time("start"),
+            end: time("end"),
+            step: None,
+        },
     }
 }
 
@@ -419,22 +442,20 @@ mod tests {
 
     #[test]
     fn read_params_follow_prometheus_query_log_names() {
-        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
-            p.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let peer = "10.0.0.1:5000".parse().expect("addr");
         let tenant = HeaderName::from_static("x-scope-orgid");
-        let uri: http::Uri = "/api/v1/query".parse().expect("uri");
-        let mut p = Pending::new(
-            peer,
-            (&http::Method::GET, &uri, &HeaderMap::new()),
-            &tenant,
-            &HeaderValue::from_static("id"),
-            None,
-        );
-        p.read_params(&pairs(&[("query", "up"), ("time", "1700000000.5")]));
+        let pending = |uri: &str| {
+            let uri: http::Uri = uri.parse().expect("uri");
+            Pending::new(
+                peer,
+                (&http::Method::GET, &uri, &HeaderMap::new()),
+                &tenant,
+                &HeaderValue::from_static("id"),
+                None,
+            )
+        };
+        let mut p = pending("/api/v1/query?query=up&time=1700000000.5");
+        p.read_params(Bytes::new());
         let e = p.entry();
         assert_eq!(e.params.query.as_deref(), Some("up"));
         assert_eq!(e.params.start.as_deref(), Some("2023-11-14T22:13:20.500Z"));
@@ -442,19 +463,28 @@ mod tests {
         assert_eq!(e.params.step, Some(0.0));
         assert_eq!(e.http_request.path, "/api/v1/query");
         assert_eq!(e.request_id, "id");
-        p.read_params(&pairs(&[
-            ("match[]", "up"),
-            ("match[]", "process_start_time_seconds"),
-            ("start", "not a time"),
-        ]));
+        let mut p = pending("/api/v1/series?match[]=process_start_time_seconds&start=x");
+        p.read_params(Bytes::from_static(b"match%5B%5D=up&start=not+a+time"));
         let e = p.entry();
         assert_eq!(
             e.params.query.as_deref(),
-            Some("up, process_start_time_seconds")
+            Some("up, process_start_time_seconds"),
+            "the form body's pairs come first"
         );
         assert_eq!(e.params.start, None);
         assert_eq!(e.params.step, None);
         assert_eq!(e.http_request.client_ip, "10.0.0.1");
+        let mut p = pending("/api/v1/labels");
+        p.read_params(Bytes::new());
+        assert_eq!(p.entry().params.query, None);
+        // A range query's parsed parameters replace what the request said.
+        let mut p = pending("/api/v1/query_range?query=up&start=1&end=2&step=1");
+        p.read_params(Bytes::new());
+        p.range_query("sum(up)", 0, 60_000, 15_000_000_000, Arc::default());
+        let e = p.entry();
+        assert_eq!(e.params.query.as_deref(), Some("sum(up)"));
+        assert_eq!(e.params.end.as_deref(), Some("1970-01-01T00:01:00.000Z"));
+        assert_eq!(e.params.step, Some(15.0));
     }
 
     #[test]

@@ -13,12 +13,13 @@ use http_body_util::BodyExt;
 
 use super::observe::{Pending, error_message};
 use super::respond::{full, looks_like_json_object};
-use super::{Body, Frontend, read_body, request_pairs};
+use super::{Body, Frontend, form_body, read_body};
 use crate::downstream::ForwardRequest;
 use crate::error::{BoxError, Error};
 use crate::headers::strip_hop_by_hop;
 use crate::model::query::{
-    check_instant_query, first_value, is_form_content_type, is_multipart_content_type,
+    borrowed_pairs, check_instant_query, first_value, is_form_content_type,
+    is_multipart_content_type,
 };
 use crate::model::timeout::ClientTimeout;
 
@@ -50,10 +51,12 @@ impl Frontend {
         let content_type = content_type.and_then(|v| v.to_str().ok());
         let api = parts.uri.path().starts_with("/api/");
         let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
-        let pairs = request_pairs(&parts, &body);
+        // Read for a parameter or two: borrowed from the request, not copied.
+        let form = form_body(&parts, &body);
+        let pairs = borrowed_pairs(parts.uri.query(), &form);
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
-            p.read_params(&pairs);
+            p.read_params(form.clone());
         }
         let path = parts.uri.path();
         let query_path = path == "/api/v1/query" || path == "/api/v1/query_range";

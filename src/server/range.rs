@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower::ServiceExt;
 
 use super::observe::Pending;
-use super::{Body, Frontend, read_body, request_pairs};
+use super::{Body, Frontend, form_body, read_body, request_pairs};
 use crate::error::Error;
 use crate::headers::strip_hop_by_hop;
 use crate::model::RangeQuery;
@@ -28,7 +28,7 @@ impl Frontend {
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             // What the client asked, even when it is rejected below.
-            p.read_params(&pairs);
+            p.read_params(form_body(&parts, &body));
         }
         let mut query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
         let mut request_headers = parts.headers.clone();

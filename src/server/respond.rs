@@ -22,6 +22,14 @@ impl Frontend {
             .flatten()
     }
 
+    /// What [`Frontend::coding_for`] needs of a request's headers, kept for an answer
+    /// made later (most requests never need it): its `Accept-Encoding`, if it counts.
+    pub(super) fn accept_encoding(&self, req_headers: &HeaderMap) -> Option<HeaderValue> {
+        self.gzip_responses
+            .then(|| crate::headers::first(req_headers, &header::ACCEPT_ENCODING).cloned())
+            .flatten()
+    }
+
     /// A 200 JSON response, compressed when the client accepts it.
     pub(super) fn json_response(
         &self,
