@@ -56,7 +56,7 @@ pub struct Pending {
 
 /// A line's `params` before formatting: times as the client wrote them or in
 /// milliseconds, parsed and formatted only for a line that is written.
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct RawParams {
     query: Option<String>,
     start: Option<RawTime>,
