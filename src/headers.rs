@@ -1,6 +1,7 @@
 //! Header rules shared by the server and the downstream client: hop-by-hop headers never
 //! cross the proxy, only allow-listed request headers reach the querier, and the trace id
-//! of a W3C `traceparent` header is read for the logs.
+//! of a W3C `traceparent` header is read for the logs. Also the decimal writer both
+//! HTTP/1.1 writers use for `Content-Length`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -213,6 +214,22 @@ pub fn parse_traceparent(value: &[u8]) -> Option<&str> {
         b.len() == 55 || b[55] == b'-'
     };
     length_ok.then(|| &text[3..35])
+}
+
+/// Appends `n` in decimal (a `Content-Length` value, say) without formatting machinery.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]

@@ -88,6 +88,25 @@ fn record(log: &Log, req: Request<ReqBody>) {
     });
 }
 
+/// Serves `server` in a task with a handler that records each request in the returned
+/// log and answers it with `answer()`.
+fn serve_recording(
+    server: DuplexStream,
+    answer: impl Fn() -> Response<Body> + Send + 'static,
+) -> (tokio::task::JoinHandle<Ended<DuplexStream>>, Log) {
+    let log = Log::default();
+    let seen = log.clone();
+    let served = tokio::spawn(async move {
+        let closing = tokio::sync::watch::channel(false).0;
+        serve(server, &options(), &closing, move |req| {
+            record(&seen, req);
+            ready(answer())
+        })
+        .await
+    });
+    (served, log)
+}
+
 /// Serves `input` (sent whole, then the client's side shut) with a handler answering
 /// `answer()`; returns what the loop wrote, how it ended, and the requests it saw.
 async fn exchange(
@@ -95,16 +114,7 @@ async fn exchange(
     answer: impl Fn() -> Response<Body> + Send + 'static,
 ) -> (String, Ended<DuplexStream>, Vec<Seen>) {
     let (mut client, server) = duplex(1 << 20);
-    let log = Log::default();
-    let seen = log.clone();
-    let closing = tokio::sync::watch::channel(false).0;
-    let served = tokio::spawn(async move {
-        serve(server, &options(), &closing, move |req| {
-            record(&seen, req);
-            ready(answer())
-        })
-        .await
-    });
+    let (served, log) = serve_recording(server, answer);
     client.write_all(input).await.expect("write");
     client.shutdown().await.expect("shutdown");
     let ended = served.await.expect("serve");
@@ -180,16 +190,7 @@ async fn serves_pipelined_requests_in_order_with_their_heads_and_bodies() {
 #[tokio::test]
 async fn a_body_arriving_in_pieces_is_read_whole() {
     let (mut client, server) = duplex(1 << 16);
-    let log = Log::default();
-    let seen = log.clone();
-    let closing = tokio::sync::watch::channel(false).0;
-    let served = tokio::spawn(async move {
-        serve(server, &options(), &closing, move |req| {
-            record(&seen, req);
-            ready(ok())
-        })
-        .await
-    });
+    let (served, log) = serve_recording(server, ok);
     client
         .write_all(b"POST /api/v1/query HTTP/1.1\r\nContent-Length: 10\r\n\r\nquer")
         .await
