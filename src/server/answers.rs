@@ -36,13 +36,13 @@ use hyper::body::Frame;
 
 use super::observe::Pending;
 use super::respond::full;
-use super::{Body, Frontend, form_body, read_body, request_pairs};
+use super::{Body, Frontend, form_body, read_body};
 use crate::error::{BoxError, Error};
 use crate::layers::cache::answer::AnswerKey;
 use crate::layers::cache::inflight::Role;
 use crate::layers::cache::key::directives;
 use crate::metrics::Endpoint;
-use crate::model::query::{check_instant_query, first_value};
+use crate::model::query::{check_instant_query, first_value, query_pairs};
 use crate::model::timeout::ClientTimeout;
 
 /// The request as sent to the querier when the frontend reads the answer whole: without
@@ -80,13 +80,14 @@ impl Frontend {
         let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let pairs = request_pairs(&parts, &body);
+        let form = form_body(&parts, &body);
+        let pairs = query_pairs(parts.uri.query(), &form);
         let mut pending = pending;
         if endpoint == Endpoint::query {
             // As the passthrough checks them: the querier must get a valid timeout.
             if let Err(e) = check_instant_query(&pairs) {
                 if let Some(p) = pending.as_deref_mut() {
-                    p.read_params(form_body(&parts, &body));
+                    p.read_params(form.clone());
                 }
                 return Err(e);
             }
@@ -106,7 +107,7 @@ impl Frontend {
             && let Some(hit) = cache.get(&key).await
         {
             if let Some(p) = pending.as_deref_mut() {
-                p.read_params(form_body(&parts, &body));
+                p.read_params(form.clone());
             }
             let mut headers = HeaderMap::new();
             if let Ok(ct) = HeaderValue::from_str(&hit.content_type) {
@@ -142,7 +143,7 @@ impl Frontend {
                     })?;
                 if let Some(answer) = shared.as_deref().and_then(Option::as_ref) {
                     if let Some(p) = pending.as_deref_mut() {
-                        p.read_params(form_body(&parts, &body));
+                        p.read_params(form.clone());
                     }
                     return Ok(self.answered(
                         &parts.headers,

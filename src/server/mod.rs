@@ -43,7 +43,6 @@ use crate::error::{BoxError, Error};
 use crate::headers::ForwardHeaders;
 use crate::layers::retry::RetryPolicy;
 use crate::metrics::{Endpoint, Metrics};
-use crate::model::query::{FormPairs, query_pairs};
 use crate::model::timeout::ClientTimeout;
 use crate::slowlog::{SlowLog, SlowLogOptions};
 use crate::stack::{self, CacheUsage, RangeService};
@@ -575,14 +574,10 @@ impl Frontend {
     }
 }
 
-/// A request's parameters as Prometheus (Go's `ParseForm`) reads them: a POST's form
-/// body first, then the query string.
-fn request_pairs(parts: &http::request::Parts, body: &Bytes) -> FormPairs {
-    query_pairs(parts.uri.query(), &form_body(parts, body))
-}
-
 /// The part of a request's body that carries parameters: the whole body of a form POST,
-/// nothing for any other request (Go's `ParseForm` reads no other body).
+/// nothing for any other request (Go's `ParseForm` reads no other body). A request's
+/// parameters, as Prometheus reads them, are this body's pairs and then the query
+/// string's ([`crate::model::query::query_pairs`]).
 fn form_body(parts: &http::request::Parts, body: &Bytes) -> Bytes {
     let form = parts.method == Method::POST
         && !body.is_empty()

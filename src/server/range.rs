@@ -8,10 +8,11 @@ use http::{Request, Response};
 use tower::ServiceExt;
 
 use super::observe::Pending;
-use super::{Body, Frontend, form_body, read_body, request_pairs};
+use super::{Body, Frontend, form_body, read_body};
 use crate::error::Error;
 use crate::headers::strip_hop_by_hop;
 use crate::model::RangeQuery;
+use crate::model::query::query_pairs;
 use crate::model::timeout::ClientTimeout;
 
 impl Frontend {
@@ -24,11 +25,12 @@ impl Frontend {
         let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let pairs = request_pairs(&parts, &body);
+        let form = form_body(&parts, &body);
+        let pairs = query_pairs(parts.uri.query(), &form);
         let mut pending = pending;
         if let Some(p) = pending.as_deref_mut() {
             // What the client asked, even when it is rejected below.
-            p.read_params(form_body(&parts, &body));
+            p.read_params(form.clone());
         }
         let mut query = RangeQuery::from_form(pairs, self.forward.select(&parts.headers))?;
         let mut request_headers = parts.headers.clone();
