@@ -119,6 +119,29 @@ impl ForwardHeaders {
         }
         out
     }
+
+    /// Whether a passthrough sends the client's header `name` on: an allow-listed one,
+    /// or `Content-Type` (the type of the body it sends on), of which only the first
+    /// value goes. The writer leaves out hop-by-hop headers and those `Connection`
+    /// names, as [`ForwardHeaders::select`] does.
+    pub fn passes(&self, name: &HeaderName) -> bool {
+        name == header::CONTENT_TYPE || self.allows(name)
+    }
+
+    /// What a passthrough sends on of `src`, as a map of its own: the allow-listed
+    /// headers ([`ForwardHeaders::select`]) and the first `Content-Type`, unless the
+    /// client's `Connection` header names it. For writers that need a map; the own
+    /// client picks as it writes (see [`ForwardHeaders::passes`]).
+    pub fn select_passthrough(&self, src: &HeaderMap) -> HeaderMap {
+        let mut out = self.select(src);
+        let named = || connection_named(src).contains(&header::CONTENT_TYPE);
+        if let Some(ct) = first(src, &header::CONTENT_TYPE)
+            && !(src.contains_key(header::CONNECTION) && named())
+        {
+            out.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        out
+    }
 }
 
 /// The first value of `name` in `headers`, as `HeaderMap::get` finds it. Requests and

@@ -39,7 +39,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
-use crate::headers::{always_hop_by_hop, connection_named, push_decimal};
+use crate::headers::{ForwardHeaders, always_hop_by_hop, connection_named, push_decimal};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -74,6 +74,9 @@ pub(super) struct Outgoing<'a> {
     /// names), `Content-Length` (written from the body) and, when `host` is given,
     /// `Host`.
     pub(super) headers: &'a HeaderMap,
+    /// For a passthrough: the allow-list that picks which of `headers` are written
+    /// ([`ForwardHeaders::passes`]); `None` writes them all.
+    pub(super) allow: Option<&'a ForwardHeaders>,
     /// The `Host` header, written after the others.
     pub(super) host: Option<&'a HeaderValue>,
     pub(super) body: &'a Bytes,
@@ -87,6 +90,7 @@ impl<'a> Outgoing<'a> {
             prefix: "",
             path: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
             headers: req.headers(),
+            allow: None,
             host: None,
             body: req.body(),
         }
@@ -393,12 +397,25 @@ fn encode_head(req: &Outgoing<'_>, out: &mut Vec<u8>) {
     } else {
         Vec::new()
     };
+    let mut content_type = false;
     for (name, value) in req.headers {
         if name == header::CONTENT_LENGTH
             || (req.host.is_some() && name == header::HOST)
             || (hop_by_hop && (always_hop_by_hop(name) || named.contains(name)))
         {
             continue;
+        }
+        if let Some(allow) = req.allow {
+            if !allow.passes(name) {
+                continue;
+            }
+            // A passthrough sends the body's first type only.
+            if name == header::CONTENT_TYPE {
+                if content_type {
+                    continue;
+                }
+                content_type = true;
+            }
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");

@@ -42,6 +42,7 @@ pub use endpoints::{BalancePolicy, HealthOptions, HealthState};
 pub use pool::ResponseBody;
 
 use crate::error::Error;
+use crate::headers::ForwardHeaders;
 use crate::metrics::Metrics;
 use crate::model::timeout::{ClientTimeout, format_timeout};
 use crate::model::{QueryResponse, RangeQuery, Route};
@@ -78,14 +79,17 @@ pub struct DownstreamOptions {
 
 /// A passthrough request, kept whole so that it can be sent again.
 #[derive(Debug, Clone)]
-pub struct ForwardRequest {
+pub struct ForwardRequest<'a> {
     /// The client's method.
     pub method: Method,
     /// The client's path and query string, appended to the endpoint's prefix (as parsed
     /// from the client's request: sent on without being copied when there is no prefix).
     pub path_and_query: http::uri::PathAndQuery,
-    /// Headers to send (already filtered by the allow-list).
+    /// The client's headers: those `allow` passes are sent
+    /// ([`ForwardHeaders::passes`]), picked as the request is written.
     pub headers: HeaderMap,
+    /// The allow-list of request headers.
+    pub allow: &'a ForwardHeaders,
     /// The whole request body.
     pub body: Bytes,
     /// Whether a failed attempt may be retried. Then a 4xx or 5xx answer is read whole
@@ -331,7 +335,14 @@ impl Downstream {
     pub async fn probe(&self, index: usize, path: &str) -> bool {
         let s = &self.shared;
         let (none, empty) = (HeaderMap::new(), Bytes::new());
-        let sent = self.send(index, &Method::GET, RequestPath::Text(path), &none, &empty);
+        let sent = self.send(
+            index,
+            &Method::GET,
+            RequestPath::Text(path),
+            &none,
+            None,
+            &empty,
+        );
         let outcome = match tokio::time::timeout(s.connect_timeout, sent).await {
             Ok(Ok(resp)) => Outcome::Answered(resp.status()),
             // A probe path that is no valid request path was never sent: it says
@@ -370,7 +381,7 @@ impl Downstream {
     /// `Error::Downstream` instead.
     pub async fn forward(
         &self,
-        req: &ForwardRequest,
+        req: &ForwardRequest<'_>,
         route: &Route,
         deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, Error> {
@@ -390,7 +401,7 @@ impl Downstream {
     async fn forward_to(
         &self,
         index: usize,
-        req: &ForwardRequest,
+        req: &ForwardRequest<'_>,
         deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, Error> {
         let (budget, limit) = self.attempt_budget(index, deadline)?;
@@ -408,7 +419,14 @@ impl Downstream {
         };
         let exchange = async {
             let resp = self
-                .send(index, &req.method, path, &req.headers, &body)
+                .send(
+                    index,
+                    &req.method,
+                    path,
+                    &req.headers,
+                    Some(req.allow),
+                    &body,
+                )
                 .await?;
             // Error answers to reads are small: read them whole, to classify them for
             // a retry and to log the querier's message.
@@ -495,7 +513,7 @@ impl Downstream {
         let exchange = async {
             // A POST: never repeated by the pool (the retry layer decides).
             let resp = self
-                .send(index, &Method::POST, path, &headers, &form)
+                .send(index, &Method::POST, path, &headers, None, &form)
                 .await?;
             let (parts, body) = resp.into_parts();
             let body = self.read_body(index, body).await?;
@@ -523,13 +541,14 @@ impl Downstream {
 
     /// Sends one request to endpoint `index`: on the endpoint's own pool (`http://`) or
     /// with hyper-util's client (`https://`). `headers` are sent without hop-by-hop ones
-    /// and with the endpoint's `Host`.
+    /// and with the endpoint's `Host`; with `allow`, only those it passes.
     async fn send(
         &self,
         index: usize,
         method: &Method,
         path: RequestPath<'_>,
         headers: &HeaderMap,
+        allow: Option<&ForwardHeaders>,
         body: &Bytes,
     ) -> Result<Response<ResponseBody>, Error> {
         let target = &self.shared.targets[index];
@@ -543,12 +562,17 @@ impl Downstream {
                 prefix: &target.prefix,
                 path,
                 headers,
+                allow,
                 host: Some(host),
                 body,
             };
             return pool.send(&req).await.map_err(transport);
         }
-        let req = self.build_request(index, method.clone(), path, headers.clone(), body.clone())?;
+        let headers = match allow {
+            Some(allow) => allow.select_passthrough(headers),
+            None => headers.clone(),
+        };
+        let req = self.build_request(index, method.clone(), path, headers, body.clone())?;
         match &target.pool {
             Some(pool) => pool.send(&h1::Outgoing::of(&req)).await.map_err(transport),
             None => Ok(self

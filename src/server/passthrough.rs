@@ -43,12 +43,8 @@ impl Frontend {
         body: bytes::Bytes,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
-        let mut headers = self.forward.select(&parts.headers);
-        let content_type = crate::headers::first(&parts.headers, &header::CONTENT_TYPE);
-        if let Some(ct) = content_type {
-            headers.insert(header::CONTENT_TYPE, ct.clone());
-        }
-        let content_type = content_type.and_then(|v| v.to_str().ok());
+        let content_type = crate::headers::first(&parts.headers, &header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let api = parts.uri.path().starts_with("/api/");
         let retryable = is_idempotent_read(&parts.method, parts.uri.path(), content_type, &body);
         // Read for a parameter or two: borrowed from the request, not copied.
@@ -82,7 +78,9 @@ impl Frontend {
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            headers,
+            // Picked by the allow-list as they are written: no map of their own.
+            headers: parts.headers,
+            allow: &self.forward,
             body,
             retryable,
             timeout_param: retryable && parts.uri.path() == "/api/v1/query",
@@ -135,7 +133,7 @@ impl Frontend {
                             headers,
                             body: bytes::Bytes::copy_from_slice(&text),
                         };
-                        let coding = self.coding_for(&parts.headers);
+                        let coding = self.coding_for(&request.headers);
                         return Ok(self.error_answer(&wrapped, coding));
                     }
                 }
