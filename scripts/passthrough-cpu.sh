@@ -6,17 +6,17 @@
 # the kernel), which a throughput number alone does not say.
 #
 #   scripts/passthrough-cpu.sh [FRONTEND_BIN ...]   (default: target/release/promql-frontend)
-#   ROUNDS   rounds over all targets and both requests (default 2)
+#   ROUNDS   rounds over all targets and both requests (default: one per target)
 #   SECONDS_PER_RUN   length of each wrk run (default 8)
 #
 # Prints one line per round, target and request: req/s, and user and system CPU in µs per
-# request, read from /proc/<pid>/stat before and after the run. Needs wrk, nginx,
-# prometheus, curl and python3 (`scripts/install-deps.sh --bench` installs all but wrk:
-# `apt-get install -y wrk`).
+# request, read from /proc/<pid>/stat before and after the run; then the means. Needs
+# wrk, nginx, prometheus, curl and python3 (`scripts/install-deps.sh --bench` installs
+# all but wrk: `apt-get install -y wrk`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 for tool in wrk nginx prometheus curl python3; do
   command -v "$tool" >/dev/null 2>&1 || {
@@ -72,9 +72,16 @@ wait_for "$port" /api/v1/labels
 # The master process only supervises: count the workers.
 nginx_workers=$(pgrep -P "${pids[-1]}" | tr '\n' ' ')
 
+# Each round starts the turn one target later: a run tends to go slower the later it
+# comes in a round (measured: up to 8% for `/api/v1/labels`), so with as many rounds as
+# targets (or a multiple), each target runs in every place alike.
+targets=(nginx "${!names[@]}")
+ROUNDS=${ROUNDS:-${#targets[@]}}
 for round in $(seq 1 "$ROUNDS"); do
+  shift_by=$(((round - 1) % ${#targets[@]}))
+  order=("${targets[@]:shift_by}" "${targets[@]:0:shift_by}")
   for path in "/api/v1/labels" "/api/v1/query?query=sum(up)&time=$(date +%s)"; do
-    for t in nginx "${!names[@]}"; do
+    for t in "${order[@]}"; do
       if [ "$t" = nginx ]; then
         name=nginx target_port=$port watched=$nginx_workers
       else
@@ -91,7 +98,11 @@ for round in $(seq 1 "$ROUNDS"); do
       printf 'round %s  %-10s %-16s %9s req/s  user %5.1f µs  system %5.1f µs per request\n' \
         "$round" "$name" "${path%%\?*}" "$rps" \
         "$(echo "($u1 - $u0) * 1000000 / $hz / $requests" | bc -l)" \
-        "$(echo "($s1 - $s0) * 1000000 / $hz / $requests" | bc -l)"
+        "$(echo "($s1 - $s0) * 1000000 / $hz / $requests" | bc -l)" | tee -a "$DIR/rounds.txt"
     done
   done
 done
+echo "mean over $ROUNDS rounds:"
+awk '{k = sprintf("%-10s %-16s", $3, $4); n[k]++; r[k] += $5; u[k] += $8; s[k] += $11}
+  END {for (k in n) printf "%s %9.0f req/s  user %5.2f µs  system %5.2f µs per request\n", k, r[k] / n[k], u[k] / n[k], s[k] / n[k]}' \
+  "$DIR/rounds.txt" | sort

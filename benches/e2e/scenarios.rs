@@ -341,10 +341,12 @@ pub struct Peaks {
 /// Scenario 1: passthrough overhead, the frontend side by side with Prometheus direct
 /// and with nginx as a plain `proxy_pass` proxy in front of the same Prometheus. The
 /// three targets take turns (latency: one request each in rotating order; throughput:
-/// rounds in rotating order), so that whatever else the machine does hits them alike.
+/// two rotations of rounds, in which each target runs once in every place of the order,
+/// the second in reverse order so that a target's rounds follow its neighbours' on both
+/// sides), so that whatever else the machine does (Prometheus collecting its garbage
+/// after a round, say) hits them alike.
 /// Same client, same connection count and same requests for all three.
 pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
-    const ROUNDS: usize = 3;
     let client = &b.client;
     let mut targets = vec![
         b.prom.as_str(),
@@ -364,7 +366,7 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
     }
     r.line("### 1. Passthrough overhead");
     r.line("");
-    r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn). \"frontend\" forwards every request (`cache.answers = false`): the passthrough weighed against nginx. \"frontend, answer cache\" is the default configuration: the 32 clients ask the same instant query, which it sends to the querier once for all identical requests in flight (the time asked is within `max_freshness`, so nothing is stored); `/api/v1/labels` without `end` is never stored or shared and is forwarded as it comes.");
+    r.line("Prometheus direct, nginx as a plain `proxy_pass` proxy (2 workers, keep-alive upstream pool of 64, no cache) and the frontend, in front of the same Prometheus; latency at concurrency 1 (one request to each in turn), throughput at concurrency 32 (rounds in turn: two rotations, the second in reverse order, `BENCH_SECS` per target in all). \"frontend\" forwards every request (`cache.answers = false`): the passthrough weighed against nginx. \"frontend, answer cache\" is the default configuration: the 32 clients ask the same instant query, which it sends to the querier once for all identical requests in flight (the time asked is within `max_freshness`, so nothing is stored); `/api/v1/labels` without `end` is never stored or shared and is forwarded as it comes.");
     r.line("");
     r.line(
         "| request | target | median | added | p99 | req/s (c=32) | vs direct | frontend / nginx |",
@@ -398,12 +400,17 @@ pub async fn passthrough(b: &Bench, f: &Frontends, r: &mut Report) {
         }
         let mut tp = vec![0.0; n];
         let mut errors = 0;
-        let round = Duration::from_secs(b.tp_secs).div_f64(ROUNDS as f64);
-        for i in 0..ROUNDS {
+        let rounds = 2 * n;
+        let round = Duration::from_secs(b.tp_secs).div_f64(rounds as f64);
+        for i in 0..rounds {
             for k in 0..n {
-                let t = (i + k) % n;
+                // The second rotation in reverse order.
+                let t = match i < n {
+                    true => (i + k) % n,
+                    false => (i + n - k) % n,
+                };
                 let (rps, errs) = throughput(client, 32, round, &urls[t]).await;
-                tp[t] += rps / ROUNDS as f64;
+                tp[t] += rps / rounds as f64;
                 errors += errs;
             }
         }
