@@ -72,8 +72,9 @@ wait_for "$port" /api/v1/labels
 # The master process only supervises: count the workers.
 nginx_workers=$(pgrep -P "${pids[-1]}" | tr '\n' ' ')
 
-# Each round starts the turn one target later: a run tends to go slower the later it
-# comes in a round (measured: up to 8% for `/api/v1/labels`), so with as many rounds as
+# Each round starts the turn one target later. Where a run comes in a round changes its
+# speed: with a fixed order, the second of three targets did 8–9% more `/api/v1/labels`
+# requests per second than the third, whichever binary it was. With as many rounds as
 # targets (or a multiple), each target runs in every place alike.
 targets=(nginx "${!names[@]}")
 ROUNDS=${ROUNDS:-${#targets[@]}}
