@@ -45,7 +45,7 @@ use crate::error::Error;
 use crate::headers::ForwardHeaders;
 use crate::metrics::Metrics;
 use crate::model::timeout::{ClientTimeout, format_timeout};
-use crate::model::{QueryResponse, RangeQuery, Route};
+use crate::model::{QueryResponse, RangeQuery, RequestStats, Route};
 use crate::{BoxFuture, headers};
 use endpoints::{Endpoints, Transition};
 use wire::{downstream_error, tls_config, too_large, with_timeout};
@@ -379,22 +379,29 @@ impl Downstream {
     /// tried), forwards the request and returns the querier's response with its body
     /// still streaming. For a retryable request a 5xx or 429 answer comes back as
     /// `Error::Downstream` instead.
+    ///
+    /// The attempt's time (until the answer's head) is added to `stats` when given.
     pub async fn forward(
         &self,
         req: &ForwardRequest<'_>,
         route: &Route,
         deadline: Option<Instant>,
+        stats: Option<&RequestStats>,
     ) -> Result<Response<ResponseBody>, Error> {
         let s = &self.shared;
         let index = s.endpoints.pick(route.tried());
         route.mark(index);
+        // One clock reading for the attempt's start, its budget and its timer.
         let started = Instant::now();
-        let result = self.forward_to(index, req, deadline).await;
+        let result = self.forward_to(index, req, deadline, started).await;
         let outcome = match &result {
             Ok(resp) => Outcome::Answered(resp.status()),
             Err(e) => outcome_of(e),
         };
-        self.record(index, started, &outcome, "passthrough");
+        let took = self.record(index, started, &outcome, "passthrough");
+        if let (Some(stats), Some(took)) = (stats, took) {
+            stats.record_downstream(took);
+        }
         result
     }
 
@@ -403,8 +410,9 @@ impl Downstream {
         index: usize,
         req: &ForwardRequest<'_>,
         deadline: Option<Instant>,
+        now: Instant,
     ) -> Result<Response<ResponseBody>, Error> {
-        let (budget, limit) = self.attempt_budget(index, deadline)?;
+        let (budget, limit) = self.attempt_budget(index, deadline, now)?;
         let (rewritten, body) = match req.timeout_param {
             true => with_timeout(
                 req.path_and_query.as_str(),
@@ -446,7 +454,7 @@ impl Downstream {
                 body,
             })
         };
-        let mut expired = self.shared.sleeps.sleep_until(Instant::now() + budget);
+        let mut expired = self.shared.sleeps.sleep_until(now + budget);
         let mut exchange = std::pin::pin!(exchange);
         // The answer first, as `tokio::time::timeout` does: one that is ready counts
         // even when the deadline passed meanwhile.
@@ -474,13 +482,14 @@ impl Downstream {
         }
         let started = Instant::now();
         let stats = query.stats.clone();
-        let result = self.query_range_at(index, query).await;
+        let result = self.query_range_at(index, query, started).await;
         let outcome = match &result {
             Ok(_) => Outcome::Answered(StatusCode::OK),
             Err(e) => outcome_of(e),
         };
-        self.record(index, started, &outcome, "query_range");
-        stats.record_downstream(started.elapsed());
+        if let Some(took) = self.record(index, started, &outcome, "query_range") {
+            stats.record_downstream(took);
+        }
         result
     }
 
@@ -488,8 +497,9 @@ impl Downstream {
         &self,
         index: usize,
         mut query: RangeQuery,
+        now: Instant,
     ) -> Result<QueryResponse, Error> {
-        let (budget, limit) = self.attempt_budget(index, query.deadline)?;
+        let (budget, limit) = self.attempt_budget(index, query.deadline, now)?;
         if query.deadline.is_some() {
             // The querier enforces the client's timeout itself, and stops evaluating
             // when the frontend stops waiting for this attempt.
@@ -600,12 +610,13 @@ impl Downstream {
         &self,
         index: usize,
         deadline: Option<Instant>,
+        now: Instant,
     ) -> Result<(Duration, &'static str), Error> {
         let per_attempt = self.shared.request_timeout;
         let Some(deadline) = deadline else {
             return Ok((per_attempt, "downstream.request_timeout"));
         };
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(self.timeout_error(index, Duration::ZERO, DEADLINE));
         }
@@ -678,8 +689,15 @@ impl Downstream {
         Ok(req)
     }
 
-    /// Feeds an attempt's outcome into the endpoint's health and the metrics.
-    fn record(&self, index: usize, started: Instant, outcome: &Outcome, kind: &'static str) {
+    /// Feeds an attempt's outcome into the endpoint's health and the metrics; the
+    /// attempt's time (none for a probe, which is not timed).
+    fn record(
+        &self,
+        index: usize,
+        started: Instant,
+        outcome: &Outcome,
+        kind: &'static str,
+    ) -> Option<Duration> {
         let s = &self.shared;
         let target = &s.targets[index];
         // Runs under the endpoint's lock: the gauge always shows the latest state.
@@ -712,6 +730,7 @@ impl Downstream {
         let took = (kind != "probe").then(|| started.elapsed());
         s.metrics
             .downstream_attempt(&target.label, kind, label, took);
+        took
     }
 
     fn timeout_error(&self, index: usize, after: Duration, limit: &'static str) -> Error {

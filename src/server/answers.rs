@@ -72,12 +72,12 @@ impl Frontend {
         &self,
         req: Request<ReqBody>,
         endpoint: Endpoint,
+        arrived: tokio::time::Instant,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
         let Some(cache) = self.answers.clone() else {
-            return self.passthrough(req, pending).await;
+            return self.passthrough(req, arrived, pending).await;
         };
-        let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let form = form_body(&parts, &body);

@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -384,7 +384,10 @@ impl Frontend {
         (request_id, trace_id): (&HeaderValue, Option<String>),
         web: Option<&Loaded>,
     ) -> Response<Body> {
-        let started = Instant::now();
+        // One clock reading for the request's arrival: its duration, its deadline and
+        // the slow-query log's record.
+        let arrived = tokio::time::Instant::now();
+        let started = arrived.into_std();
         let _in_flight = self.metrics.start_request();
         let endpoint = Endpoint::of(req.uri().path());
         let method = req.method().clone();
@@ -450,6 +453,7 @@ impl Frontend {
         // future that holds it.
         let mut pending = (self.slow_log.enabled() && logged).then(|| {
             Box::new(Pending::new(
+                started,
                 peer,
                 (&method, req.uri(), req.headers()),
                 &self.tenant_header,
@@ -469,13 +473,13 @@ impl Frontend {
                         .and_then(|v| v.to_str().ok()),
                 ) =>
             {
-                self.passthrough(req, pending.as_deref_mut()).await
+                self.passthrough(req, arrived, pending.as_deref_mut()).await
             }
             // The answering paths are boxed: their futures are several kilobytes, and
             // unboxed they would make every request's future (moved at each poll level)
             // as large as the largest of them.
             (Endpoint::query_range, &Method::GET | &Method::POST) => {
-                Box::pin(self.query_range(req, pending.as_deref_mut())).await
+                Box::pin(self.query_range(req, arrived, pending.as_deref_mut())).await
             }
             // Label values: GET only, as Prometheus serves them; the others also as a
             // form POST. Any other body is forwarded as it came.
@@ -487,13 +491,13 @@ impl Frontend {
                             .and_then(|v| v.to_str().ok()),
                     ) =>
             {
-                Box::pin(self.cached_answer(req, endpoint, pending.as_deref_mut())).await
+                Box::pin(self.cached_answer(req, endpoint, arrived, pending.as_deref_mut())).await
             }
             (
                 Endpoint::labels | Endpoint::series | Endpoint::query | Endpoint::label_values,
                 &Method::GET,
             ) if self.answers.is_some() => {
-                Box::pin(self.cached_answer(req, endpoint, pending.as_deref_mut())).await
+                Box::pin(self.cached_answer(req, endpoint, arrived, pending.as_deref_mut())).await
             }
             (Endpoint::healthy, _) => Ok(text(StatusCode::OK, "promql-frontend is Healthy.\n")),
             (Endpoint::ready, _) => Ok(self.ready().await),
@@ -505,7 +509,7 @@ impl Frontend {
                 let who = self.visibility(&req, user.as_deref());
                 Box::pin(self.status_page(&req, who)).await
             }
-            _ => self.passthrough(req, pending.as_deref_mut()).await,
+            _ => self.passthrough(req, arrived, pending.as_deref_mut()).await,
         };
         let error = resp.as_ref().err().map(error_message);
         let resp = resp.unwrap_or_else(|e| self.error_answer(&e, coding()));

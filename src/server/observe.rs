@@ -29,7 +29,9 @@ use super::Body;
 /// dashboard visit recorded: most requests are neither, and formatting times and
 /// copying strings for them was a measurable part of a forwarded request's cost.
 pub struct Pending {
-    arrived_ms: i64,
+    /// When the request arrived. Its wall-clock time, which the line reports, is worked
+    /// out from it only for a line (the current time less the time since): one clock
+    /// reading less for every request.
     started: Instant,
     peer: std::net::SocketAddr,
     method: http::Method,
@@ -90,9 +92,10 @@ const ORG_ID: HeaderName = HeaderName::from_static("x-grafana-org-id");
 const QUERY_GROUP_ID: HeaderName = HeaderName::from_static("x-query-group-id");
 
 impl Pending {
-    /// Starts the record of a request received now; `trace_id` is the one
+    /// Starts the record of a request received at `started`; `trace_id` is the one
     /// [`crate::headers::trace_id`] read from its headers.
     pub fn new(
+        started: Instant,
         peer: std::net::SocketAddr,
         request: (&http::Method, &http::Uri, &HeaderMap),
         tenant_header: &HeaderName,
@@ -101,8 +104,7 @@ impl Pending {
     ) -> Pending {
         let (method, uri, headers) = request;
         let mut p = Pending {
-            arrived_ms: chrono::Utc::now().timestamp_millis(),
-            started: Instant::now(),
+            started,
             peer,
             method: method.clone(),
             uri: uri.clone(),
@@ -204,6 +206,12 @@ impl Pending {
         }
     }
 
+    /// When the request arrived, in milliseconds since the epoch.
+    fn arrived_ms(&self) -> i64 {
+        let since = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        chrono::Utc::now().timestamp_millis().saturating_sub(since)
+    }
+
     /// The line as far as it is known (everything but what the end of the body adds).
     fn entry(&self) -> Entry {
         let read;
@@ -219,7 +227,7 @@ impl Pending {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         let mut e = Entry {
-            time: rfc3339_ms(self.arrived_ms).unwrap_or_default(),
+            time: rfc3339_ms(self.arrived_ms()).unwrap_or_default(),
             request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
             trace_id: self.trace_id.clone(),
             params: Params {
@@ -447,6 +455,7 @@ mod tests {
         let pending = |uri: &str| {
             let uri: http::Uri = uri.parse().expect("uri");
             Pending::new(
+                Instant::now(),
                 peer,
                 (&http::Method::GET, &uri, &HeaderMap::new()),
                 &tenant,
@@ -505,6 +514,7 @@ mod tests {
         let uri: http::Uri = "/api/v1/query_range?query=up".parse().expect("uri");
         let peer = "[::1]:5000".parse().expect("addr");
         let mut p = Pending::new(
+            Instant::now(),
             peer,
             (&http::Method::POST, &uri, &headers),
             &HeaderName::from_static("x-scope-orgid"),
@@ -538,5 +548,28 @@ mod tests {
         assert_eq!(e.status, 200);
         // The arrival time, in the log's format.
         assert_eq!(e.time.len(), "2023-11-14T22:13:20.000Z".len(), "{}", e.time);
+    }
+
+    #[test]
+    fn the_line_reports_when_the_request_arrived_not_when_it_ended() {
+        let uri: http::Uri = "/api/v1/labels".parse().expect("uri");
+        let arrived = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(90))
+            .expect("the clock is past 90 s");
+        let before = chrono::Utc::now();
+        let p = Pending::new(
+            arrived,
+            "127.0.0.1:5000".parse().expect("addr"),
+            (&http::Method::GET, &uri, &HeaderMap::new()),
+            &HeaderName::from_static("x-scope-orgid"),
+            &HeaderValue::from_static("id"),
+            None,
+        );
+        let e = p.entry();
+        let after = chrono::Utc::now();
+        let time = chrono::DateTime::parse_from_rfc3339(&e.time).expect("an RFC 3339 time");
+        let lo = before - chrono::Duration::seconds(90) - chrono::Duration::milliseconds(2);
+        let hi = after - chrono::Duration::seconds(90) + chrono::Duration::milliseconds(2);
+        assert!(time >= lo && time <= hi, "{} not 90 s before now", e.time);
     }
 }

@@ -4,7 +4,6 @@
 //! stack's policy and budget; anything else gets exactly one attempt.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::ReqBody;
 use http::header;
@@ -15,7 +14,7 @@ use super::observe::{Pending, error_message};
 use super::respond::{full, looks_like_json_object};
 use super::{Body, Frontend, form_body, read_body};
 use crate::downstream::ForwardRequest;
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::headers::strip_hop_by_hop;
 use crate::model::query::{
     borrowed_pairs, check_instant_query, first_value, is_form_content_type,
@@ -24,12 +23,14 @@ use crate::model::query::{
 use crate::model::timeout::ClientTimeout;
 
 impl Frontend {
+    /// `arrived`: when the frontend took the request up (its head read, before it was
+    /// authenticated); the request's deadline and a client's `timeout` run from then.
     pub(super) async fn passthrough(
         &self,
         req: Request<ReqBody>,
+        arrived: tokio::time::Instant,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
-        let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         self.forward_whole(arrived, parts, body, pending).await
@@ -94,10 +95,9 @@ impl Frontend {
         let attempt = |route: Arc<crate::model::Route>| {
             let (request, stats) = (&request, &stats);
             async move {
-                let started = Instant::now();
-                let result = downstream.forward(request, &route, Some(deadline)).await;
-                stats.record_downstream(started.elapsed());
-                result
+                downstream
+                    .forward(request, &route, Some(deadline), Some(stats))
+                    .await
             }
         };
         let result = if retryable {
@@ -146,10 +146,7 @@ impl Frontend {
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed(),
-        ))
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 }
 

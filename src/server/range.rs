@@ -20,9 +20,9 @@ impl Frontend {
     pub(super) async fn query_range(
         &self,
         req: Request<ReqBody>,
+        arrived: tokio::time::Instant,
         pending: Option<&mut Pending>,
     ) -> Result<Response<Body>, Error> {
-        let arrived = tokio::time::Instant::now();
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let form = form_body(&parts, &body);
