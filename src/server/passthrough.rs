@@ -23,8 +23,8 @@ use crate::model::query::{
 use crate::model::timeout::ClientTimeout;
 
 impl Frontend {
-    /// `arrived`: when the frontend took the request up (its head read, before it was
-    /// authenticated); the request's deadline and a client's `timeout` run from then.
+    /// `arrived`: when the frontend took the request up (before authenticating it); the
+    /// request's deadline and a client's `timeout` run from then.
     pub(super) async fn passthrough(
         &self,
         req: Request<ReqBody>,
