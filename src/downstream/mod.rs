@@ -380,13 +380,13 @@ impl Downstream {
     /// still streaming. For a retryable request a 5xx or 429 answer comes back as
     /// `Error::Downstream` instead.
     ///
-    /// The attempt's time (until the answer's head) is added to `stats` when given.
+    /// The attempt's time (until the answer's head) is added to `stats`.
     pub async fn forward(
         &self,
         req: &ForwardRequest<'_>,
         route: &Route,
         deadline: Option<Instant>,
-        stats: Option<&RequestStats>,
+        stats: &RequestStats,
     ) -> Result<Response<ResponseBody>, Error> {
         let s = &self.shared;
         let index = s.endpoints.pick(route.tried());
@@ -398,8 +398,7 @@ impl Downstream {
             Ok(resp) => Outcome::Answered(resp.status()),
             Err(e) => outcome_of(e),
         };
-        let took = self.record(index, started, &outcome, "passthrough");
-        if let (Some(stats), Some(took)) = (stats, took) {
+        if let Some(took) = self.record(index, started, &outcome, "passthrough") {
             stats.record_downstream(took);
         }
         result

@@ -96,7 +96,7 @@ impl Frontend {
             let (request, stats) = (&request, &stats);
             async move {
                 downstream
-                    .forward(request, &route, Some(deadline), Some(stats))
+                    .forward(request, &route, Some(deadline), stats)
                     .await
             }
         };
